@@ -1,0 +1,45 @@
+"""Timing helpers shared by the benchmarks: best-of-N wall time after warm-up."""
+import time
+
+import numpy
+
+
+def best_time(fn, repeat=5, warmup=2, sync=None):
+    """Seconds of the fastest of ``repeat`` calls of ``fn`` after ``warmup`` calls.
+    ``sync`` (e.g. a CUDA synchronise) runs after each call so the clock sees finished work."""
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_gflops(n=1024, repeat=5, xp=numpy, sync=None):
+    """Measured float32 matrix-product rate of this machine (GFLOP/s): the ceiling for dense and conv."""
+    a = xp.ones((n, n), dtype=numpy.float32)
+    b = xp.ones((n, n), dtype=numpy.float32)
+    t = best_time(lambda: a @ b, repeat=repeat, sync=sync)
+    return 2 * n ** 3 / t / 1e9
+
+
+def try_import_torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def fmt_row(name, ours, ref=None, flops=None):
+    """One table row: minidl ms, reference ms, ratio, minidl GFLOP/s."""
+    ref_s = f"{ref * 1e3:9.2f}" if ref else "        -"
+    ratio = f"{ours / ref:6.2f}x" if ref else "      -"
+    gf = f"{flops / ours / 1e9:8.1f}" if flops else "       -"
+    return f"{name:<34}{ours * 1e3:9.2f}{ref_s}{ratio}{gf}"

@@ -1,0 +1,278 @@
+"""Gradient attacks on classifiers with inputs in [0, 1]: FGSM and PGD, L-inf and L2.
+
+Conventions. ``loss(z, y)`` measures how wrong logits z are for label y: cross-entropy, or the
+Carlini-Wagner margin ``max_{j != y} z_j - z_y`` (positive exactly when y is not predicted).
+An untargeted attack ascends it for the true label (s = +1); a targeted attack descends it
+for the target label (s = -1), i.e. moves toward the target. Norms are per example.
+
+* FGSM:        x' = clip01(x + s * eps * sign(g))          (L2: x + s * eps * g / ||g||)
+* PGD L-inf:   x <- clip01(clip_{[x0-eps, x0+eps]}(x + s * alpha * sign(g)))
+* PGD L2:      x <- clip01(x0 + proj_{||d|| <= eps}(x + s * alpha * g / ||g|| - x0))
+* random start: uniform in the L-inf box; uniform in the L2 ball, i.e. radius eps * U^(1/d)
+  along a uniform direction (not on the sphere's surface).
+
+Clipping to [0, 1] after projecting never leaves the ball: x0 is in [0, 1], so clipping only
+shrinks each coordinate of the perturbation.
+
+The model runs in eval mode during the attack (its previous mode is restored), and its
+parameters are frozen so they receive no gradient.
+"""
+import contextlib
+import numbers
+
+import numpy
+
+from .. import backend
+from ..autograd import enable_grad, no_grad
+from ..functional import cross_entropy
+from ..tensor import Tensor
+
+NORMS = {"inf": "inf", "linf": "inf", numpy.inf: "inf", "2": "2", "l2": "2", 2: "2"}
+
+
+# --- argument checks ----------------------------------------------------------------------------
+def _model_device(model):
+    params = model.parameters() if hasattr(model, "parameters") else []
+    return params[0].device if params else "cpu"
+
+
+def prepare_inputs(model, x, y, op):
+    """(x, y) as Tensors on the model's device, after checking range, dtype and shapes."""
+    device = _model_device(model)
+    xd = x.data if isinstance(x, Tensor) else x
+    if not backend.is_array(xd):
+        xd = numpy.asarray(xd, dtype=numpy.float32)
+    if xd.dtype.kind != "f":
+        raise TypeError(f"{op}: x must be floating point in [0, 1], got dtype {xd.dtype}")
+    if xd.ndim < 2:
+        raise ValueError(f"{op}: x must have a batch axis, got shape {xd.shape}")
+    lo, hi = float(xd.min()), float(xd.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{op}: x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    yd = y.data if isinstance(y, Tensor) else y
+    if not backend.is_array(yd):
+        yd = numpy.asarray(yd)
+    if yd.dtype.kind not in "iu":
+        raise TypeError(f"{op}: y must hold integer labels, got dtype {yd.dtype}")
+    if yd.shape != (xd.shape[0],):
+        raise ValueError(f"{op}: y must have shape ({xd.shape[0]},) to match x of shape {xd.shape}, got {yd.shape}")
+    return Tensor(backend.to_device(xd, device)), Tensor(backend.to_device(yd, device).astype(numpy.int64))
+
+
+def _norm(norm, op):
+    key = norm.lower() if isinstance(norm, str) else norm
+    if key not in NORMS:
+        raise ValueError(f"{op}: norm must be 'inf' or '2', got {norm!r}")
+    return NORMS[key]
+
+
+def _check_number(op, name, value, minimum, strict=False, integer=False):
+    kind = numbers.Integral if integer else numbers.Real
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{op}: {name} must be {'>' if strict else '>='} {minimum}, got {value}")
+
+
+@contextlib.contextmanager
+def attack_mode(model):
+    """Eval mode and frozen parameters for the duration of an attack; restored afterwards."""
+    was_training = getattr(model, "training", False)
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
+    params = model.parameters() if hasattr(model, "parameters") else []
+    flags = [p.requires_grad for p in params]
+    if hasattr(model, "eval"):
+        model.eval()
+    for p in params:
+        p.requires_grad = False
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad = flag
+        if hasattr(model, "train"):
+            model.train(was_training)
+        for m, mode in modes:  # each sub-module's own mode (e.g. a frozen BatchNorm in a training model)
+            m.training = mode
+
+
+# --- losses and gradients -------------------------------------------------------------------
+def margin_loss(logits, y):
+    """Carlini-Wagner margin per example: max_{j != y} z_j - z_y."""
+    xp = backend.get_array_module(logits.data)
+    n, c = logits.shape
+    mask = xp.zeros((n, c), dtype=logits.dtype)
+    mask[xp.arange(n), y.data] = -xp.inf
+    onehot = (mask != 0).astype(logits.dtype)
+    best_other = (logits + Tensor(mask)).max(axis=1)
+    return best_other - (logits * Tensor(onehot)).sum(axis=1)
+
+
+def attack_loss(logits, y, loss="ce"):
+    """Per-example loss the attack ascends (untargeted) or descends (targeted)."""
+    if loss == "ce":
+        return cross_entropy(logits, y, reduction="none")
+    if loss == "margin":
+        return margin_loss(logits, y)
+    raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+
+
+def input_gradient(model, x, y, loss="ce", eot_samples=1):
+    """d loss(model(x), y) / dx per example (the sum over examples separates), averaged over
+    ``eot_samples`` forward passes: the expectation-over-transformation gradient of a
+    randomized model. Returns (gradient array, mean logits array, per-example loss array)."""
+    grad = logits_sum = loss_sum = None
+    for _ in range(eot_samples):
+        xg = Tensor(x.data, requires_grad=True)
+        with enable_grad():
+            logits = model(xg)
+            losses = attack_loss(logits, y, loss)
+            if losses.requires_grad:  # a model that cuts x from its graph (masked gradients) gives 0
+                losses.sum().backward()
+        g = xg.grad.data if xg.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
+        grad = g if grad is None else grad + g
+        logits_sum = logits.data if logits_sum is None else logits_sum + logits.data
+        loss_sum = losses.data if loss_sum is None else loss_sum + losses.data
+    return grad / eot_samples, logits_sum / eot_samples, loss_sum / eot_samples
+
+
+def _per_example_norm(a):
+    xp = backend.get_array_module(a)
+    n = xp.sqrt((a.reshape(a.shape[0], -1).astype(xp.float64) ** 2).sum(axis=1))
+    return n.astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def _unit(g):
+    """g / ||g|| per example (zero where the gradient vanishes)."""
+    xp = backend.get_array_module(g)
+    n = _per_example_norm(g)
+    return g / xp.where(n > 0, n, 1)
+
+
+def _step_direction(g, norm):
+    return backend.get_array_module(g).sign(g) if norm == "inf" else _unit(g)
+
+
+def project(x_adv, x0, eps, norm):
+    """Nearest point to x_adv in the eps-ball around x0 (per example), then clipped to [0, 1]."""
+    xp = backend.get_array_module(x_adv)
+    delta = x_adv - x0
+    if norm == "inf":
+        delta = xp.clip(delta, -eps, eps)
+    else:
+        n = _per_example_norm(delta)
+        delta = delta * xp.minimum(1, eps / xp.where(n > 0, n, 1))
+    return xp.clip(x0 + delta, 0, 1)
+
+
+def random_start_point(x0, eps, norm):
+    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to [0, 1]."""
+    xp = backend.get_array_module(x0)
+    rng = backend.rng(xp)
+    if norm == "inf":
+        delta = rng.uniform(-eps, eps, x0.shape)
+    else:
+        n, d = x0.shape[0], x0[0].size
+        direction = rng.standard_normal(x0.shape)
+        direction /= xp.sqrt((direction.reshape(n, -1) ** 2).sum(axis=1)).reshape((-1,) + (1,) * (x0.ndim - 1))
+        radius = eps * rng.random(n) ** (1.0 / d)
+        delta = direction * radius.reshape((-1,) + (1,) * (x0.ndim - 1))
+    return xp.clip(x0 + delta.astype(x0.dtype), 0, 1)
+
+
+def _success(logits, y, targeted):
+    pred = logits.argmax(axis=1)
+    return pred == y if targeted else pred != y
+
+
+# --- attacks --------------------------------------------------------------------------------
+def fgsm(model, x, y, eps, norm="inf", targeted=False, loss="ce"):
+    """Fast gradient sign method (Goodfellow et al. 2015); with norm='2', the fast gradient
+    method x + s * eps * g / ||g||. Returns a detached Tensor of adversarial inputs."""
+    norm = _norm(norm, "fgsm")
+    _check_number("fgsm", "eps", eps, 0)
+    x, y = prepare_inputs(model, x, y, "fgsm")
+    s = -1 if targeted else 1
+    with attack_mode(model):
+        g, _, _ = input_gradient(model, x, y, loss)
+        xp = backend.get_array_module(g)
+        out = xp.clip(x.data + (s * eps) * _step_direction(g, norm).astype(x.dtype), 0, 1)
+    return Tensor(out)
+
+
+def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
+    """FGSM from a uniform random start, the adversary of fast adversarial training (Wong et al.
+    2020): delta ~ U(-eps, eps); delta <- proj(delta + alpha * sign(grad at x + delta)).
+    alpha defaults to 1.25 eps."""
+    norm = _norm(norm, "fgsm_random_start")
+    _check_number("fgsm_random_start", "eps", eps, 0)
+    if alpha is None:
+        alpha = 1.25 * eps
+    else:
+        _check_number("fgsm_random_start", "alpha", alpha, 0, strict=True)
+    x, y = prepare_inputs(model, x, y, "fgsm_random_start")
+    with attack_mode(model):
+        start = Tensor(random_start_point(x.data, eps, norm))
+        g, _, _ = input_gradient(model, start, y)
+        out = project(start.data + alpha * _step_direction(g, norm).astype(x.dtype), x.data, eps, norm)
+    return Tensor(out)
+
+
+def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=1, targeted=False, loss="ce",
+        eot_samples=1):
+    """Projected gradient descent (Madry et al. 2018), L-inf or L2.
+
+    Each of ``restarts`` runs starts at a random point of the eps-ball (or at x when
+    random_start=False) and takes ``steps`` steps of size ``alpha``. Over all iterates of all
+    restarts, each example keeps its worst case: a point where the attack succeeds (a
+    misclassification; the target class when targeted), else the point of highest loss (lowest
+    for targeted). Restarts after the first re-attack only the examples not yet broken.
+    ``eot_samples`` > 1 averages each gradient over that many forward passes (for randomized
+    models). Returns a detached Tensor of adversarial inputs on the model's device.
+    """
+    op = "pgd"
+    norm = _norm(norm, op)
+    _check_number(op, "eps", eps, 0)
+    _check_number(op, "alpha", alpha, 0, strict=True)
+    _check_number(op, "steps", steps, 1, integer=True)
+    _check_number(op, "restarts", restarts, 1, integer=True)
+    _check_number(op, "eot_samples", eot_samples, 1, integer=True)
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"{op}: loss must be 'ce' or 'margin', got {loss!r}")
+    x, y = prepare_inputs(model, x, y, op)
+    xp = backend.get_array_module(x.data)
+    s = -1 if targeted else 1
+    best = x.data.copy()
+    best_success = xp.zeros(len(y), dtype=bool)
+    best_score = xp.full(len(y), -xp.inf, dtype=numpy.float64)  # s * loss: higher is worse for the model
+
+    def keep(points, logits, losses, rows):
+        """Update the worst case of examples ``rows`` with candidate ``points``."""
+        succ = _success(logits, y.data[rows], targeted)
+        score = s * losses.astype(numpy.float64)
+        better = (succ & ~best_success[rows]) | ((succ == best_success[rows]) & (score > best_score[rows]))
+        idx = rows[better]
+        best[idx] = points[better]
+        best_success[idx] = succ[better]
+        best_score[idx] = score[better]
+
+    with attack_mode(model):
+        for restart in range(restarts):
+            rows = xp.arange(len(y)) if restart == 0 else xp.nonzero(~best_success)[0]
+            if len(rows) == 0:
+                break
+            x0, yr = x.data[rows], Tensor(y.data[rows])
+            cur = random_start_point(x0, eps, norm) if random_start else x0.copy()
+            for _ in range(steps):
+                g, logits, losses = input_gradient(model, Tensor(cur), yr, loss, eot_samples)
+                keep(cur, logits, losses, rows)
+                cur = project(cur + (s * alpha) * _step_direction(g, norm).astype(cur.dtype), x0, eps, norm)
+            with no_grad():
+                logits_sum = losses_sum = None
+                for _ in range(eot_samples):
+                    logits = model(Tensor(cur))
+                    losses = attack_loss(logits, yr, loss)
+                    logits_sum = logits.data if logits_sum is None else logits_sum + logits.data
+                    losses_sum = losses.data if losses_sum is None else losses_sum + losses.data
+            keep(cur, logits_sum / eot_samples, losses_sum / eot_samples, rows)
+    return Tensor(best)

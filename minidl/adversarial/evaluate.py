@@ -1,0 +1,141 @@
+"""Robust accuracy over a dataset, accuracy-vs-eps curves, and sanity checks.
+
+An attack that is weaker than it should be makes a defence look good, so results carry
+warnings in the spirit of AutoAttack's checks (Croce and Hein 2020):
+
+* at a huge eps every input can be turned into anything, so accuracy must fall to about
+  chance; if it does not, the gradients are probably masked;
+* PGD must be at least as strong as FGSM on every point set: a point FGSM breaks but PGD
+  does not means PGD is failing;
+* if two forward passes on the same input differ, the model is randomized and gradient
+  attacks need expectation over transformation (``eot_samples``).
+"""
+import numpy
+from tqdm.auto import tqdm
+
+from .. import backend
+from ..autograd import no_grad
+from ..tensor import Tensor
+from .attacks import attack_mode, prepare_inputs
+
+
+def _batches(data, batch_size):
+    images, labels = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+    for i in range(0, len(images), batch_size):
+        yield images[i:i + batch_size], labels[i:i + batch_size]
+
+
+def predict(model, x):
+    """Predicted classes (host array) of ``model`` in eval mode."""
+    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
+    model.eval()
+    try:
+        with no_grad():
+            return backend.to_numpy(model(x).data.argmax(axis=1))
+    finally:
+        model.train(was_training)
+        for m, mode in modes:  # each sub-module's own mode, not the root's for all
+            m.training = mode
+
+
+def is_randomized(model, x, trials=2):
+    """True when repeated eval-mode forward passes on the same input differ."""
+    x, _ = prepare_inputs(model, x, numpy.zeros(len(x), dtype=numpy.int64), "is_randomized")
+    with attack_mode(model), no_grad():
+        first = backend.to_numpy(model(x).data)
+        return any(not numpy.array_equal(first, backend.to_numpy(model(x).data)) for _ in range(trials - 1))
+
+
+def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="attack", return_points=False):
+    """Clean and robust accuracy of ``model`` on ``data`` ((images, labels) arrays or a dataset)
+    under ``attack(model, x, y) -> x_adv``, in batches with a progress bar.
+
+    Returns a dict: clean_accuracy, robust_accuracy, n, and per-example boolean arrays
+    ``clean_correct`` and ``robust_correct`` (robust_correct implies the attack failed on a
+    correctly classified point; misclassified clean points count as broken).
+    """
+    clean, robust, points = [], [], []
+    total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
+    for xb, yb in _batches(data, batch_size):
+        x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
+        y_host = backend.to_numpy(y.data)
+        ok = predict(model, x) == y_host
+        x_adv = attack(model, x, y)
+        adv_ok = (predict(model, x_adv) == y_host) & ok
+        clean.append(ok)
+        robust.append(adv_ok)
+        if return_points:
+            points.append(x_adv.numpy())
+        bar.update(len(yb))
+        bar.set_postfix(clean=f"{numpy.concatenate(clean).mean():.4f}", robust=f"{numpy.concatenate(robust).mean():.4f}")
+    bar.close()
+    clean, robust = numpy.concatenate(clean), numpy.concatenate(robust)
+    out = {"clean_accuracy": float(clean.mean()), "robust_accuracy": float(robust.mean()), "n": int(len(clean)),
+           "clean_correct": clean, "robust_correct": robust}
+    if return_points:
+        out["adversarial"] = numpy.concatenate(points)
+    return out
+
+
+def accuracy_vs_eps(model, data, make_attack, eps_values, plot_path=None, label=None, batch_size=200,
+                    progress=True, ax=None):
+    """Robust accuracy at each eps in ``eps_values`` with ``make_attack(eps) -> attack``.
+    Optionally draws the curve (matplotlib) and saves it to ``plot_path``. Returns a list of
+    (eps, accuracy) pairs."""
+    curve = []
+    for eps in eps_values:
+        attack = make_attack(eps)
+        result = robust_accuracy(model, data, attack, batch_size=batch_size, progress=progress, desc=f"eps={eps:.3g}")
+        curve.append((float(eps), result["robust_accuracy"]))
+    if plot_path is not None or ax is not None:
+        import matplotlib
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        own = ax is None
+        if own:
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([e for e, _ in curve], [a for _, a in curve], marker="o", label=label)
+        ax.set_xlabel("eps")
+        ax.set_ylabel("accuracy under attack")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        if label:
+            ax.legend()
+        if own and plot_path is not None:
+            fig.tight_layout()
+            fig.savefig(plot_path, dpi=120)
+            plt.close(fig)
+    return curve
+
+
+def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,
+                  batch_size=200, progress=False, chance_slack=0.1):
+    """Run the checks described in the module docstring; returns a list of warning strings
+    (empty when everything looks right) and the numbers behind them."""
+    warnings, numbers = [], {}
+    images = data[0] if isinstance(data, (tuple, list)) else data.images
+    if is_randomized(model, images[:min(len(images), 16)]):
+        warnings.append("the model is randomized (two forward passes differ): gradient attacks need "
+                        "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
+        numbers["randomized"] = True
+    pgd_res = robust_accuracy(model, data, pgd_attack, batch_size, progress, desc="check: pgd")
+    numbers["pgd_accuracy"] = pgd_res["robust_accuracy"]
+    if fgsm_attack is not None:
+        fgsm_res = robust_accuracy(model, data, fgsm_attack, batch_size, progress, desc="check: fgsm")
+        numbers["fgsm_accuracy"] = fgsm_res["robust_accuracy"]
+        fgsm_only = int((~fgsm_res["robust_correct"] & pgd_res["robust_correct"]).sum())
+        numbers["broken_by_fgsm_not_pgd"] = fgsm_only
+        if fgsm_only:
+            warnings.append(f"PGD is weaker than FGSM on {fgsm_only} points (FGSM breaks them, PGD does not): "
+                            "PGD is not converging (step size, steps) or gradients are masked")
+    if huge_eps_attack is not None:
+        huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps")
+        numbers["huge_eps_accuracy"] = huge["robust_accuracy"]
+        if huge["robust_accuracy"] > 1.0 / num_classes + chance_slack:
+            warnings.append(f"accuracy at a huge eps is {huge['robust_accuracy']:.3f}, far above chance "
+                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+    return warnings, numbers

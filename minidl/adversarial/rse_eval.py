@@ -1,0 +1,133 @@
+"""Evaluating a Random Self-Ensemble (or any randomized classifier) honestly.
+
+RSE (Liu et al. 2018) predicts with the mean softmax of many noisy passes. Its paper attacked
+it with the gradient of a single noisy pass; such gradients are noisy samples, and an attack
+built from them understates what an adversary can do (Athalye, Carlini and Wagner 2018,
+"Obfuscated gradients give a false sense of security"). The fix is expectation over
+transformation (EOT): average the gradient over many noise draws.
+
+:func:`evaluate_rse` reports both numbers side by side, each judged by the ensemble's
+prediction on the adversarial points:
+
+* ``pgd_single_pass_accuracy`` -- PGD on the inner noisy model with one noise draw per
+  gradient (``eot_samples=1``), the paper's protocol: the *claimed* number;
+* ``pgd_eot_accuracy`` -- PGD with the gradient averaged over ``eot_samples`` draws: the
+  *honest* number (an upper bound on the true robust accuracy, like every attack);
+* ``robust_accuracy`` -- per example, correct only if it survives both attacks.
+
+plus the warnings of :func:`minidl.adversarial.evaluate.is_randomized` and of the gap
+between the two attacks.
+"""
+import numpy
+from tqdm.auto import tqdm
+
+from .. import backend
+from ..models.ensemble import Ensemble
+from ..nn.noise import noise_layers
+from ..tensor import Tensor
+from .attacks import _check_number, _norm, pgd, prepare_inputs
+from .evaluate import _batches, is_randomized, predict
+
+RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need expectation "
+                      "over transformation (eot_samples > 1) for an honest robust accuracy; report "
+                      "pgd_eot_accuracy, not pgd_single_pass_accuracy")
+
+
+def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_samples=10, restarts=1,
+                 batch_size=100, loss="ce", huge_eps=None, num_classes=None, check_n=16, gap_slack=0.02,
+                 progress=False):
+    """Clean and robust accuracy of the self-ensemble of ``model``.
+
+    ``model`` is the noisy network (e.g. from :func:`minidl.models.rse`) or an
+    :class:`~minidl.models.ensemble.Ensemble` of it (its inner model is used; the ensemble
+    size is ``n_ensemble`` either way). ``data`` is (images, labels) in [0, 1] or a dataset.
+    Predictions are always those of ``Ensemble(model, n_ensemble)``; attacks run on the
+    noisy model: PGD (``eps``, ``alpha``, ``steps``, ``norm``, ``restarts``, ``loss``) with
+    ``eot_samples=1`` (claimed) and with ``eot_samples`` (honest, 10 or more recommended).
+    Only correctly classified points are attacked. With ``huge_eps`` set, EOT PGD at that
+    radius on the first ``check_n`` examples must bring the ensemble to about chance
+    (1 / num_classes + 0.1), else a gradient-masking warning is added.
+
+    Returns a dict with clean_accuracy (ensemble), single_pass_clean_accuracy (one noisy
+    pass), pgd_single_pass_accuracy, pgd_eot_accuracy, robust_accuracy, overestimate
+    (single-pass minus EOT accuracy), n, randomized, warnings (list of str), huge_eps_accuracy
+    (or None), settings (every argument and the noise sigmas) and the per-example boolean
+    arrays clean_correct, single_pass_robust_correct, eot_robust_correct.
+    """
+    op = "evaluate_rse"
+    inner = model.model if isinstance(model, Ensemble) else model
+    norm_key = _norm(norm, op)
+    _check_number(op, "eps", eps, 0)
+    _check_number(op, "alpha", alpha, 0, strict=True)
+    for name, value in (("steps", steps), ("n_ensemble", n_ensemble), ("eot_samples", eot_samples),
+                        ("restarts", restarts), ("batch_size", batch_size)):
+        _check_number(op, name, value, 1, integer=True)
+    _check_number(op, "check_n", check_n, 0, integer=True)
+    ens = Ensemble(inner, n_ensemble)
+    sigmas = [m.sigma for m in noise_layers(inner) if m.enabled]
+
+    def attack(x, y, eot, radius=eps):
+        return pgd(inner, x, y, radius, alpha, steps, norm=norm_key, restarts=restarts, loss=loss,
+                   eot_samples=eot)
+
+    clean, single_clean, robust_single, robust_eot = [], [], [], []
+    total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
+    bar = tqdm(total=total, desc=op, leave=False, disable=not progress)
+    for xb, yb in _batches(data, batch_size):
+        x, y = prepare_inputs(inner, xb, yb, op)
+        y_host = backend.to_numpy(y.data)
+        ok = predict(ens, x) == y_host
+        single_clean.append(predict(inner, x) == y_host)
+        ok_single, ok_eot = numpy.zeros_like(ok), numpy.zeros_like(ok)
+        rows = numpy.nonzero(ok)[0]
+        if len(rows):
+            idx = backend.to_device(rows, x.device)
+            xr, yr = Tensor(x.data[idx]), Tensor(y.data[idx])
+            ok_single[rows] = predict(ens, attack(xr, yr, 1)) == y_host[rows]
+            ok_eot[rows] = predict(ens, attack(xr, yr, eot_samples)) == y_host[rows]
+        clean.append(ok)
+        robust_single.append(ok_single)
+        robust_eot.append(ok_eot)
+        bar.update(len(yb))
+    bar.close()
+    clean, single_clean = numpy.concatenate(clean), numpy.concatenate(single_clean)
+    robust_single, robust_eot = numpy.concatenate(robust_single), numpy.concatenate(robust_eot)
+    both = robust_single & robust_eot
+
+    warnings = []
+    images = data[0] if isinstance(data, (tuple, list)) else data.images
+    probe = images[:max(1, min(len(images), check_n or 16))]
+    randomized = bool(is_randomized(ens, probe))
+    if randomized:
+        warnings.append(RANDOMIZED_WARNING)
+    if eot_samples < 10:
+        warnings.append(f"eot_samples={eot_samples} is few: use 10 or more draws per gradient for an honest "
+                        "estimate of the expected gradient")
+    overestimate = float(robust_single.mean() - robust_eot.mean())
+    if overestimate > gap_slack:
+        warnings.append(f"single-pass PGD overstates robustness by {overestimate:.3f} "
+                        f"({robust_single.mean():.3f} vs {robust_eot.mean():.3f} with EOT): the single-pass "
+                        "number is an artefact of the randomness (Athalye et al. 2018)")
+    huge_acc = None
+    if huge_eps is not None and check_n > 0:
+        x, y = prepare_inputs(inner, images[:check_n], _labels(data)[:check_n], op)
+        huge_acc = float((predict(ens, attack(x, y, eot_samples, radius=huge_eps))
+                          == backend.to_numpy(y.data)).mean())
+        if num_classes is None:
+            num_classes = ens.predict_proba(x[:1]).shape[1]
+        if huge_acc > 1.0 / num_classes + 0.1:
+            warnings.append(f"accuracy at a huge eps ({huge_eps}) is {huge_acc:.3f}, far above chance "
+                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+
+    settings = dict(eps=eps, alpha=alpha, steps=steps, norm=norm_key, n_ensemble=n_ensemble,
+                    eot_samples=eot_samples, restarts=restarts, batch_size=batch_size, loss=loss,
+                    huge_eps=huge_eps, noise_sigmas=sigmas)
+    return {"clean_accuracy": float(clean.mean()), "single_pass_clean_accuracy": float(single_clean.mean()),
+            "pgd_single_pass_accuracy": float(robust_single.mean()), "pgd_eot_accuracy": float(robust_eot.mean()),
+            "robust_accuracy": float(both.mean()), "overestimate": overestimate, "n": int(len(clean)),
+            "randomized": randomized, "warnings": warnings, "huge_eps_accuracy": huge_acc, "settings": settings,
+            "clean_correct": clean, "single_pass_robust_correct": robust_single, "eot_robust_correct": robust_eot}
+
+
+def _labels(data):
+    return data[1] if isinstance(data, (tuple, list)) else data.labels

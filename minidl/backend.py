@@ -1,0 +1,114 @@
+"""Array backends: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every op is written once against an "array module" ``xp`` (``numpy`` or
+``cupy``) obtained from its inputs with :func:`get_array_module`, the way
+Chainer does it, instead of ``if gpu:`` branches scattered through the code.
+
+Devices are named ``"cpu"`` and ``"cuda"`` (``"cuda:0"`` is accepted and means
+the current CuPy device).
+"""
+import numpy
+
+try:  # CuPy is the optional ``gpu`` extra; importing it must never be required.
+    import cupy
+    try:
+        _CUDA_OK = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # driver missing, no device, ...
+        _CUDA_OK = False
+except Exception:
+    cupy = None
+    _CUDA_OK = False
+
+
+def cuda_available():
+    """True when CuPy imports and at least one CUDA device answers."""
+    return _CUDA_OK
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if cupy is not None:
+        for a in arrays:
+            if isinstance(a, cupy.ndarray):
+                return cupy
+    return numpy
+
+
+def is_array(a):
+    return isinstance(a, numpy.ndarray) or (cupy is not None and isinstance(a, cupy.ndarray))
+
+
+def normalize_device(device):
+    """Map user spellings to ``"cpu"`` or ``"cuda"``; reject anything else."""
+    if device is None:
+        return "cpu"
+    name = str(device).lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or name == "gpu" or name.startswith("cuda:"):
+        if not _CUDA_OK:
+            raise RuntimeError(
+                f"device={device!r} was requested but no usable CUDA device was found "
+                "(install the 'gpu' extra, e.g. `pip install minidl[gpu]`, on a machine with an NVIDIA GPU)")
+        return "cuda"
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+
+def device_of(array):
+    """``"cuda"`` for a CuPy array, ``"cpu"`` for anything else."""
+    return "cuda" if get_array_module(array) is not numpy else "cpu"
+
+
+def xp_for(device):
+    """The array module that holds arrays on ``device``."""
+    return cupy if normalize_device(device) == "cuda" else numpy
+
+
+def to_device(array, device):
+    """Move an array to ``device`` (no copy when it is already there)."""
+    device = normalize_device(device)
+    if device == "cpu":
+        return to_numpy(array)
+    return cupy.asarray(array)
+
+
+def to_numpy(array):
+    """A host NumPy array for a NumPy or CuPy array (or anything array-like)."""
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return numpy.asarray(array)
+
+
+# --- random numbers -------------------------------------------------------------------------
+# One generator per backend, both reseeded by ``manual_seed`` so that dropout, noise layers,
+# random starts of attacks, initialisation and data shuffling are reproducible together.
+_np_rng = numpy.random.default_rng(0)
+_cp_rng = None
+
+
+def manual_seed(seed):
+    """Seed every random source of minidl (NumPy generator and, if present, CuPy's)."""
+    global _np_rng, _cp_rng
+    if not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _np_rng = numpy.random.default_rng(int(seed))
+    _cp_rng = cupy.random.default_rng(int(seed)) if _CUDA_OK else None
+
+
+def rng(xp=numpy):
+    """The library's random generator for the array module ``xp``."""
+    global _cp_rng
+    if xp is numpy:
+        return _np_rng
+    if _cp_rng is None:
+        _cp_rng = cupy.random.default_rng(0)
+    return _cp_rng
+
+
+def get_rng_state():
+    """Serializable state of the CPU generator (for checkpoints)."""
+    return _np_rng.bit_generator.state
+
+
+def set_rng_state(state):
+    _np_rng.bit_generator.state = state

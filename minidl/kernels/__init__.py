@@ -1,0 +1,16 @@
+"""Array-level kernels (no Tensor, no autograd): convolution and pooling.
+
+Every function takes and returns plain NumPy or CuPy arrays in NCHW layout and
+dispatches on the array module of its inputs (:func:`minidl.backend.get_array_module`).
+Forward functions return ``(output, cache)``; the cache is opaque and is handed back
+unchanged to the matching backward function.
+"""
+from .conv import conv2d_backward, conv2d_forward, conv_output_size
+from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+
+__all__ = [
+    "conv_output_size",
+    "conv2d_forward", "conv2d_backward",
+    "max_pool2d_forward", "max_pool2d_backward",
+    "avg_pool2d_forward", "avg_pool2d_backward",
+]

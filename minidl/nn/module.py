@@ -1,0 +1,183 @@
+"""Module: a layer that owns parameters (trained), buffers (state such as running means)
+and sub-modules, found by walking its attributes in definition order."""
+from collections import OrderedDict
+
+import numpy
+
+from .. import backend
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that is a trainable weight of a Module (requires_grad by default)."""
+
+    def __init__(self, data, requires_grad=True):
+        if isinstance(data, Tensor):
+            data = data.data
+        super().__init__(data, requires_grad=requires_grad)
+
+
+class Module:
+    """Base class of layers and models. Subclasses assign Parameters, buffers (via
+    :meth:`register_buffer`) and sub-Modules as attributes and implement ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        if "_buffers" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        object.__setattr__(self, name, value)
+
+    # --- traversal --------------------------------------------------------------------------
+    def named_children(self):
+        for name, value in self.__dict__.items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self, prefix=""):
+        for name, value in self.__dict__.items():
+            if isinstance(value, Parameter):
+                yield (f"{prefix}.{name}" if prefix else name), value
+        for name, child in self.named_children():
+            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self):
+        """Each Parameter once, even when shared by several layers (tied weights), so that an
+        optimizer updates it once per step."""
+        unique = {}
+        for _, p in self.named_parameters():
+            unique.setdefault(id(p), p)
+        return list(unique.values())
+
+    def register_buffer(self, name, array):
+        """Keep ``array`` as state saved with the model but not trained (e.g. running means)."""
+        self._buffers[name] = array
+
+    def named_buffers(self, prefix=""):
+        for name, value in self._buffers.items():
+            yield (f"{prefix}.{name}" if prefix else name), value
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    # --- modes and devices ------------------------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device):
+        """Move every parameter and buffer to ``device`` in place; returns self."""
+        device = backend.normalize_device(device)
+        for m in self.modules():
+            for name, value in list(m.__dict__.items()):
+                if isinstance(value, Parameter) and value.device != device:
+                    value.data = backend.to_device(value.data, device)
+                    if value.grad is not None:
+                        value.grad = Tensor(backend.to_device(value.grad.data, device))
+            for name, value in list(m._buffers.items()):
+                m._buffers[name] = backend.to_device(value, device)
+        return self
+
+    @property
+    def device(self):
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self):
+        """Parameters and buffers by dotted name, as host NumPy arrays (copies)."""
+        state = OrderedDict((k, p.numpy().copy()) for k, p in self.named_parameters())
+        state.update((k, backend.to_numpy(b).copy()) for k, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state):
+        """Copy values from ``state`` into this module. Missing, unexpected or mis-shaped
+        keys are all reported together and nothing is changed."""
+        targets = dict(self.named_parameters())
+        buffers = {name: (m, key) for prefix, m in self.named_modules()
+                   for key in m._buffers for name in [f"{prefix}.{key}" if prefix else key]}
+        expected = set(targets) | set(buffers)
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected)
+        wrong = []
+        for name in sorted(expected & set(state)):
+            have = targets[name].shape if name in targets else buffers[name][0]._buffers[buffers[name][1]].shape
+            got = tuple(numpy.shape(state[name]))
+            if got != tuple(have):
+                wrong.append(f"{name}: expected {tuple(have)}, got {got}")
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            if wrong:
+                parts.append("mis-shaped keys [" + "; ".join(wrong) + "]")
+            raise KeyError(f"load_state_dict({type(self).__name__}): " + ", ".join(parts))
+        for name, p in targets.items():
+            p.data = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
+        for name, (m, key) in buffers.items():
+            old = m._buffers[key]
+            m._buffers[key] = backend.to_device(numpy.asarray(state[name]), backend.device_of(old)).astype(old.dtype)
+        return self
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Applies its modules in order: Sequential(a, b)(x) = b(a(x))."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+            setattr(self, str(i), m)
+
+    def __iter__(self):
+        return iter(self.children())
+
+    def __getitem__(self, i):
+        return list(self.children())[i]
+
+    def __len__(self):
+        return len(list(self.children()))
+
+    def forward(self, x):
+        for m in self.children():
+            x = m(x)
+        return x

@@ -1,0 +1,77 @@
+"""Activations and (log-)softmax, written to stay finite for large |x|."""
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+class ReLU(Function):
+    """y = max(x, 0);  dL/dx = g * [x > 0]."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, xp.zeros((), dtype=x.dtype))
+
+    def backward(self, g):
+        return (g * self.mask,)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + e^-x), computed from e^-|x| so that no exponential overflows;
+    dL/dx = g * y * (1 - y)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        e = xp.exp(-xp.abs(x))          # in (0, 1]: never overflows
+        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return self.y
+
+    def backward(self, g):
+        return (g * self.y * (1 - self.y),)
+
+
+class Tanh(Function):
+    """y = tanh x;  dL/dx = g * (1 - y^2)."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, g):
+        return (g * (1 - self.y * self.y),)
+
+
+def log_softmax_array(x, axis):
+    """log softmax(x) = x - max - log sum exp(x - max): the shift keeps exp from overflowing."""
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    """y_i = e^{x_i} / sum_j e^{x_j};  dL/dx = y * (g - sum_j g_j y_j)."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.y = get_array_module(x).exp(log_softmax_array(x, self.axis))
+        return self.y
+
+    def backward(self, g):
+        y = self.y
+        return (y * (g - (g * y).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """y = log softmax(x);  dL/dx = g - softmax(x) * sum_j g_j."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.y = log_softmax_array(x, self.axis)
+        return self.y
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return (g - xp.exp(self.y) * g.sum(axis=self.axis, keepdims=True),)

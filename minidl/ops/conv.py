@@ -1,0 +1,28 @@
+"""2-D convolution as an autograd Function; the array kernels live in ``minidl.kernels.conv``."""
+from ..autograd import Function
+from ..kernels import conv as kernels
+
+
+class Conv2d(Function):
+    """y[n,f,i,j] = sum_{c,p,q} xpad[n,c,i*sh+p,j*sw+q] w[f,c,p,q] + b[f]   (NCHW, cross-correlation).
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,) -> y (N, F, Ho, Wo),
+    Ho = (H + 2 ph - kh) // sh + 1.  dL/db = sum_{n,i,j} g; dL/dx and dL/dw come from the kernels.
+    """
+
+    def __init__(self, stride, padding):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x, w, b=None):
+        y, self.cache = kernels.conv2d_forward(x, w, self.stride, self.padding)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, g):
+        gx, gw = kernels.conv2d_backward(g, self.cache, need_x_grad=self.needs_grad[0],
+                                         need_w_grad=self.needs_grad[1])
+        if len(self.needs_grad) == 2:
+            return gx, gw
+        gb = g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+        return gx, gw, gb

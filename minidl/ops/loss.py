@@ -1,0 +1,65 @@
+"""Losses: softmax cross-entropy (fused, stable) and mean squared error."""
+from ..autograd import Function
+from ..backend import get_array_module
+from .activation import log_softmax_array
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class CrossEntropy(Function):
+    """loss_n = -log softmax(z_n)[y_n] = logsumexp(z_n) - z_n[y_n] for logits z (N, C) and
+    integer targets y (N,), reduced by mean, sum or none.
+
+    dL/dz_n = g_n * (softmax(z_n) - onehot(y_n))  (divided by N for the mean).
+    Fusing softmax with the log avoids log(0) and the cancellation of a separate softmax.
+    """
+
+    def __init__(self, target, reduction="mean"):
+        self.target, self.reduction = target, reduction
+
+    def forward(self, z):
+        xp = get_array_module(z)
+        self.log_p = log_softmax_array(z, axis=1)
+        rows = xp.arange(z.shape[0])
+        losses = -self.log_p[rows, self.target]
+        if self.reduction == "mean":
+            return losses.mean()
+        if self.reduction == "sum":
+            return losses.sum()
+        return losses
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n = self.log_p.shape[0]
+        grad = xp.exp(self.log_p)
+        grad[xp.arange(n), self.target] -= 1
+        if self.reduction == "mean":
+            grad *= g / n
+        elif self.reduction == "sum":
+            grad *= g
+        else:
+            grad *= g[:, None]
+        return (grad,)
+
+
+class MSELoss(Function):
+    """loss = reduce((a - b)^2);  dL/da = 2 (a - b) g (/ count for the mean), dL/db = -dL/da."""
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
+
+    def forward(self, a, b):
+        self.diff = a - b
+        sq = self.diff * self.diff
+        if self.reduction == "mean":
+            return sq.mean()
+        if self.reduction == "sum":
+            return sq.sum()
+        return sq
+
+    def backward(self, g):
+        scale = 2 * g
+        if self.reduction == "mean":
+            scale = scale / self.diff.size
+        ga = self.diff * scale
+        return (ga if self.needs_grad[0] else None, -ga if self.needs_grad[1] else None)

@@ -1,0 +1,102 @@
+"""Shape ops: reshape, transpose, indexing, concatenation. Gradients only move values back."""
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape;  dL/dx = g reshaped to x's shape."""
+
+    def __init__(self, shape):
+        self.new_shape = shape
+
+    def forward(self, x):
+        self.shape = x.shape
+        try:
+            return x.reshape(self.new_shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                             f"({x.size} elements) into {self.new_shape}") from None
+
+    def backward(self, g):
+        return (g.reshape(self.shape),)
+
+
+class Transpose(Function):
+    """y = x with axes permuted;  dL/dx = g with the inverse permutation."""
+
+    def __init__(self, axes=None):
+        self.axes = axes
+
+    def forward(self, x):
+        axes = tuple(reversed(range(x.ndim))) if self.axes is None else tuple(a % x.ndim for a in self.axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose: axes {self.axes} are not a permutation of a {x.ndim}-d tensor's axes")
+        self.inverse = tuple(sorted(range(x.ndim), key=axes.__getitem__))
+        return x.transpose(axes)
+
+    def backward(self, g):
+        return (g.transpose(self.inverse),)
+
+
+def _is_advanced(index):
+    """True when the index uses integer/boolean arrays (elements may repeat, so the
+    backward pass must accumulate with a scatter-add rather than assign)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(not isinstance(p, (int, slice, type(None), type(Ellipsis))) for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index];  dL/dx is zero except at the selected positions, which receive g
+    (summed where advanced indexing selects a position more than once)."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        if _is_advanced(self.index):
+            if hasattr(xp.add, "at"):
+                xp.add.at(grad, self.index, g)
+            else:  # older CuPy
+                import cupyx
+                cupyx.scatter_add(grad, self.index, g)
+        else:
+            grad[self.index] = g
+        return (grad,)
+
+
+class Concatenate(Function):
+    """y = concatenate(xs, axis);  each input's gradient is its slice of g."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        bounds = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist()) if len(self.sizes) > 1 else []
+        return tuple(xp.split(g, bounds, axis=self.axis))
+
+
+class Stack(Function):
+    """y = stack(xs, axis);  each input's gradient is g taken at its position on ``axis``."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        self.n = len(xs)
+        return get_array_module(*xs).stack(xs, axis=self.axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return tuple(xp.take(g, i, axis=self.axis) for i in range(self.n))

@@ -1,0 +1,67 @@
+"""Elementwise unary math: exp, log, sqrt, abs, clip."""
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+class Exp(Function):
+    """y = e^x;  dL/dx = g * y."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, g):
+        return (g * self.y,)
+
+
+class Log(Function):
+    """y = ln x;  dL/dx = g / x."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).log(x)
+
+    def backward(self, g):
+        return (g / self.x,)
+
+
+class Sqrt(Function):
+    """y = sqrt(x);  dL/dx = g / (2 y)."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, g):
+        return (g / (2 * self.y),)
+
+
+class Abs(Function):
+    """y = |x|;  dL/dx = g * sign(x) (0 at x = 0, the subgradient PyTorch uses)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).abs(x)
+
+    def backward(self, g):
+        return (g * get_array_module(g).sign(self.x),)
+
+
+class Clip(Function):
+    """y = min(max(x, lo), hi);  dL/dx = g where lo <= x <= hi, else 0."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        return xp.clip(x, self.lo, self.hi)
+
+    def backward(self, g):
+        inside = True
+        if self.lo is not None:
+            inside = inside & (self.x >= self.lo)
+        if self.hi is not None:
+            inside = inside & (self.x <= self.hi)
+        return (g * inside,)

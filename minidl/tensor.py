@@ -1,0 +1,385 @@
+"""The Tensor: an array (NumPy or CuPy) plus what autograd needs to differentiate through it."""
+import numbers
+
+import numpy
+
+from . import backend
+from .autograd import is_grad_enabled, no_grad, run_backward
+from .ops import arithmetic, matmul, reduce, shape, unary
+
+float32, float64, int32, int64, bool_ = numpy.float32, numpy.float64, numpy.int32, numpy.int64, numpy.bool_
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    ``data`` is the underlying NumPy or CuPy array (used without copying), ``grad`` the
+    accumulated gradient (a Tensor) of a leaf after ``backward``, and ``_ctx`` the Function
+    that produced it (None for leaves).
+    """
+
+    __array_priority__ = 1000  # so that ``ndarray + Tensor`` defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False):
+        if not backend.is_array(data):
+            raise TypeError(f"Tensor(data): expected a numpy or cupy array, got {type(data).__name__}; "
+                            "use minidl.tensor(...) to convert other data")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self.data = data
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None
+
+    # --- basic properties -----------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        body = numpy.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
+        return f"tensor({body}{dev}{grad})"
+
+    # --- autograd -----------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``grad`` is dL/d(self); it may be omitted only for a one-element tensor (then 1).
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no graph "
+                               "(did you create it under no_grad, or forget requires_grad=True?)")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward(): grad must be given for a non-scalar output of shape {self.shape}")
+            grad = xp.ones(self.shape, dtype=self.dtype)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
+        run_backward(self, grad)
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag=True):
+        if flag and self.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    # --- conversion ---------------------------------------------------------------------
+    def numpy(self):
+        """A host NumPy array (copied from the GPU when needed)."""
+        return backend.to_numpy(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted, this one has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device):
+        """This tensor on ``device`` ('cpu' or 'cuda'); itself when already there."""
+        device = backend.normalize_device(device)
+        if device == self.device:
+            return self
+        return Transfer.apply(self, device=device)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def astype(self, dtype):
+        return Cast.apply(self, dtype=numpy.dtype(dtype))
+
+    def float(self):
+        return self.astype(float32)
+
+    def double(self):
+        return self.astype(float64)
+
+    # --- arithmetic ---------------------------------------------------------------------
+    def __add__(self, other):
+        return arithmetic.Add.apply(self, other)
+
+    def __radd__(self, other):
+        return arithmetic.Add.apply(other, self)
+
+    def __sub__(self, other):
+        return arithmetic.Sub.apply(self, other)
+
+    def __rsub__(self, other):
+        return arithmetic.Sub.apply(other, self)
+
+    def __mul__(self, other):
+        return arithmetic.Mul.apply(self, other)
+
+    def __rmul__(self, other):
+        return arithmetic.Mul.apply(other, self)
+
+    def __truediv__(self, other):
+        return arithmetic.Div.apply(self, other)
+
+    def __rtruediv__(self, other):
+        return arithmetic.Div.apply(other, self)
+
+    def __neg__(self):
+        return arithmetic.Neg.apply(self)
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, numbers.Real):
+            raise TypeError(f"**: the exponent must be a Python number, got {type(exponent).__name__}")
+        return arithmetic.Pow.apply(self, exponent=exponent)
+
+    def __matmul__(self, other):
+        return matmul.MatMul.apply(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul.MatMul.apply(other, self)
+
+    # Comparisons give boolean tensors outside the graph (they have no gradient).
+    def _compare(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(backend.get_array_module(self.data).asarray(op(self.data, other)))
+
+    __eq__ = lambda self, o: self._compare(o, lambda a, b: a == b)
+    __ne__ = lambda self, o: self._compare(o, lambda a, b: a != b)
+    __lt__ = lambda self, o: self._compare(o, lambda a, b: a < b)
+    __le__ = lambda self, o: self._compare(o, lambda a, b: a <= b)
+    __gt__ = lambda self, o: self._compare(o, lambda a, b: a > b)
+    __ge__ = lambda self, o: self._compare(o, lambda a, b: a >= b)
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        index = _unwrap_index(index)
+        return shape.GetItem.apply(self, index=index)
+
+    # --- math ---------------------------------------------------------------------------
+    def exp(self):
+        return unary.Exp.apply(self)
+
+    def log(self):
+        return unary.Log.apply(self)
+
+    def sqrt(self):
+        return unary.Sqrt.apply(self)
+
+    def abs(self):
+        return unary.Abs.apply(self)
+
+    def clip(self, min=None, max=None):
+        return unary.Clip.apply(self, lo=min, hi=max)
+
+    def maximum(self, other):
+        return arithmetic.Maximum.apply(self, other)
+
+    def relu(self):
+        from .ops.activation import ReLU
+        return ReLU.apply(self)
+
+    def sigmoid(self):
+        from .ops.activation import Sigmoid
+        return Sigmoid.apply(self)
+
+    def tanh(self):
+        from .ops.activation import Tanh
+        return Tanh.apply(self)
+
+    # --- reductions ---------------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return reduce.Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return reduce.Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return reduce.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None):
+        return Tensor(backend.get_array_module(self.data).asarray(self.data.argmax(axis=axis)))
+
+    # --- shape --------------------------------------------------------------------------
+    def reshape(self, *shape_):
+        new = tuple(shape_[0]) if len(shape_) == 1 and isinstance(shape_[0], (tuple, list)) else shape_
+        return shape.Reshape.apply(self, shape=new)
+
+    view = reshape
+
+    def transpose(self, *axes):
+        """``transpose()`` reverses the axes; ``transpose(i, j)`` swaps axes i and j (PyTorch style,
+        for any ndim); ``transpose(perm)`` or ``transpose(*perm)`` permutes them (NumPy style)."""
+        packed = len(axes) == 1 and isinstance(axes[0], (tuple, list))
+        if packed:
+            axes = tuple(axes[0])
+        if len(axes) == 2 and (self.ndim != 2 or not packed):  # PyTorch style: swap two axes
+            perm = list(range(self.ndim))
+            perm[axes[0]], perm[axes[1]] = perm[axes[1]], perm[axes[0]]
+            axes = tuple(perm)
+        return shape.Transpose.apply(self, axes=axes or None)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Merge axes start_dim..end_dim into one (``flatten(1)`` keeps the batch axis)."""
+        nd = self.ndim
+        s, e = start_dim % max(nd, 1), end_dim % max(nd, 1)
+        merged = 1
+        for n in self.shape[s:e + 1]:
+            merged *= n
+        return self.reshape(self.shape[:s] + (merged,) + self.shape[e + 1:])
+
+
+def _unwrap_index(index):
+    """Tensors used as indices become their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return numpy.asarray(index)
+    return index
+
+
+# --- device and dtype changes are ops too, so gradients flow through them ---------------------
+from .autograd import Function  # noqa: E402
+
+
+class Transfer(Function):
+    """y = x on another device;  dL/dx = g moved back."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, g):
+        return (backend.to_device(g, self.source),)
+
+
+class Cast(Function):
+    """y = x converted to ``dtype``;  dL/dx = g converted back."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, g):
+        return (g.astype(self.source),)
+
+
+# --- construction ---------------------------------------------------------------------------
+def _resolve_dtype(dtype):
+    if dtype is None:
+        return None
+    try:
+        return numpy.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from None
+
+
+def tensor(data, dtype=None, device="cpu", requires_grad=False):
+    """A new Tensor holding a copy of ``data`` (list, scalar, NumPy/CuPy array or Tensor).
+
+    Python floats become float32 (the library default); NumPy arrays keep their dtype;
+    Python ints become int64.
+    """
+    device = backend.normalize_device(device)
+    dtype = _resolve_dtype(dtype)
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend.is_array(data):
+        array = data
+    else:
+        array = numpy.asarray(data)
+        if array.dtype == numpy.float64:
+            array = array.astype(float32)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"tensor(data): cannot make a numeric tensor from {type(data).__name__} "
+                            f"(NumPy dtype {array.dtype})")
+    xp = backend.xp_for(device)
+    array = xp.array(array if backend.device_of(array) == device else backend.to_device(array, device),
+                     dtype=dtype, copy=True)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None, device="cpu"):
+    """``data`` as a constant Tensor, without copying when it is already an array there."""
+    if isinstance(data, Tensor):
+        return data
+    dtype = _resolve_dtype(dtype)
+    if backend.is_array(data):
+        array = backend.to_device(data, device)
+        if dtype is not None and array.dtype.kind == "f" and dtype.kind == "f":
+            array = array.astype(dtype, copy=False)
+        return Tensor(array)
+    xp = backend.xp_for(device)
+    if isinstance(data, numbers.Number) and dtype is not None and dtype.kind == "f":
+        return Tensor(xp.asarray(data, dtype=dtype))
+    return tensor(data, dtype=dtype, device=device)
+
+
+def _factory(make, shape, dtype, device, requires_grad):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    dtype = _resolve_dtype(dtype) or numpy.dtype(float32)
+    xp = backend.xp_for(device)
+    return Tensor(make(xp, shape).astype(dtype, copy=False), requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, device="cpu", requires_grad=False):
+    return _factory(lambda xp, s: xp.zeros(s, dtype=dtype or float32), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device="cpu", requires_grad=False):
+    return _factory(lambda xp, s: xp.ones(s, dtype=dtype or float32), shape, dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device="cpu", requires_grad=False):
+    """Standard normal samples from the library generator (seeded by manual_seed)."""
+    return _factory(lambda xp, s: backend.rng(xp).standard_normal(s), shape, dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device="cpu", requires_grad=False):
+    """Uniform [0, 1) samples from the library generator (seeded by manual_seed)."""
+    return _factory(lambda xp, s: backend.rng(xp).random(s), shape, dtype, device, requires_grad)
+
+
+def zeros_like(t, requires_grad=False):
+    return Tensor(backend.get_array_module(t.data).zeros_like(t.data), requires_grad=requires_grad)
+
+
+def concatenate(tensors, axis=0):
+    return shape.Concatenate.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    return shape.Stack.apply(*tensors, axis=axis)

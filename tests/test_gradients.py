@@ -1,0 +1,453 @@
+"""Property tests: the gradient of every differentiable op agrees with float64 central
+finite differences (``minidl.testing.gradcheck``) on shapes, parameters and values drawn by
+hypothesis. Where an op has a kink (relu, abs, clip, max, maximum, max-pooling) the values
+are drawn away from it, so that the finite differences measure the true derivative.
+
+Each test runs on every backend in ``conftest.BACKENDS`` (CUDA ones skip without a GPU).
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minidl as md
+import minidl.functional as F
+from minidl.autograd import Function
+from minidl.tensor import Cast, Tensor, Transfer
+from minidl.testing import GradcheckError, gradcheck, numerical_gradient
+from minidl.testing.strategies import broadcastable_shapes, conv_configs, pool_configs, shapes, tensors
+
+from conftest import examples, on
+
+FAST = examples(25)
+SLOW = examples(15)
+
+
+def check(device, fn, *inputs, **kw):
+    """gradcheck ``fn`` with every Tensor input moved to ``device``."""
+    moved = [on(device, x) if isinstance(x, Tensor) else x for x in inputs]
+    assert gradcheck(fn, *moved, **kw) is True
+
+
+def arrays(shape, lo=-3.0, hi=3.0):
+    return hnp.arrays(np.float64, shape, elements=st.floats(lo, hi, allow_nan=False, width=64))
+
+
+def away_from_zero(shape, lo=0.2, hi=3.0):
+    """Values with |v| in [lo, hi] and either sign."""
+    mags = st.floats(lo, hi, width=64)
+    return hnp.arrays(np.float64, shape, elements=st.one_of(mags, mags.map(lambda v: -v)))
+
+
+@st.composite
+def distinct(draw, shape, spacing=0.25):
+    """An array of ``shape`` whose values are pairwise at least ``spacing`` apart (a random
+    permutation of an evenly spaced grid, shifted), so every max is unique and stays unique
+    under the finite-difference perturbation."""
+    n = int(np.prod(shape))
+    perm = np.array(draw(st.permutations(range(n))), dtype=np.float64)
+    shift = draw(st.floats(-2.0, 2.0, width=64))
+    return ((perm - n / 2) * spacing + shift).reshape(shape)
+
+
+def T(array):
+    return Tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+
+
+# --- elementwise arithmetic with broadcasting ----------------------------------------------------
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+}
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@FAST
+@given(data=st.data(), shapes_=broadcastable_shapes())
+def test_binary_broadcasting(device, op, data, shapes_):
+    sa, sb = shapes_
+    a = data.draw(arrays(sa))
+    b = data.draw(away_from_zero(sb, 0.5, 3.0) if op == "div" else arrays(sb))
+    # both operands, then each alone (the other a constant), so needs_grad paths are covered
+    check(device, BINARY[op], T(a), T(b))
+    check(device, BINARY[op], T(a), Tensor(b))
+    check(device, BINARY[op], Tensor(a), T(b))
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@FAST
+@given(x=away_from_zero((2, 3), 0.5, 3.0), c=st.floats(0.5, 3.0))
+def test_binary_with_python_scalars(device, op, x, c):
+    f = BINARY[op]
+    check(device, lambda t: f(t, c), T(x))
+    check(device, lambda t: f(c, t), T(x))
+
+
+@FAST
+@given(x=tensors())
+def test_neg(device, x):
+    check(device, lambda t: -t, x)
+
+
+@FAST
+@given(data=st.data(), shape=shapes(), p=st.sampled_from([2, 3, -1, 0.5, 1.7, -1.5]))
+def test_pow(device, data, shape, p):
+    if float(p).is_integer():  # any sign; away from 0 when the exponent is negative
+        base = data.draw(away_from_zero(shape, 0.3, 3.0) if p < 0 else arrays(shape))
+    else:  # fractional powers need a positive base
+        base = data.draw(arrays(shape, 0.3, 3.0))
+    check(device, lambda t: t ** p, T(base))
+
+
+@FAST
+@given(data=st.data(), shapes_=broadcastable_shapes())
+def test_maximum(device, data, shapes_):
+    # a on a grid of multiples of 0.25, b on the grid shifted by 0.125: never equal
+    sa, sb = shapes_
+    a = data.draw(hnp.arrays(np.int64, sa, elements=st.integers(-12, 12))) * 0.25
+    b = data.draw(hnp.arrays(np.int64, sb, elements=st.integers(-12, 12))) * 0.25 + 0.125
+    check(device, lambda u, v: u.maximum(v), T(a), T(b))
+
+
+# --- matmul ----------------------------------------------------------------------------------------
+@st.composite
+def matmul_shapes(draw):
+    n, k, m, b, c = (draw(st.integers(1, 4)) for _ in range(5))
+    return draw(st.sampled_from([
+        ((n, k), (k, m)),                 # 2-D
+        ((b, n, k), (b, k, m)),           # batched
+        ((b, n, k), (k, m)),              # batched @ matrix (b broadcast)
+        ((n, k), (b, k, m)),              # matrix @ batched (a broadcast)
+        ((c, 1, n, k), (b, k, m)),        # broadcast batch axes
+        ((k,), (k, m)),                   # vector @ matrix
+        ((n, k), (k,)),                   # matrix @ vector
+        ((k,), (k,)),                     # dot product
+        ((k,), (b, k, m)),                # vector @ batched
+        ((b, n, k), (k,)),                # batched @ vector
+    ]))
+
+
+@FAST
+@given(data=st.data(), sh=matmul_shapes())
+def test_matmul(device, data, sh):
+    a, b = data.draw(arrays(sh[0])), data.draw(arrays(sh[1]))
+    check(device, lambda u, v: u @ v, T(a), T(b))
+    check(device, lambda u: u @ Tensor(on(device, b).data), T(a))
+
+
+# --- unary math ------------------------------------------------------------------------------------
+@FAST
+@given(data=st.data(), shape=shapes())
+def test_exp_log_sqrt_abs(device, data, shape):
+    check(device, lambda t: t.exp(), T(data.draw(arrays(shape, -3, 3))))
+    check(device, lambda t: t.log(), T(data.draw(arrays(shape, 0.1, 5))))
+    check(device, lambda t: t.sqrt(), T(data.draw(arrays(shape, 0.1, 5))))
+    check(device, lambda t: t.abs(), T(data.draw(away_from_zero(shape, 0.05, 3))))
+
+
+@FAST
+@given(data=st.data(), shape=shapes(), bounds=st.tuples(st.one_of(st.none(), st.integers(-8, 0)),
+                                                        st.one_of(st.none(), st.integers(0, 8))))
+def test_clip(device, data, shape, bounds):
+    lo, hi = (None if b is None else b * 0.25 for b in bounds)
+    assume(lo is not None or hi is not None)
+    x = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(-12, 12))) * 0.25 + 0.125
+    check(device, lambda t: t.clip(lo, hi), T(x))
+
+
+# --- reductions ------------------------------------------------------------------------------------
+@st.composite
+def axis_for(draw, ndim):
+    return draw(st.one_of(
+        st.none(),
+        st.integers(-ndim, ndim - 1),
+        st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple)))
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+@FAST
+@given(data=st.data(), shape=shapes(max_dims=4, max_side=3), keepdims=st.booleans())
+def test_reductions(device, op, data, shape, keepdims):
+    axis = data.draw(axis_for(len(shape)))
+    x = data.draw(distinct(shape)) if op == "max" else data.draw(arrays(shape))
+    check(device, lambda t: getattr(t, op)(axis=axis, keepdims=keepdims), T(x))
+
+
+# --- shape ops ---------------------------------------------------------------------------------------
+@FAST
+@given(data=st.data(), shape=shapes(max_dims=4, max_side=3))
+def test_reshape_transpose_flatten(device, data, shape):
+    x = T(data.draw(arrays(shape)))
+    size = int(np.prod(shape))
+    target = data.draw(st.sampled_from([(-1,), (size, 1), (1, size), tuple(reversed(shape)), (1,) + shape]))
+    check(device, lambda t: t.reshape(target) * t.reshape(target), x)  # * t: a non-constant cotangent path
+    perm = tuple(data.draw(st.permutations(range(len(shape)))))
+    check(device, lambda t: t.transpose(perm), x)
+    check(device, lambda t: t.T, x)
+    if len(shape) >= 2:
+        i, j = data.draw(st.integers(0, len(shape) - 1)), data.draw(st.integers(0, len(shape) - 1))
+        check(device, lambda t: t.transpose(i, j), x)
+    s = data.draw(st.integers(0, len(shape) - 1))
+    e = data.draw(st.integers(s, len(shape) - 1))
+    check(device, lambda t: t.flatten(s, e), x)
+
+
+@st.composite
+def basic_index(draw, shape):
+    parts = []
+    for n in shape[:draw(st.integers(1, len(shape)))]:
+        parts.append(draw(st.one_of(st.slices(n), st.integers(-n, n - 1))))
+    return tuple(parts)
+
+
+@FAST
+@given(data=st.data(), shape=shapes(max_dims=3, max_side=4))
+def test_getitem_basic(device, data, shape):
+    index = data.draw(basic_index(shape))
+    x = T(data.draw(arrays(shape)))
+    assume(np.asarray(x.data[index]).size > 0)
+    check(device, lambda t: t[index], x)
+
+
+@FAST
+@given(data=st.data(), shape=shapes(max_dims=3, max_side=4))
+def test_getitem_integer_arrays_with_repeats(device, data, shape):
+    n0 = shape[0]
+    idx = data.draw(st.lists(st.integers(-n0, n0 - 1), min_size=1, max_size=6))
+    idx = idx + [idx[0]]  # at least one repeat: the backward pass must accumulate, not assign
+    x = T(data.draw(arrays(shape)))
+    check(device, lambda t: t[idx], x)
+    check(device, lambda t: t[np.array(idx)], x)
+    if len(shape) >= 2:
+        n1 = shape[1]
+        cols = data.draw(st.lists(st.integers(0, n1 - 1), min_size=len(idx), max_size=len(idx)))
+        check(device, lambda t: t[:, cols], x)
+        check(device, lambda t: t[np.array(idx), np.array(cols)], x)  # pairs, may repeat
+    mask = data.draw(hnp.arrays(np.bool_, shape))
+    check(device, lambda t: t[mask], x)
+
+
+def test_getitem_repeated_index_accumulates():
+    # independent of finite differences: x[[0, 0, 0]].sum() has gradient 3 at 0
+    x = md.tensor([1.0, 2.0], requires_grad=True)
+    x[[0, 0, 0]].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0])
+
+
+@FAST
+@given(data=st.data(), shape=shapes(min_dims=1, max_dims=3, max_side=3), n=st.integers(1, 3))
+def test_concatenate_and_stack(device, data, shape, n):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    parts = []
+    for _ in range(n):
+        s = list(shape)
+        s[axis] = data.draw(st.integers(1, 3))
+        parts.append(T(data.draw(arrays(tuple(s)))))
+    check(device, lambda *ts: md.concatenate(list(ts), axis=axis), *parts)
+    same = [T(data.draw(arrays(shape))) for _ in range(n)]
+    stack_axis = data.draw(st.integers(-len(shape) - 1, len(shape)))
+    check(device, lambda *ts: md.stack(list(ts), axis=stack_axis), *same)
+
+
+# --- activations -------------------------------------------------------------------------------------
+@FAST
+@given(data=st.data(), shape=shapes(max_dims=3))
+def test_activations(device, data, shape):
+    check(device, F.relu, T(data.draw(away_from_zero(shape, 0.05, 3))))
+    x = T(data.draw(arrays(shape, -6, 6)))
+    check(device, F.sigmoid, x)
+    check(device, F.tanh, x)
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    check(device, lambda t: F.softmax(t, axis=axis), x)
+    check(device, lambda t: F.log_softmax(t, axis=axis), x)
+
+
+# --- losses ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@FAST
+@given(data=st.data(), n=st.integers(1, 5), c=st.integers(1, 5))
+def test_cross_entropy(device, reduction, data, n, c):
+    logits = T(data.draw(arrays((n, c), -5, 5)))
+    target = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)), dtype=np.int64)
+    check(device, lambda z: F.cross_entropy(z, on(device, target), reduction=reduction), logits)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@FAST
+@given(data=st.data(), shape=shapes())
+def test_mse_loss(device, reduction, data, shape):
+    a, b = T(data.draw(arrays(shape))), T(data.draw(arrays(shape)))
+    check(device, lambda u, v: F.mse_loss(u, v, reduction=reduction), a, b)
+
+
+# --- layers ------------------------------------------------------------------------------------------
+@FAST
+@given(data=st.data(), n=st.integers(1, 4), fin=st.integers(1, 4), fout=st.integers(1, 4),
+       lead=st.sampled_from([(), (2,), (2, 3)]), bias=st.booleans())
+def test_linear(device, data, n, fin, fout, lead, bias):
+    x = T(data.draw(arrays(lead + (n, fin))))
+    w = T(data.draw(arrays((fout, fin))))
+    if bias:
+        check(device, F.linear, x, w, T(data.draw(arrays((fout,)))))
+    else:
+        check(device, F.linear, x, w)
+
+
+@SLOW
+@given(data=st.data(), cfg=conv_configs(), bias=st.booleans())
+def test_conv2d(device, data, cfg, bias):
+    x = T(data.draw(arrays(cfg["x_shape"], -2, 2)))
+    w = T(data.draw(arrays(cfg["w_shape"], -2, 2)))
+    kw = dict(stride=cfg["stride"], padding=cfg["padding"])
+    if bias:
+        b = T(data.draw(arrays((cfg["w_shape"][0],))))
+        check(device, lambda u, v, c: F.conv2d(u, v, c, **kw), x, w, b)
+    else:
+        check(device, lambda u, v: F.conv2d(u, v, **kw), x, w)
+    # only one input needing a gradient (the other a constant)
+    check(device, lambda u: F.conv2d(u, Tensor(on(device, w).data), **kw), x)
+
+
+@SLOW
+@given(data=st.data(), cfg=pool_configs())
+def test_max_pool2d(device, data, cfg):
+    x = T(data.draw(distinct(cfg["x_shape"], spacing=0.05)))
+    check(device, lambda t: F.max_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x)
+
+
+@SLOW
+@given(data=st.data(), cfg=pool_configs())
+def test_avg_pool2d(device, data, cfg):
+    x = T(data.draw(arrays(cfg["x_shape"])))
+    check(device, lambda t: F.avg_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x)
+
+
+@pytest.mark.parametrize("stride", [1, (1, 2)])
+@examples(10)
+@given(data=st.data())
+def test_pools_with_overlapping_windows(device, stride, data):
+    # kernel 3 with stride 1 or (1, 2): every interior input sits in several windows
+    x = T(data.draw(distinct((2, 2, 5, 6), spacing=0.05)))
+    check(device, lambda t: F.max_pool2d(t, 3, stride, 1), x)
+    check(device, lambda t: F.avg_pool2d(t, 3, stride, 1), x)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@FAST
+@given(seed=st.integers(0, 2 ** 32 - 1), shape=st.sampled_from([(4, 3), (2, 3, 2, 2), (3, 2, 1, 3), (5, 1)]),
+       scale=st.floats(0.5, 3.0))
+def test_batch_norm(device, training, seed, shape, scale):
+    rng = np.random.default_rng(seed)
+    x = T(rng.standard_normal(shape) * scale + rng.standard_normal())
+    c = shape[1]
+    gamma, beta = T(rng.standard_normal(c)), T(rng.standard_normal(c))
+    rm, rv = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
+
+    def f(u, g, b):
+        running = on(device, rm).data, on(device, rv).data  # fresh copies: train mode updates them
+        return F.batch_norm(u, *running, g, b, training=training)
+
+    check(device, f, x, gamma, beta)
+
+
+@FAST
+@given(x=tensors(shape=(3, 4)), p=st.floats(0.1, 0.8), seed=st.integers(0, 1000))
+def test_dropout_with_fixed_mask(device, x, p, seed):
+    def f(t):
+        md.manual_seed(seed)  # the same mask on every call
+        return F.dropout(t, p, training=True)
+
+    check(device, f, x)
+
+
+def test_cast_gradients():
+    x = T(np.random.default_rng(0).standard_normal((3, 2)))
+    # through float32 and back: linear, so coarse differences are exact up to float32 rounding
+    assert gradcheck(lambda t: Cast.apply(Cast.apply(t, dtype=np.dtype(np.float32)), dtype=np.dtype(np.float64))
+                     * 3.0, x, eps=1e-2, atol=1e-4)
+    x.grad = None
+    y = x.astype(np.float32)
+    assert y.dtype == np.float32
+    y.backward(np.full((3, 2), 2.0, dtype=np.float32))
+    assert x.grad.dtype == np.float64  # the gradient comes back in the input's dtype
+    np.testing.assert_array_equal(x.grad.numpy(), 2.0)
+
+
+@FAST
+@given(x=tensors())
+def test_transfer_cpu_to_cpu(x):
+    assert x.to("cpu") is x
+    check("cpu", lambda t: Transfer.apply(t, device="cpu") * t, x)
+
+
+@pytest.mark.skipif(not md.cuda_available(), reason="no usable CUDA device")
+@FAST
+@given(x=tensors())
+def test_transfer_cpu_cuda_roundtrip(x):
+    def f(t):
+        y = t.to("cuda")
+        assert y.device == "cuda"
+        return (y * y).to("cpu")
+
+    check("cpu", f, x)
+
+
+# --- gradcheck itself --------------------------------------------------------------------------------
+class WrongSquare(Function):
+    """y = x^2 with the factor 2 missing from the backward pass."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        return (g * self.x,)
+
+
+class WrongSecondInput(Function):
+    """y = a * b with a correct gradient for a but the sign of b's gradient flipped."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        return g * self.b, -g * self.a
+
+
+class MissingGradient(Function):
+    """y = 2x whose backward claims there is no gradient."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, g):
+        return (None,)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (30, 30)])  # (30, 30): the random-direction path
+def test_gradcheck_rejects_wrong_backward(shape):
+    x = T(np.random.default_rng(1).uniform(0.5, 2.0, shape))
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradcheck(WrongSquare.apply, x)
+    with pytest.raises(GradcheckError):
+        gradcheck(MissingGradient.apply, x)
+    b = T(np.random.default_rng(2).uniform(0.5, 2.0, shape))
+    with pytest.raises(GradcheckError, match="input 1"):
+        gradcheck(WrongSecondInput.apply, x, b)
+    assert gradcheck(lambda u, v: u * v, x, b)  # and the correct op passes on the same inputs
+
+
+def test_gradcheck_requires_float64():
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(lambda t: t * 2, md.tensor([1.0, 2.0], requires_grad=True))
+
+
+def test_numerical_gradient_is_exact_for_a_quadratic():
+    x = T([1.0, -2.0, 0.5])
+    u = np.array([1.0, 2.0, 3.0])
+    g = numerical_gradient(lambda t: t * t, [x], 0, u, 1e-6)
+    np.testing.assert_allclose(g, 2 * x.numpy() * u, atol=1e-8)

@@ -1,0 +1,463 @@
+"""Tests of the array-level conv/pool kernels against plain-loop float64 references.
+
+* NumPy path: every function, forward and backward, over random configurations
+  (hypothesis), both internal CPU layouts of conv, float64 and float32.
+* CUDA sources on the host: the kernel text from ``cuda_sources`` compiled as C++ with a
+  tiny shim (one "thread" running the whole grid-stride loop) and driven through the very
+  same GPU-path Python code with ``xp=numpy``: checks index math and argument order
+  without a GPU. Skipped when no C++ compiler is found.
+* CuPy path: the same comparisons on a real GPU; skipped when CuPy or a GPU is absent.
+"""
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidl.backend import cuda_available
+from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_backward,
+                            conv2d_forward, max_pool2d_backward, max_pool2d_forward)
+from minidl.kernels import conv as conv_mod
+from minidl.kernels import cuda_sources
+from minidl.kernels import pool as pool_mod
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+# ---------------------------------------------------------------------------------------
+# plain-loop float64 references
+# ---------------------------------------------------------------------------------------
+def out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def pad(x, ph, pw, value=0.0):
+    N, C, H, W = x.shape
+    out = np.full((N, C, H + 2 * ph, W + 2 * pw), value)
+    out[:, :, ph:ph + H, pw:pw + W] = x
+    return out
+
+
+def ref_conv(x, w, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
+    xp = pad(x.astype(np.float64), ph, pw)
+    y = np.zeros((N, F, Ho, Wo))
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    y[n, f, i, j] = np.sum(xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] * w[f])
+    return y
+
+
+def ref_conv_grads(x, w, gy, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = gy.shape[2:]
+    xp = pad(x.astype(np.float64), ph, pw)
+    gxp = np.zeros_like(xp)
+    gw = np.zeros(w.shape)
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    win = (n, slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
+                    gxp[win] += gy[n, f, i, j] * w[f]
+                    gw[f] += gy[n, f, i, j] * xp[win]
+    return gxp[:, :, ph:ph + H, pw:pw + W], gw
+
+
+def ref_pool(x, kernel, stride, padding, gy=None, mode="max"):
+    """Forward, and with ``gy`` also the gradient. Max: padding is -inf and the gradient
+    goes to the first maximum in row-major window order. Avg: divisor kh*kw."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    N, C, H, W = x.shape
+    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
+    xp = pad(x.astype(np.float64), ph, pw, -np.inf if mode == "max" else 0.0)
+    y = np.zeros((N, C, Ho, Wo))
+    gxp = np.zeros_like(xp)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    if mode == "max":
+                        best, arg = None, None
+                        for p in range(kh):
+                            for q in range(kw):
+                                v = xp[n, c, i * sh + p, j * sw + q]
+                                if best is None or v > best:
+                                    best, arg = v, (p, q)
+                        y[n, c, i, j] = best
+                        if gy is not None:
+                            gxp[n, c, i * sh + arg[0], j * sw + arg[1]] += gy[n, c, i, j]
+                    else:
+                        win = xp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                        y[n, c, i, j] = win.sum() / (kh * kw)
+                        if gy is not None:
+                            gxp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += \
+                                gy[n, c, i, j] / (kh * kw)
+    return y, gxp[:, :, ph:ph + H, pw:pw + W]
+
+
+# ---------------------------------------------------------------------------------------
+# random configurations
+# ---------------------------------------------------------------------------------------
+@st.composite
+def conv_configs(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    # smallest input that still gives one output: H + 2*ph >= kh
+    H = draw(st.integers(max(1, kh - 2 * ph), 7))
+    W = draw(st.integers(max(1, kw - 2 * pw), 7))
+    return dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), F=draw(st.integers(1, 3)),
+                H=H, W=W, kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                padding=(ph, pw), seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def pool_configs(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    H = draw(st.integers(max(1, kh - 2 * ph), 7))
+    W = draw(st.integers(max(1, kw - 2 * pw), 7))
+    return dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), H=H, W=W,
+                kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                padding=(ph, pw), ties=draw(st.booleans()), seed=draw(st.integers(0, 2**31 - 1)))
+
+
+def conv_data(cfg, dtype=np.float64):
+    rng = np.random.default_rng(cfg["seed"])
+    kh, kw = cfg["kernel"]
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
+    w = rng.standard_normal((cfg["F"], cfg["C"], kh, kw)).astype(dtype)
+    Ho = out_size(cfg["H"], kh, cfg["stride"][0], cfg["padding"][0])
+    Wo = out_size(cfg["W"], kw, cfg["stride"][1], cfg["padding"][1])
+    gy = rng.standard_normal((cfg["N"], cfg["F"], Ho, Wo)).astype(dtype)
+    return x, w, gy
+
+
+def pool_data(cfg, dtype=np.float64):
+    rng = np.random.default_rng(cfg["seed"])
+    shape = (cfg["N"], cfg["C"], cfg["H"], cfg["W"])
+    # with ``ties`` the values come from {-2..2}, so windows hold repeated maxima
+    x = rng.integers(-2, 3, shape) if cfg["ties"] else rng.standard_normal(shape)
+    (kh, kw), (sh, sw), (ph, pw) = cfg["kernel"], cfg["stride"], cfg["padding"]
+    Ho, Wo = out_size(cfg["H"], kh, sh, ph), out_size(cfg["W"], kw, sw, pw)
+    gy = rng.standard_normal((cfg["N"], cfg["C"], Ho, Wo))
+    return x.astype(dtype), gy.astype(dtype)
+
+
+TOL64 = dict(rtol=1e-10, atol=1e-10)
+TOL32 = dict(rtol=2e-4, atol=2e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy path
+# ---------------------------------------------------------------------------------------
+class TestConvNumpy:
+    @SETTINGS
+    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", None]))
+    def test_forward_backward_float64(self, cfg, layout):
+        x, w, gy = conv_data(cfg)
+        y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
+        assert y.dtype == np.float64 and y.flags.c_contiguous
+        np.testing.assert_allclose(y, ref_conv(x, w, cfg["stride"], cfg["padding"]), **TOL64)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, cfg["stride"], cfg["padding"])
+        np.testing.assert_allclose(gx, rgx, **TOL64)
+        np.testing.assert_allclose(gw, rgw, **TOL64)
+        assert gx.shape == x.shape and gw.shape == w.shape
+
+    @settings(max_examples=15, deadline=None)
+    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn"]))
+    def test_float32_stays_float32(self, cfg, layout):
+        x, w, gy = conv_data(cfg, np.float32)
+        y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
+        gx, gw = conv2d_backward(gy, cache)
+        assert y.dtype == gx.dtype == gw.dtype == np.float32
+        np.testing.assert_allclose(y, ref_conv(x, w, cfg["stride"], cfg["padding"]), **TOL32)
+        rgx, rgw = ref_conv_grads(x, w, gy, cfg["stride"], cfg["padding"])
+        np.testing.assert_allclose(gx, rgx, **TOL32)
+        np.testing.assert_allclose(gw, rgw, **TOL32)
+
+    def test_worked_example(self):
+        x = np.array([[1, 0.5, 20], [0.25, 0, 0], [0, 0, 20]])[None, None]
+        w = np.array([[1, 0.2], [0.2, 0]])[None, None]
+        y, _ = conv2d_forward(x, w, (1, 1), (0, 0))
+        np.testing.assert_allclose(y[0, 0], [[1.15, 4.5], [0.25, 0]], rtol=1e-12, atol=1e-12)
+
+    def test_gradients_match_finite_differences(self):
+        rng = np.random.default_rng(1)
+        x, w = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((3, 2, 3, 2))
+        stride, padding = (2, 1), (1, 1)
+        y, cache = conv2d_forward(x, w, stride, padding)
+        gy = rng.standard_normal(y.shape)
+        gx, gw = conv2d_backward(gy, cache)
+
+        def loss(x_, w_):
+            return float(np.sum(conv2d_forward(x_, w_, stride, padding)[0] * gy))
+
+        eps = 1e-6
+        for arr, grad, which in ((x, gx, 0), (w, gw, 1)):
+            num = np.zeros_like(arr)
+            for idx in np.ndindex(arr.shape):
+                plus, minus = arr.copy(), arr.copy()
+                plus[idx] += eps
+                minus[idx] -= eps
+                args_p = (plus, w) if which == 0 else (x, plus)
+                args_m = (minus, w) if which == 0 else (x, minus)
+                num[idx] = (loss(*args_p) - loss(*args_m)) / (2 * eps)
+            np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+
+    def test_skipped_gradients(self):
+        x, w, gy = conv_data(dict(N=1, C=2, F=2, H=5, W=5, kernel=(3, 3), stride=(1, 1),
+                                  padding=(1, 1), seed=0))
+        _, cache = conv2d_forward(x, w, (1, 1), (1, 1))
+        gx, gw = conv2d_backward(gy, cache, need_x_grad=False)
+        assert gx is None and gw.shape == w.shape
+        gx, gw = conv2d_backward(gy, cache, need_w_grad=False)
+        assert gw is None and gx.shape == x.shape
+        assert conv2d_backward(gy, cache, False, False) == (None, None)
+
+    def test_non_contiguous_inputs(self):
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((5, 6, 3, 2)).transpose(3, 2, 1, 0)  # (2, 3, 6, 5), strided
+        w = rng.standard_normal((2, 3, 3, 3))[:, :, ::-1]
+        y, cache = conv2d_forward(x, w, (1, 2), (1, 0))
+        np.testing.assert_allclose(y, ref_conv(x, w, (1, 2), (1, 0)), **TOL64)
+        gy = rng.standard_normal(y.shape).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, (1, 2), (1, 0))
+        np.testing.assert_allclose(gx, rgx, **TOL64)
+        np.testing.assert_allclose(gw, rgw, **TOL64)
+
+    def test_errors(self):
+        x, w = np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 5, 5))
+        with pytest.raises(ValueError, match=r"3x3.*5x5"):
+            conv2d_forward(x, w, (1, 1), (0, 0))
+        conv2d_forward(x, w, (1, 1), (1, 1))  # padded input 5x5 is just enough
+        with pytest.raises(ValueError, match="channels"):
+            conv2d_forward(np.zeros((1, 2, 3, 3)), np.zeros((1, 1, 1, 1)), (1, 1), (0, 0))
+        with pytest.raises(ValueError, match="4-D"):
+            conv2d_forward(np.zeros((2, 3, 3)), np.zeros((1, 2, 1, 1)), (1, 1), (0, 0))
+        with pytest.raises(TypeError):
+            conv2d_forward(np.zeros((1, 1, 3, 3), int), np.zeros((1, 1, 1, 1), int), (1, 1), (0, 0))
+
+
+class TestPoolNumpy:
+    @SETTINGS
+    @given(cfg=pool_configs())
+    def test_max_pool(self, cfg):
+        x, gy = pool_data(cfg)
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        y, cache = max_pool2d_forward(x, *args)
+        ry, rgx = ref_pool(x, *args, gy=gy, mode="max")
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_allclose(max_pool2d_backward(gy, cache), rgx, **TOL64)
+
+    @SETTINGS
+    @given(cfg=pool_configs())
+    def test_avg_pool(self, cfg):
+        x, gy = pool_data(cfg)
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        y, cache = avg_pool2d_forward(x, *args)
+        ry, rgx = ref_pool(x, *args, gy=gy, mode="avg")
+        np.testing.assert_allclose(y, ry, **TOL64)
+        np.testing.assert_allclose(avg_pool2d_backward(gy, cache), rgx, **TOL64)
+
+    @settings(max_examples=15, deadline=None)
+    @given(cfg=pool_configs())
+    def test_float32(self, cfg):
+        x, gy = pool_data(cfg, np.float32)
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        for fwd, bwd, mode in ((max_pool2d_forward, max_pool2d_backward, "max"),
+                               (avg_pool2d_forward, avg_pool2d_backward, "avg")):
+            y, cache = fwd(x, *args)
+            gx = bwd(gy, cache)
+            assert y.dtype == gx.dtype == np.float32
+            ry, rgx = ref_pool(x, *args, gy=gy.astype(np.float64), mode=mode)
+            np.testing.assert_allclose(y, ry, **TOL32)
+            np.testing.assert_allclose(gx, rgx, **TOL32)
+
+    def test_worked_examples(self):
+        x = np.array([[4, 10, 5], [5, 7, 4], [-2, 3, 7]], dtype=np.float64)[None, None]
+        y, _ = max_pool2d_forward(x, (2, 2), (1, 1), (0, 0))
+        np.testing.assert_array_equal(y[0, 0], [[10, 10], [7, 7]])
+        y, _ = avg_pool2d_forward(x, (2, 2), (1, 1), (0, 0))
+        np.testing.assert_allclose(y[0, 0], [[6.5, 6.5], [3.25, 5.25]], rtol=1e-12)
+
+    def test_max_ties_go_to_first_element(self):
+        x = np.ones((1, 1, 3, 3))
+        _, cache = max_pool2d_forward(x, (2, 2), (1, 1), (0, 0))
+        gx = max_pool2d_backward(np.ones((1, 1, 2, 2)), cache)
+        # each window's top-left element takes its gradient; overlaps add up
+        np.testing.assert_array_equal(gx[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
+
+    def test_max_nan_propagates(self):
+        x = np.array([[1.0, np.nan], [3.0, 2.0]])[None, None]
+        y, cache = max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+        assert np.isnan(y[0, 0, 0, 0])
+        # the gradient goes to the first maximum before the first NaN (deterministic)
+        gx = max_pool2d_backward(np.ones((1, 1, 1, 1)), cache)
+        np.testing.assert_array_equal(gx[0, 0], [[1, 0], [0, 0]])
+
+    def test_errors(self):
+        x = np.zeros((1, 1, 3, 3))
+        with pytest.raises(ValueError, match=r"3x3.*4x4"):
+            max_pool2d_forward(x, (4, 4), (1, 1), (0, 0))
+        with pytest.raises(ValueError, match="half"):
+            avg_pool2d_forward(x, (2, 2), (1, 1), (2, 2))
+        with pytest.raises(ValueError, match="stride"):
+            max_pool2d_forward(x, (2, 2), (0, 1), (0, 0))
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA kernel sources compiled for the host (index math without a GPU)
+# ---------------------------------------------------------------------------------------
+_HOST_SHIM = """
+struct minidl_dim3 { unsigned int x; };
+static const minidl_dim3 blockIdx = {0}, threadIdx = {0}, blockDim = {1}, gridDim = {1};
+#define __global__
+"""
+
+
+@pytest.fixture(scope="module")
+def host_launch(tmp_path_factory):
+    """A ``launch(name, dtype, total, *args)`` that runs the CUDA sources on the host."""
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the CUDA sources on the host")
+    libs = {}
+    for dtype in (np.float32, np.float64):
+        d = tmp_path_factory.mktemp("cuda_host")
+        src, lib = d / "kernels.cpp", d / "kernels.so"
+        src.write_text(_HOST_SHIM + cuda_sources.kernel_source(dtype))
+        subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(lib), str(src)],
+                       check=True, capture_output=True)
+        libs[np.dtype(dtype)] = ctypes.CDLL(str(lib))
+
+    def launch(name, dtype, total, *args):
+        assert name in cuda_sources.KERNEL_NAMES
+        cargs = []
+        for a in cuda_sources.kernel_args(args, dtype):
+            if isinstance(a, np.ndarray):
+                assert a.flags.c_contiguous
+                cargs.append(ctypes.c_void_p(a.ctypes.data))
+            elif isinstance(a, np.int64):
+                cargs.append(ctypes.c_longlong(int(a)))
+            elif isinstance(a, np.float32):
+                cargs.append(ctypes.c_float(float(a)))
+            elif isinstance(a, np.float64):
+                cargs.append(ctypes.c_double(float(a)))
+            else:
+                raise TypeError(type(a))
+        if total > 0:
+            getattr(libs[np.dtype(dtype)], name)(*cargs)
+
+    return launch
+
+
+class TestCudaSourcesOnHost:
+    @settings(max_examples=25, deadline=None)
+    @given(cfg=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]))
+    def test_conv(self, host_launch, cfg, dtype):
+        x, w, gy = conv_data(cfg, dtype)
+        stride, padding = cfg["stride"], cfg["padding"]
+        out_hw = gy.shape[2:]
+        y, cache = conv_mod._forward_gpu(x, w, stride, padding, out_hw, np.dtype(dtype), np, host_launch)
+        gx, gw = conv_mod._backward_gpu(gy, cache, True, True, np, host_launch)
+        tol = TOL64 if dtype == np.float64 else TOL32
+        np.testing.assert_allclose(y, ref_conv(x, w, stride, padding), **tol)
+        rgx, rgw = ref_conv_grads(x, w, gy, stride, padding)
+        np.testing.assert_allclose(gx, rgx, **tol)
+        np.testing.assert_allclose(gw, rgw, **tol)
+
+    @settings(max_examples=25, deadline=None)
+    @given(cfg=pool_configs(), dtype=st.sampled_from([np.float32, np.float64]))
+    def test_pool(self, host_launch, cfg, dtype):
+        x, gy = pool_data(cfg, dtype)
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        out_hw = gy.shape[2:]
+        y, cache = pool_mod._max_forward_gpu(x, *args, out_hw, np, host_launch)
+        y_cpu, cache_cpu = max_pool2d_forward(x, *args)
+        np.testing.assert_array_equal(y, y_cpu)
+        np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)
+        gx = pool_mod._max_backward_gpu(gy, cache, np, host_launch)
+        np.testing.assert_array_equal(gx, max_pool2d_backward(gy, cache_cpu))
+        _, acache = avg_pool2d_forward(x, *args)
+        gx = pool_mod._avg_backward_gpu(gy, acache, np, host_launch)
+        np.testing.assert_array_equal(gx, avg_pool2d_backward(gy, acache))
+
+    def test_max_pool_nan_and_padding(self, host_launch):
+        x = np.array([[1.0, np.nan, 5.0], [3.0, 2.0, np.nan], [-1.0, -2.0, -3.0]])[None, None]
+        for args in (((2, 2), (1, 1), (0, 0)), ((3, 3), (2, 2), (1, 1))):
+            y, cache = pool_mod._max_forward_gpu(x, *args, conv_mod.conv_output_size((3, 3), *args),
+                                                 np, host_launch)
+            y_cpu, cache_cpu = max_pool2d_forward(x, *args)
+            np.testing.assert_array_equal(y, y_cpu)
+            np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)
+
+
+# ---------------------------------------------------------------------------------------
+# CuPy path (real GPU)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.skipif(not cuda_available(), reason="CuPy with a CUDA device is not available")
+class TestCupy:
+    @settings(max_examples=25, deadline=None)
+    @given(cfg=conv_configs(), dtype=st.sampled_from([np.float32, np.float64]))
+    def test_conv_matches_numpy(self, cfg, dtype):
+        import cupy
+        x, w, gy = conv_data(cfg, dtype)
+        stride, padding = cfg["stride"], cfg["padding"]
+        y, cache = conv2d_forward(cupy.asarray(x), cupy.asarray(w), stride, padding)
+        gx, gw = conv2d_backward(cupy.asarray(gy), cache)
+        assert isinstance(y, cupy.ndarray) and y.dtype == dtype and gx.dtype == gw.dtype == dtype
+        tol = TOL64 if dtype == np.float64 else TOL32
+        np.testing.assert_allclose(cupy.asnumpy(y), ref_conv(x, w, stride, padding), **tol)
+        rgx, rgw = ref_conv_grads(x, w, gy, stride, padding)
+        np.testing.assert_allclose(cupy.asnumpy(gx), rgx, **tol)
+        np.testing.assert_allclose(cupy.asnumpy(gw), rgw, **tol)
+
+    @settings(max_examples=25, deadline=None)
+    @given(cfg=pool_configs(), dtype=st.sampled_from([np.float32, np.float64]))
+    def test_pools_match_numpy(self, cfg, dtype):
+        import cupy
+        x, gy = pool_data(cfg, dtype)
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"])
+        for fwd, bwd in ((max_pool2d_forward, max_pool2d_backward),
+                         (avg_pool2d_forward, avg_pool2d_backward)):
+            y_cpu, c_cpu = fwd(x, *args)
+            gx_cpu = bwd(gy, c_cpu)
+            y, c = fwd(cupy.asarray(x), *args)
+            gx = bwd(cupy.asarray(gy), c)
+            assert isinstance(gx, cupy.ndarray) and y.dtype == gx.dtype == dtype
+            tol = TOL64 if dtype == np.float64 else TOL32
+            np.testing.assert_allclose(cupy.asnumpy(y), y_cpu, **tol)
+            np.testing.assert_allclose(cupy.asnumpy(gx), gx_cpu, **tol)
+
+    def test_deterministic_and_worked_examples(self):
+        import cupy
+        rng = np.random.default_rng(0)
+        x = cupy.asarray(rng.standard_normal((4, 8, 14, 14)).astype(np.float32))
+        w = cupy.asarray(rng.standard_normal((16, 8, 5, 5)).astype(np.float32))
+        runs = []
+        for _ in range(2):
+            y, cache = conv2d_forward(x, w, (1, 1), (2, 2))
+            gx, gw = conv2d_backward(cupy.ones_like(y), cache)
+            p, pc = max_pool2d_forward(y, (3, 3), (1, 1), (1, 1))
+            gp = max_pool2d_backward(cupy.ones_like(p), pc)
+            runs.append([cupy.asnumpy(a) for a in (y, gx, gw, p, gp)])
+        for a, b in zip(*runs):
+            np.testing.assert_array_equal(a, b)
+        img = cupy.asarray([[4, 10, 5], [5, 7, 4], [-2, 3, 7]], dtype=cupy.float64)[None, None]
+        np.testing.assert_array_equal(cupy.asnumpy(max_pool2d_forward(img, (2, 2), (1, 1), (0, 0))[0])[0, 0],
+                                      [[10, 10], [7, 7]])
+        np.testing.assert_allclose(cupy.asnumpy(avg_pool2d_forward(img, (2, 2), (1, 1), (0, 0))[0])[0, 0],
+                                   [[6.5, 6.5], [3.25, 5.25]])

@@ -1,0 +1,129 @@
+"""Training loop, checkpoints and exact resume; model zoo shapes; the CLI's one-line errors."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minidl as md
+from minidl import backend
+from minidl.cli import main as cli_main
+from minidl.data import DataLoader
+from minidl.experiment import TrainConfig, load_model, train_on_arrays
+from minidl.models import MODELS, get_model
+from minidl.optim import SGD, OneCycleLR
+from minidl.train import CHECKPOINT, evaluate, fit
+
+
+def synthetic(n, classes=3, size=8, channels=1, seed=0):
+    """Images whose class is written as a bright band at a class-specific height."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.random((n, channels, size, size)).astype(np.float32) * 0.3
+    for c in range(classes):
+        x[y == c, :, 2 * c:2 * c + 2, :] += 0.6
+    return np.clip(x, 0, 1), y.astype(np.int64)
+
+
+def _run(out_dir, epochs, resume=False, dropout_model=True):
+    """A tiny run whose result depends on every random source: shuffling, dropout and init."""
+    md.manual_seed(3)
+    x, y = synthetic(96)
+    loader = DataLoader((x, y), 16, shuffle=True, seed=5)
+    model = md.nn.Sequential(md.nn.Flatten(), md.nn.Linear(64, 32), md.nn.ReLU(), md.nn.Dropout(0.3),
+                             md.nn.Linear(32, 3))
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    schedule = OneCycleLR(opt, total_steps=4 * len(loader))
+    history = fit(model, loader, opt, epochs, schedule=schedule, out_dir=out_dir, resume=resume, progress=False)
+    return model, history
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    straight, _ = _run(str(tmp_path / "a"), 4)
+    _run(str(tmp_path / "b"), 2)                      # "stopped" after two epochs
+    resumed, history = _run(str(tmp_path / "b"), 4, resume=True)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for (name, p), (_, q) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _run(str(tmp_path / "none"), 2, resume=True)
+
+
+def test_checkpoint_and_metrics_written_every_epoch(tmp_path):
+    _run(str(tmp_path), 2)
+    state = md.load(str(tmp_path / CHECKPOINT))
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert {"model", "optimizer", "schedule", "loader", "rng"} <= set(state)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_training_learns_and_evaluate_counts(tmp_path):
+    config = TrainConfig(dataset="synthetic", model="lenet", epochs=3, batch_size=16, lr=3e-3, optimizer="adam")
+    train, test = synthetic(192, size=12), synthetic(64, size=12, seed=1)
+    model, history = train_on_arrays(config, train, test, str(tmp_path), progress=False)
+    assert history[-1]["test_accuracy"] > 0.9
+    result = evaluate(model, DataLoader(test, 10), progress=False)
+    with md.no_grad():
+        direct = (model(md.tensor(test[0])).numpy().argmax(1) == test[1]).mean()
+    assert result["accuracy"] == pytest.approx(direct) and result["n"] == 64
+    loaded, state = load_model(str(tmp_path / CHECKPOINT))
+    assert state["config"]["model"] == "lenet"
+    assert evaluate(loaded, DataLoader(test, 10), progress=False)["accuracy"] == pytest.approx(direct)
+
+
+def test_fast_adversarial_training_records_attack_settings(tmp_path):
+    config = TrainConfig(dataset="synthetic", model="mlp", epochs=1, batch_size=32, adv="fgsm", eps=0.1)
+    train_on_arrays(config, synthetic(64), synthetic(32, seed=1), str(tmp_path), progress=False)
+    saved = md.load(str(tmp_path / CHECKPOINT))["config"]
+    assert saved["adv"] == "fgsm" and saved["eps"] == 0.1 and saved["alpha"] == pytest.approx(0.125)
+    assert saved["schedule"] == "cyclic"
+    assert "guard_pgd_accuracy" in md.load(str(tmp_path / CHECKPOINT))["history"][0]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_zoo_shapes(name):
+    md.manual_seed(0)
+    channels, size = (3, 32) if ("cifar" in name or "resnet" in name) else (1, 28)
+    model = get_model(name, in_channels=channels, image_size=size, **({"width": 4} if "resnet" in name else {}))
+    with md.no_grad():
+        out = model.eval()(md.rand(2, channels, size, size))
+    assert out.shape == (2, 10)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        get_model("nope")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "mnist", "--model", "nope", "--out", "x"], "invalid choice"),
+    (["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "-1", "--out", "x"], "--epochs must be >= 0"),
+])
+def test_cli_bad_arguments_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_missing_data_folder(tmp_path, capsys):
+    code = cli_main(["train", "--dataset", "mnist", "--model", "mlp", "--data-dir", str(tmp_path / "missing"),
+                     "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_info(capsys):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "backend cpu" in out and "BLAS" in out
+
+
+def test_cli_eval_missing_checkpoint(tmp_path, capsys):
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
