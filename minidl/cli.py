@@ -46,6 +46,23 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_attack(args):
+    from .experiment import attack_checkpoint
+    from .train import write_json
+    result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
+                               steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
+                               eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
+                               limit=args.limit, checks=not args.no_checks, progress=not args.quiet)
+    print(f"{result['attack']} (norm {result['norm']}, eps {result['eps']:.4g}, alpha {result['alpha']:.4g}, "
+          f"{result['steps']} steps, {result['restarts']} restarts) on {result['n']} test images: "
+          f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m minidl", description="minidl command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +106,24 @@ def build_parser():
     ev.add_argument("--limit", type=_positive(int, "--limit"), default=None)
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=cmd_eval)
+
+    at = sub.add_parser("attack", help="clean and robust accuracy of a checkpoint under FGSM or PGD")
+    at.add_argument("--checkpoint", required=True)
+    at.add_argument("--attack", choices=["fgsm", "pgd"], default="pgd")
+    at.add_argument("--eps", type=_positive(float, "--eps"), default=0.3)
+    at.add_argument("--alpha", type=_positive(float, "--alpha"), default=None, help="default 2.5 * eps / steps")
+    at.add_argument("--steps", type=_positive(int, "--steps"), default=50)
+    at.add_argument("--restarts", type=_positive(int, "--restarts"), default=1)
+    at.add_argument("--norm", choices=["inf", "2"], default="inf")
+    at.add_argument("--loss", choices=["ce", "margin"], default="ce")
+    at.add_argument("--eot-samples", type=_positive(int, "--eot-samples"), default=1)
+    at.add_argument("--data-dir", default=None)
+    at.add_argument("--device", default="cpu")
+    at.add_argument("--limit", type=_positive(int, "--limit"), default=None)
+    at.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
+    at.add_argument("--json", default=None, help="also write the result to this JSON file")
+    at.add_argument("--quiet", action="store_true")
+    at.set_defaults(run=cmd_attack)
 
     try:
         from .study import add_study_parser

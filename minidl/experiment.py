@@ -205,3 +205,40 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
     result = evaluate(model, DataLoader((images, labels), 500, device=device), progress=progress)
     result.update(split=split, model=config["model"], dataset=config["dataset"])
     return result
+
+
+def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
+                      loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
+                      checks=True, progress=True):
+    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM or PGD,
+    plus the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
+    from .adversarial import fgsm, pgd, robust_accuracy, sanity_checks
+    model, state = load_model(checkpoint_path, device)
+    config = state["config"]
+    images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    alpha = 2.5 * eps / steps if alpha is None else alpha
+    if attack == "fgsm":
+        run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
+    elif attack == "pgd":
+        run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
+                                  eot_samples=eot_samples)
+    else:
+        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
+    result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress)
+    out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
+           "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
+           "loss": loss, "eot_samples": eot_samples, "n": result["n"],
+           "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
+           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs")}}
+    if checks:
+        sub = (images[:500], labels[:500])
+        warnings, numbers = sanity_checks(
+            model, sub, lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, eot_samples=eot_samples),
+            fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps, norm=norm),
+            huge_eps_attack=lambda m, x, y: pgd(m, x, y, 1.0 if norm == "inf" else 50.0, 0.1 if norm == "inf" else 5.0,
+                                                steps, norm=norm, eot_samples=eot_samples),
+            batch_size=batch_size, progress=progress)
+        out["warnings"], out["checks"] = warnings, numbers
+    return out

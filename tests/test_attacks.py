@@ -748,3 +748,27 @@ def test_attacks_on_a_trained_conv_net(trained_cnn, norm, eps, alpha, eps_target
     assert_in_ball(x_t, x, eps_target, norm)
     assert (pred(x_t) == t).mean() >= 0.9
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_fgsm_random_start_takes_gradient_at_unclipped_start():
+    """Wong et al.'s fast adversarial training evaluates the gradient at x + U(-eps, eps) without
+    clipping: on pixels at 0, half of the starts are negative. Clipping them (a tempting 'fix')
+    weakens the random start and brings back catastrophic overfitting."""
+    seen = []
+
+    class Recorder(md.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = md.nn.Linear(16, 3)
+
+        def forward(self, x):
+            seen.append(x.numpy().copy())
+            return self.lin(x.reshape(x.shape[0], -1))
+
+    md.manual_seed(0)
+    model = Recorder()
+    x = np.zeros((8, 1, 4, 4), dtype=np.float32)
+    out = fgsm_random_start(model, x, np.zeros(8, dtype=np.int64), eps=0.3).numpy()
+    start = seen[0]
+    assert (start < 0).mean() > 0.3 and start.min() >= -0.3 - 1e-6
+    assert out.min() >= 0 and out.max() <= 0.3 + 1e-6

@@ -128,6 +128,14 @@ def test_diamond_graph_sums_both_paths(device):
     np.testing.assert_allclose(host(x.grad), [1.0, 1.0])
 
 
+def test_maximum_splits_ties_between_its_inputs():
+    a = md.tensor([1.0, 2.0, 5.0], requires_grad=True)
+    b = md.tensor([1.0, 3.0, 4.0], requires_grad=True)
+    a.maximum(b).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(b.grad.numpy(), [0.5, 1.0, 0.0])
+
+
 def test_intermediate_used_by_many_consumers():
     x = md.tensor([1.0], dtype="float64", requires_grad=True)
     h = x * 2.0
@@ -152,6 +160,27 @@ def test_float64_is_preserved_end_to_end():
     loss.backward()
     for t in (x, w, b):
         assert t.grad.dtype == np.float64
+
+
+def test_cast_sends_the_gradient_back_in_the_input_dtype():
+    seen = []
+
+    class Spy(md.autograd.Function):
+        """Identity that records the dtype of the gradient it receives."""
+
+        def forward(self, x):
+            return x
+
+        def backward(self, g):
+            seen.append(g.dtype)
+            return (g,)
+
+    x = md.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    y = Spy.apply(x).astype("float32") * 2.0
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert seen == [np.float64]
+    assert x.grad.dtype == np.float64
 
 
 def test_python_scalars_keep_float32():
@@ -225,7 +254,8 @@ def test_unknown_device_is_rejected():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sigmoid_is_stable_for_large_inputs(dtype):
     x = md.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], dtype=dtype, requires_grad=True)
-    y = F.sigmoid(x)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # no inf/nan even transiently
+        y = F.sigmoid(x)
     v = y.numpy().astype(np.float64)
     assert np.all(np.isfinite(v))
     np.testing.assert_allclose(v, [0.0, math.exp(-50) / (1 + math.exp(-50)), 0.5, 1 / (1 + math.exp(-50)), 1.0],
@@ -238,15 +268,18 @@ def test_sigmoid_is_stable_for_large_inputs(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_log_softmax_and_softmax_are_stable_for_large_inputs(dtype):
     x = md.tensor([[1e4, 0.0, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4 + 1, -1e4]], dtype=dtype, requires_grad=True)
-    y = F.log_softmax(x)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        y = F.log_softmax(x)
+        sm = F.softmax(x)
     v = y.numpy().astype(np.float64)
     assert np.all(np.isfinite(v))
     l3 = math.log(3)
     lse = math.log(2 + math.e)  # log(e^0 + e^1 + e^0)
     np.testing.assert_allclose(v, [[0.0, -1e4, -2e4], [-l3, -l3, -l3], [-lse + 0, -lse + 1, -lse + 0]],
                                rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(F.softmax(x).numpy().sum(axis=1), 1.0, rtol=1e-6)
-    y.sum().backward()
+    np.testing.assert_allclose(sm.numpy().sum(axis=1), 1.0, rtol=1e-6)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        y.sum().backward()
     assert np.all(np.isfinite(x.grad.numpy()))
 
 
@@ -254,11 +287,13 @@ def test_log_softmax_and_softmax_are_stable_for_large_inputs(dtype):
 def test_cross_entropy_is_stable_for_large_logits(dtype):
     z = md.tensor([[1e4, -1e4], [1e4, -1e4], [0.0, 0.0]], dtype=dtype, requires_grad=True)
     t = np.array([0, 1, 0])
-    losses = F.cross_entropy(z, t, reduction="none")
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        losses = F.cross_entropy(z, t, reduction="none")
     np.testing.assert_allclose(losses.numpy().astype(np.float64), [0.0, 2e4, math.log(2)], rtol=1e-6)
-    loss = F.cross_entropy(z, t)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        loss = F.cross_entropy(z, t)
+        loss.backward()
     np.testing.assert_allclose(loss.item(), (2e4 + math.log(2)) / 3, rtol=1e-6)
-    loss.backward()
     np.testing.assert_allclose(z.grad.numpy(), [[0, 0], [1 / 3, -1 / 3], [-1 / 6, 1 / 6]], atol=1e-7)
 
 

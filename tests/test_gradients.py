@@ -1,13 +1,15 @@
 """Property tests: the gradient of every differentiable op agrees with float64 central
 finite differences (``minidl.testing.gradcheck``) on shapes, parameters and values drawn by
-hypothesis. Where an op has a kink (relu, abs, clip, max, maximum, max-pooling) the values
-are drawn away from it, so that the finite differences measure the true derivative.
+hypothesis, and its forward value agrees with a plain NumPy reference written here (loops
+for convolution and pooling, independent of ``minidl.kernels``). Where an op has a kink
+(relu, abs, clip, max, maximum, max-pooling) the values are drawn away from it, so that the
+finite differences measure the true derivative.
 
 Each test runs on every backend in ``conftest.BACKENDS`` (CUDA ones skip without a GPU).
 """
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -18,16 +20,29 @@ from minidl.tensor import Cast, Tensor, Transfer
 from minidl.testing import GradcheckError, gradcheck, numerical_gradient
 from minidl.testing.strategies import broadcastable_shapes, conv_configs, pool_configs, shapes, tensors
 
-from conftest import examples, on
+from conftest import examples, host, on
 
 FAST = examples(25)
 SLOW = examples(15)
 
 
-def check(device, fn, *inputs, **kw):
-    """gradcheck ``fn`` with every Tensor input moved to ``device``."""
+# Central differences with h = 1e-6 in float64 are accurate to ~1e-9 here (moderate values,
+# small shapes), so the tolerances can be much tighter than gradcheck's defaults: a gradient
+# that is off by a factor 1.0001 fails.
+TOL = dict(atol=1e-7, rtol=1e-6)
+
+
+def check(device, fn, *inputs, ref=None, **kw):
+    """gradcheck ``fn`` with every Tensor input moved to ``device``; with ``ref``, also compare
+    the forward value with ``ref(*numpy_inputs)``."""
     moved = [on(device, x) if isinstance(x, Tensor) else x for x in inputs]
-    assert gradcheck(fn, *moved, **kw) is True
+    if ref is not None:
+        out = fn(*moved)
+        want = ref(*[x.numpy() if isinstance(x, Tensor) else x for x in inputs])
+        assert out.shape == np.shape(want)
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(host(out), want, rtol=1e-10, atol=1e-12)
+    assert gradcheck(fn, *moved, **{**TOL, **kw}) is True
 
 
 def arrays(shape, lo=-3.0, hi=3.0):
@@ -72,7 +87,7 @@ def test_binary_broadcasting(device, op, data, shapes_):
     a = data.draw(arrays(sa))
     b = data.draw(away_from_zero(sb, 0.5, 3.0) if op == "div" else arrays(sb))
     # both operands, then each alone (the other a constant), so needs_grad paths are covered
-    check(device, BINARY[op], T(a), T(b))
+    check(device, BINARY[op], T(a), T(b), ref=BINARY[op])
     check(device, BINARY[op], T(a), Tensor(b))
     check(device, BINARY[op], Tensor(a), T(b))
 
@@ -82,14 +97,14 @@ def test_binary_broadcasting(device, op, data, shapes_):
 @given(x=away_from_zero((2, 3), 0.5, 3.0), c=st.floats(0.5, 3.0))
 def test_binary_with_python_scalars(device, op, x, c):
     f = BINARY[op]
-    check(device, lambda t: f(t, c), T(x))
-    check(device, lambda t: f(c, t), T(x))
+    check(device, lambda t: f(t, c), T(x), ref=lambda t: f(t, c))
+    check(device, lambda t: f(c, t), T(x), ref=lambda t: f(c, t))
 
 
 @FAST
 @given(x=tensors())
 def test_neg(device, x):
-    check(device, lambda t: -t, x)
+    check(device, lambda t: -t, x, ref=lambda a: -a)
 
 
 @FAST
@@ -99,7 +114,7 @@ def test_pow(device, data, shape, p):
         base = data.draw(away_from_zero(shape, 0.3, 3.0) if p < 0 else arrays(shape))
     else:  # fractional powers need a positive base
         base = data.draw(arrays(shape, 0.3, 3.0))
-    check(device, lambda t: t ** p, T(base))
+    check(device, lambda t: t ** p, T(base), ref=lambda a: a ** p)
 
 
 @FAST
@@ -109,7 +124,7 @@ def test_maximum(device, data, shapes_):
     sa, sb = shapes_
     a = data.draw(hnp.arrays(np.int64, sa, elements=st.integers(-12, 12))) * 0.25
     b = data.draw(hnp.arrays(np.int64, sb, elements=st.integers(-12, 12))) * 0.25 + 0.125
-    check(device, lambda u, v: u.maximum(v), T(a), T(b))
+    check(device, lambda u, v: u.maximum(v), T(a), T(b), ref=np.maximum)
 
 
 # --- matmul ----------------------------------------------------------------------------------------
@@ -134,7 +149,7 @@ def matmul_shapes(draw):
 @given(data=st.data(), sh=matmul_shapes())
 def test_matmul(device, data, sh):
     a, b = data.draw(arrays(sh[0])), data.draw(arrays(sh[1]))
-    check(device, lambda u, v: u @ v, T(a), T(b))
+    check(device, lambda u, v: u @ v, T(a), T(b), ref=np.matmul)
     check(device, lambda u: u @ Tensor(on(device, b).data), T(a))
 
 
@@ -142,10 +157,10 @@ def test_matmul(device, data, sh):
 @FAST
 @given(data=st.data(), shape=shapes())
 def test_exp_log_sqrt_abs(device, data, shape):
-    check(device, lambda t: t.exp(), T(data.draw(arrays(shape, -3, 3))))
-    check(device, lambda t: t.log(), T(data.draw(arrays(shape, 0.1, 5))))
-    check(device, lambda t: t.sqrt(), T(data.draw(arrays(shape, 0.1, 5))))
-    check(device, lambda t: t.abs(), T(data.draw(away_from_zero(shape, 0.05, 3))))
+    check(device, lambda t: t.exp(), T(data.draw(arrays(shape, -3, 3))), ref=np.exp)
+    check(device, lambda t: t.log(), T(data.draw(arrays(shape, 0.1, 5))), ref=np.log)
+    check(device, lambda t: t.sqrt(), T(data.draw(arrays(shape, 0.1, 5))), ref=np.sqrt)
+    check(device, lambda t: t.abs(), T(data.draw(away_from_zero(shape, 0.05, 3))), ref=np.abs)
 
 
 @FAST
@@ -155,7 +170,8 @@ def test_clip(device, data, shape, bounds):
     lo, hi = (None if b is None else b * 0.25 for b in bounds)
     assume(lo is not None or hi is not None)
     x = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(-12, 12))) * 0.25 + 0.125
-    check(device, lambda t: t.clip(lo, hi), T(x))
+    check(device, lambda t: t.clip(lo, hi), T(x),
+          ref=lambda a: np.minimum(np.maximum(a, -np.inf if lo is None else lo), np.inf if hi is None else hi))
 
 
 # --- reductions ------------------------------------------------------------------------------------
@@ -173,7 +189,8 @@ def axis_for(draw, ndim):
 def test_reductions(device, op, data, shape, keepdims):
     axis = data.draw(axis_for(len(shape)))
     x = data.draw(distinct(shape)) if op == "max" else data.draw(arrays(shape))
-    check(device, lambda t: getattr(t, op)(axis=axis, keepdims=keepdims), T(x))
+    check(device, lambda t: getattr(t, op)(axis=axis, keepdims=keepdims), T(x),
+          ref=lambda a: getattr(np, op)(a, axis=axis, keepdims=keepdims))
 
 
 # --- shape ops ---------------------------------------------------------------------------------------
@@ -183,16 +200,17 @@ def test_reshape_transpose_flatten(device, data, shape):
     x = T(data.draw(arrays(shape)))
     size = int(np.prod(shape))
     target = data.draw(st.sampled_from([(-1,), (size, 1), (1, size), tuple(reversed(shape)), (1,) + shape]))
-    check(device, lambda t: t.reshape(target) * t.reshape(target), x)  # * t: a non-constant cotangent path
+    check(device, lambda t: t.reshape(target) * t.reshape(target), x, ref=lambda a: a.reshape(target) ** 2)
     perm = tuple(data.draw(st.permutations(range(len(shape)))))
-    check(device, lambda t: t.transpose(perm), x)
-    check(device, lambda t: t.T, x)
+    check(device, lambda t: t.transpose(perm), x, ref=lambda a: a.transpose(perm))
+    check(device, lambda t: t.T, x, ref=lambda a: a.T)
     if len(shape) >= 2:
         i, j = data.draw(st.integers(0, len(shape) - 1)), data.draw(st.integers(0, len(shape) - 1))
-        check(device, lambda t: t.transpose(i, j), x)
+        check(device, lambda t: t.transpose(i, j), x, ref=lambda a: np.swapaxes(a, i, j))
     s = data.draw(st.integers(0, len(shape) - 1))
     e = data.draw(st.integers(s, len(shape) - 1))
-    check(device, lambda t: t.flatten(s, e), x)
+    flat_shape = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+    check(device, lambda t: t.flatten(s, e), x, ref=lambda a: a.reshape(flat_shape))
 
 
 @st.composite
@@ -209,7 +227,7 @@ def test_getitem_basic(device, data, shape):
     index = data.draw(basic_index(shape))
     x = T(data.draw(arrays(shape)))
     assume(np.asarray(x.data[index]).size > 0)
-    check(device, lambda t: t[index], x)
+    check(device, lambda t: t[index], x, ref=lambda a: a[index])
 
 
 @FAST
@@ -219,15 +237,16 @@ def test_getitem_integer_arrays_with_repeats(device, data, shape):
     idx = data.draw(st.lists(st.integers(-n0, n0 - 1), min_size=1, max_size=6))
     idx = idx + [idx[0]]  # at least one repeat: the backward pass must accumulate, not assign
     x = T(data.draw(arrays(shape)))
-    check(device, lambda t: t[idx], x)
+    check(device, lambda t: t[idx], x, ref=lambda a: a[idx])
     check(device, lambda t: t[np.array(idx)], x)
     if len(shape) >= 2:
         n1 = shape[1]
         cols = data.draw(st.lists(st.integers(0, n1 - 1), min_size=len(idx), max_size=len(idx)))
         check(device, lambda t: t[:, cols], x)
-        check(device, lambda t: t[np.array(idx), np.array(cols)], x)  # pairs, may repeat
+        check(device, lambda t: t[np.array(idx), np.array(cols)], x,  # pairs, may repeat
+              ref=lambda a: a[np.array(idx), np.array(cols)])
     mask = data.draw(hnp.arrays(np.bool_, shape))
-    check(device, lambda t: t[mask], x)
+    check(device, lambda t: t[mask], x, ref=lambda a: a[mask])
 
 
 def test_getitem_repeated_index_accumulates():
@@ -246,23 +265,33 @@ def test_concatenate_and_stack(device, data, shape, n):
         s = list(shape)
         s[axis] = data.draw(st.integers(1, 3))
         parts.append(T(data.draw(arrays(tuple(s)))))
-    check(device, lambda *ts: md.concatenate(list(ts), axis=axis), *parts)
+    check(device, lambda *ts: md.concatenate(list(ts), axis=axis), *parts,
+          ref=lambda *arrays: np.concatenate(arrays, axis=axis))
     same = [T(data.draw(arrays(shape))) for _ in range(n)]
     stack_axis = data.draw(st.integers(-len(shape) - 1, len(shape)))
-    check(device, lambda *ts: md.stack(list(ts), axis=stack_axis), *same)
+    check(device, lambda *ts: md.stack(list(ts), axis=stack_axis), *same,
+          ref=lambda *arrays: np.stack(arrays, axis=stack_axis))
 
 
 # --- activations -------------------------------------------------------------------------------------
 @FAST
 @given(data=st.data(), shape=shapes(max_dims=3))
 def test_activations(device, data, shape):
-    check(device, F.relu, T(data.draw(away_from_zero(shape, 0.05, 3))))
+    check(device, F.relu, T(data.draw(away_from_zero(shape, 0.01, 3))), ref=lambda a: np.maximum(a, 0))
     x = T(data.draw(arrays(shape, -6, 6)))
-    check(device, F.sigmoid, x)
-    check(device, F.tanh, x)
+    check(device, F.sigmoid, x, ref=lambda a: 1 / (1 + np.exp(-a)))
+    check(device, F.tanh, x, ref=np.tanh)
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
-    check(device, lambda t: F.softmax(t, axis=axis), x)
-    check(device, lambda t: F.log_softmax(t, axis=axis), x)
+    check(device, lambda t: F.softmax(t, axis=axis), x, ref=lambda a: np.exp(log_softmax_ref(a, axis)))
+    check(device, lambda t: F.log_softmax(t, axis=axis), x, ref=lambda a: log_softmax_ref(a, axis))
+
+
+def log_softmax_ref(a, axis):
+    m = a.max(axis=axis, keepdims=True)
+    return a - m - np.log(np.exp(a - m).sum(axis=axis, keepdims=True))
+
+
+REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}
 
 
 # --- losses ----------------------------------------------------------------------------------------
@@ -272,7 +301,8 @@ def test_activations(device, data, shape):
 def test_cross_entropy(device, reduction, data, n, c):
     logits = T(data.draw(arrays((n, c), -5, 5)))
     target = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)), dtype=np.int64)
-    check(device, lambda z: F.cross_entropy(z, on(device, target), reduction=reduction), logits)
+    check(device, lambda z: F.cross_entropy(z, on(device, target), reduction=reduction), logits,
+          ref=lambda a: REDUCE[reduction](-log_softmax_ref(a, 1)[np.arange(n), target]))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -280,10 +310,40 @@ def test_cross_entropy(device, reduction, data, n, c):
 @given(data=st.data(), shape=shapes())
 def test_mse_loss(device, reduction, data, shape):
     a, b = T(data.draw(arrays(shape))), T(data.draw(arrays(shape)))
-    check(device, lambda u, v: F.mse_loss(u, v, reduction=reduction), a, b)
+    check(device, lambda u, v: F.mse_loss(u, v, reduction=reduction), a, b,
+          ref=lambda u, v: REDUCE[reduction]((u - v) ** 2))
 
 
 # --- layers ------------------------------------------------------------------------------------------
+def conv2d_ref(x, w, stride, padding):
+    """Direct loops over the definition y[n,f,i,j] = sum_{c,p,q} xpad[n,c,i*sh+p,j*sw+q] w[f,c,p,q]."""
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    n, _, hp, wp = xp.shape
+    f, _, kh, kw = w.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    y = np.zeros((n, f, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            y[:, :, i, j] = np.einsum("ncpq,fcpq->nf", patch, w)
+    return y
+
+
+def pool_ref(x, kernel, stride, padding, kind):
+    """Direct loops: max over the -inf-padded window, or mean over the zero-padded window."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    y = np.zeros(x.shape[:2] + (ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            win = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            y[:, :, i, j] = win.max(axis=(2, 3)) if kind == "max" else win.mean(axis=(2, 3))
+    return y
+
+
 @FAST
 @given(data=st.data(), n=st.integers(1, 4), fin=st.integers(1, 4), fout=st.integers(1, 4),
        lead=st.sampled_from([(), (2,), (2, 3)]), bias=st.booleans())
@@ -291,9 +351,9 @@ def test_linear(device, data, n, fin, fout, lead, bias):
     x = T(data.draw(arrays(lead + (n, fin))))
     w = T(data.draw(arrays((fout, fin))))
     if bias:
-        check(device, F.linear, x, w, T(data.draw(arrays((fout,)))))
+        check(device, F.linear, x, w, T(data.draw(arrays((fout,)))), ref=lambda u, v, c: u @ v.T + c)
     else:
-        check(device, F.linear, x, w)
+        check(device, F.linear, x, w, ref=lambda u, v: u @ v.T)
 
 
 @SLOW
@@ -304,9 +364,10 @@ def test_conv2d(device, data, cfg, bias):
     kw = dict(stride=cfg["stride"], padding=cfg["padding"])
     if bias:
         b = T(data.draw(arrays((cfg["w_shape"][0],))))
-        check(device, lambda u, v, c: F.conv2d(u, v, c, **kw), x, w, b)
+        check(device, lambda u, v, c: F.conv2d(u, v, c, **kw), x, w, b,
+              ref=lambda u, v, c: conv2d_ref(u, v, **kw) + c[None, :, None, None])
     else:
-        check(device, lambda u, v: F.conv2d(u, v, **kw), x, w)
+        check(device, lambda u, v: F.conv2d(u, v, **kw), x, w, ref=lambda u, v: conv2d_ref(u, v, **kw))
     # only one input needing a gradient (the other a constant)
     check(device, lambda u: F.conv2d(u, Tensor(on(device, w).data), **kw), x)
 
@@ -315,14 +376,16 @@ def test_conv2d(device, data, cfg, bias):
 @given(data=st.data(), cfg=pool_configs())
 def test_max_pool2d(device, data, cfg):
     x = T(data.draw(distinct(cfg["x_shape"], spacing=0.05)))
-    check(device, lambda t: F.max_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x)
+    check(device, lambda t: F.max_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x,
+          ref=lambda a: pool_ref(a, cfg["kernel"], cfg["stride"], cfg["padding"], "max"))
 
 
 @SLOW
 @given(data=st.data(), cfg=pool_configs())
 def test_avg_pool2d(device, data, cfg):
     x = T(data.draw(arrays(cfg["x_shape"])))
-    check(device, lambda t: F.avg_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x)
+    check(device, lambda t: F.avg_pool2d(t, cfg["kernel"], cfg["stride"], cfg["padding"]), x,
+          ref=lambda a: pool_ref(a, cfg["kernel"], cfg["stride"], cfg["padding"], "avg"))
 
 
 @pytest.mark.parametrize("stride", [1, (1, 2)])
@@ -331,8 +394,9 @@ def test_avg_pool2d(device, data, cfg):
 def test_pools_with_overlapping_windows(device, stride, data):
     # kernel 3 with stride 1 or (1, 2): every interior input sits in several windows
     x = T(data.draw(distinct((2, 2, 5, 6), spacing=0.05)))
-    check(device, lambda t: F.max_pool2d(t, 3, stride, 1), x)
-    check(device, lambda t: F.avg_pool2d(t, 3, stride, 1), x)
+    s2 = (stride, stride) if isinstance(stride, int) else stride
+    check(device, lambda t: F.max_pool2d(t, 3, stride, 1), x, ref=lambda a: pool_ref(a, (3, 3), s2, (1, 1), "max"))
+    check(device, lambda t: F.avg_pool2d(t, 3, stride, 1), x, ref=lambda a: pool_ref(a, (3, 3), s2, (1, 1), "avg"))
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -350,7 +414,13 @@ def test_batch_norm(device, training, seed, shape, scale):
         running = on(device, rm).data, on(device, rv).data  # fresh copies: train mode updates them
         return F.batch_norm(u, *running, g, b, training=training)
 
-    check(device, f, x, gamma, beta)
+    def ref(u, g, b):
+        axes = (0,) + tuple(range(2, u.ndim))
+        bshape = (1, c) + (1,) * (u.ndim - 2)
+        mu, var = (u.mean(axis=axes), u.var(axis=axes)) if training else (rm, rv)
+        return (u - mu.reshape(bshape)) / np.sqrt(var.reshape(bshape) + 1e-5) * g.reshape(bshape) + b.reshape(bshape)
+
+    check(device, f, x, gamma, beta, ref=ref)
 
 
 @FAST
@@ -361,6 +431,9 @@ def test_dropout_with_fixed_mask(device, x, p, seed):
         return F.dropout(t, p, training=True)
 
     check(device, f, x)
+    y, xv = host(f(on(device, x))), x.numpy()
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], xv[kept] / (1 - p), rtol=1e-12)  # survivors scaled by 1/(1-p)
 
 
 def test_cast_gradients():

@@ -142,6 +142,13 @@ def test_load_state_dict_errors_name_every_problem():
     # nothing was changed
     for k, v in net.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+    # each kind of problem alone is an error too
+    with pytest.raises(KeyError, match=r"unexpected keys \['bn.num_batches'\]"):
+        net.load_state_dict({**state, "bn.num_batches": np.zeros(())})
+    with pytest.raises(KeyError, match=r"missing keys \['scale'\]"):
+        net.load_state_dict({k: v for k, v in state.items() if k != "scale"})
+    with pytest.raises(KeyError, match=r"mis-shaped keys \[bn.running_mean: expected \(3,\), got \(4,\)\]"):
+        net.load_state_dict({**state, "bn.running_mean": np.zeros(4)})
 
 
 # --- layers -------------------------------------------------------------------------------------
@@ -185,6 +192,8 @@ def test_simple_layers():
     np.testing.assert_allclose(nn.Tanh()(x).numpy(), np.tanh(x.numpy()), rtol=1e-6)
     assert nn.Identity()(x) is x
     assert nn.Flatten()(x).shape == (2, 12)
+    assert nn.Flatten()(md.ones(3, 4)).shape == (3, 4)  # keeps the batch axis whatever the ndim
+    assert nn.Flatten()(md.ones(3, 4, 5)).shape == (3, 20)
     np.testing.assert_allclose(nn.GlobalAvgPool2d()(x).numpy(), x.numpy().mean(axis=(2, 3)))
     assert nn.MaxPool2d(2)(x).shape == (2, 3, 1, 1)
     np.testing.assert_allclose(nn.AvgPool2d(2)(x).numpy()[..., 0, 0], x.numpy().mean(axis=(2, 3)))

@@ -1,5 +1,4 @@
 """Optimizers against hand-computed updates, convergence, schedules and checkpoint state."""
-import math
 
 import numpy as np
 import pytest

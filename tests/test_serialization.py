@@ -1,6 +1,5 @@
 """md.save / md.load: round trips, atomic writes, clear errors on bad files and bad values."""
 import os
-import zipfile
 
 import numpy as np
 import pytest

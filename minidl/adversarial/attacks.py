@@ -165,8 +165,9 @@ def project(x_adv, x0, eps, norm):
     return xp.clip(x0 + delta, 0, 1)
 
 
-def random_start_point(x0, eps, norm):
-    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to [0, 1]."""
+def random_start_point(x0, eps, norm, clip=True):
+    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to
+    [0, 1] unless ``clip`` is False."""
     xp = backend.get_array_module(x0)
     rng = backend.rng(xp)
     if norm == "inf":
@@ -177,7 +178,8 @@ def random_start_point(x0, eps, norm):
         direction /= xp.sqrt((direction.reshape(n, -1) ** 2).sum(axis=1)).reshape((-1,) + (1,) * (x0.ndim - 1))
         radius = eps * rng.random(n) ** (1.0 / d)
         delta = direction * radius.reshape((-1,) + (1,) * (x0.ndim - 1))
-    return xp.clip(x0 + delta.astype(x0.dtype), 0, 1)
+    start = x0 + delta.astype(x0.dtype)
+    return xp.clip(start, 0, 1) if clip else start
 
 
 def _success(logits, y, targeted):
@@ -202,8 +204,13 @@ def fgsm(model, x, y, eps, norm="inf", targeted=False, loss="ce"):
 
 def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
     """FGSM from a uniform random start, the adversary of fast adversarial training (Wong et al.
-    2020): delta ~ U(-eps, eps); delta <- proj(delta + alpha * sign(grad at x + delta)).
-    alpha defaults to 1.25 eps."""
+    2020): delta ~ U(-eps, eps); delta <- proj(delta + alpha * sign(grad at x + delta)); the
+    result is clip01(x + delta). alpha defaults to 1.25 eps.
+
+    As in Wong et al.'s code, the gradient is taken at the unclipped start x + delta. Clipping
+    the start to [0, 1] first would zero half of the random offsets on every pixel at 0 or 1
+    (most of an MNIST image), which brings back the zero-start FGSM whose training collapses
+    ("catastrophic overfitting")."""
     norm = _norm(norm, "fgsm_random_start")
     _check_number("fgsm_random_start", "eps", eps, 0)
     if alpha is None:
@@ -212,7 +219,7 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
         _check_number("fgsm_random_start", "alpha", alpha, 0, strict=True)
     x, y = prepare_inputs(model, x, y, "fgsm_random_start")
     with attack_mode(model):
-        start = Tensor(random_start_point(x.data, eps, norm))
+        start = Tensor(random_start_point(x.data, eps, norm, clip=False))
         g, _, _ = input_gradient(model, start, y)
         out = project(start.data + alpha * _step_direction(g, norm).astype(x.dtype), x.data, eps, norm)
     return Tensor(out)
