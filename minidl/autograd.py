@@ -13,7 +13,6 @@ reverse topological order (:func:`run_backward`), without recursion, so chains o
 length work.
 """
 import contextlib
-import functools
 
 from . import backend
 

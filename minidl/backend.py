@@ -105,6 +105,18 @@ def rng(xp=numpy):
     return _cp_rng
 
 
+def as_generator(seed_or_rng=None):
+    """A NumPy Generator: the library's (None), a fresh one from an integer seed, or the given one."""
+    if seed_or_rng is None:
+        return _np_rng
+    if isinstance(seed_or_rng, (int, numpy.integer)) and not isinstance(seed_or_rng, bool):
+        return numpy.random.default_rng(int(seed_or_rng))
+    if isinstance(seed_or_rng, numpy.random.Generator):
+        return seed_or_rng
+    raise TypeError("rng must be None, an integer seed or a numpy.random.Generator, "
+                    f"got {type(seed_or_rng).__name__}")
+
+
 def get_rng_state():
     """Serializable state of the CPU generator (for checkpoints)."""
     return _np_rng.bit_generator.state

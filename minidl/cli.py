@@ -79,7 +79,7 @@ def build_parser():
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
                        help="default: adam on mnist, sgd (momentum 0.9, nesterov) on cifar10")
     train.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "cyclic", "step"], default=None,
-                       help="default: cyclic with --adv fgsm, else constant for adam, onecycle for sgd")
+                       help="default: cyclic with --adv fgsm, else cosine for adam, onecycle for sgd")
     train.add_argument("--device", default="cpu")
     train.add_argument("--data-dir", default=None)
     train.add_argument("--out", required=True)

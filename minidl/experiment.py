@@ -38,7 +38,7 @@ class TrainConfig:
         c.optimizer = c.optimizer or ("adam" if c.dataset == "mnist" else "sgd")
         c.lr = c.lr or (1e-3 if c.optimizer == "adam" else 0.05)
         # Fast adversarial training relies on a cyclic learning rate (Wong et al. 2020).
-        default_schedule = "cyclic" if c.adv == "fgsm" else "constant" if c.optimizer == "adam" else "onecycle"
+        default_schedule = "cyclic" if c.adv == "fgsm" else "cosine" if c.optimizer == "adam" else "onecycle"
         c.schedule = c.schedule or default_schedule
         if c.weight_decay is None:
             c.weight_decay = 5e-4 if c.optimizer == "sgd" else 0.0

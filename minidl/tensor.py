@@ -4,7 +4,7 @@ import numbers
 import numpy
 
 from . import backend
-from .autograd import is_grad_enabled, no_grad, run_backward
+from .autograd import run_backward
 from .ops import arithmetic, matmul, reduce, shape, unary
 
 float32, float64, int32, int64, bool_ = numpy.float32, numpy.float64, numpy.int32, numpy.int64, numpy.bool_
@@ -251,6 +251,11 @@ class Tensor:
         for n in self.shape[s:e + 1]:
             merged *= n
         return self.reshape(self.shape[:s] + (merged,) + self.shape[e + 1:])
+
+
+def to_host(a):
+    """A host NumPy array for a Tensor or a NumPy/CuPy array."""
+    return backend.to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
 def _unwrap_index(index):

@@ -23,6 +23,7 @@ from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_back
 from minidl.kernels import conv as conv_mod
 from minidl.kernels import cuda_sources
 from minidl.kernels import pool as pool_mod
+from minidl.kernels import workspace
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -316,6 +317,40 @@ class TestPoolNumpy:
             avg_pool2d_forward(x, (2, 2), (1, 1), (2, 2))
         with pytest.raises(ValueError, match="stride"):
             max_pool2d_forward(x, (2, 2), (0, 1), (0, 0))
+
+
+class TestWorkspace:
+    def test_buffers_are_reused_only_when_free(self):
+        a = workspace.empty((512, 1024), np.float32)      # 2 MB: pooled
+        a_id = a.base.__array_interface__["data"][0]
+        b = workspace.empty((512, 1024), np.float32)      # a is alive: new buffer
+        assert b.base.__array_interface__["data"][0] != a_id
+        view = a[::2]
+        del a
+        c = workspace.empty((512, 1024), np.float32)      # a's view still holds it
+        assert c.base.__array_interface__["data"][0] != a_id
+        del view
+        d = workspace.empty((1024, 512), np.float32)      # now free: same bytes reused
+        assert d.base.__array_interface__["data"][0] == a_id
+        del b, c, d
+        assert workspace.release() >= 3 * 2**21
+
+    def test_live_outputs_and_caches_are_not_overwritten(self):
+        rng = np.random.default_rng(5)
+        x1, x2 = rng.standard_normal((2, 8, 32, 48, 48)).astype(np.float32)
+        w = rng.standard_normal((8, 32, 3, 3)).astype(np.float32)
+        y1, c1 = conv2d_forward(x1, w, (1, 1), (1, 1))
+        keep = y1.copy()
+        y2, c2 = conv2d_forward(x2, w, (1, 1), (1, 1))
+        p1, pc1 = max_pool2d_forward(y1, (2, 2), (2, 2), (0, 0))
+        p2, pc2 = max_pool2d_forward(y2, (2, 2), (2, 2), (0, 0))
+        np.testing.assert_array_equal(y1, keep)
+        gx1, gw1 = conv2d_backward(np.ones_like(y1), c1)
+        gx1_again, _ = conv2d_backward(np.ones_like(y1), c1)   # cache reusable
+        np.testing.assert_array_equal(gx1, gx1_again)
+        np.testing.assert_array_equal(p1, max_pool2d_forward(keep, (2, 2), (2, 2), (0, 0))[0])
+        ref_w = conv2d_backward(np.ones_like(y1), conv2d_forward(x1, w, (1, 1), (1, 1))[1])[1]
+        np.testing.assert_array_equal(gw1, ref_w)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ a second run reuses finished stages, and the report's numbers are those of metri
 import json
 import os
 
-import numpy as np
 
 from minidl.study import run_study
 

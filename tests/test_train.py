@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import minidl as md
-from minidl import backend
 from minidl.cli import main as cli_main
 from minidl.data import DataLoader
 from minidl.experiment import TrainConfig, load_model, train_on_arrays
@@ -127,3 +126,22 @@ def test_cli_info(capsys):
 def test_cli_eval_missing_checkpoint(tmp_path, capsys):
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "nope.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_attack_on_checkpoint(tmp_path, capsys):
+    """`python -m minidl attack` on a trained checkpoint: numbers printed, JSON written, and the
+    robust accuracy never above the clean one. Needs the real MNIST test files."""
+    from pathlib import Path
+    real = Path(os.environ.get("MINIDL_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (real / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST files not found")
+    x, y = synthetic(64, classes=10, size=28)
+    config = TrainConfig(dataset="mnist", model="mlp", epochs=1, batch_size=32)
+    train_on_arrays(config, (x, y), (x[:16], y[:16]), str(tmp_path), progress=False)
+    out = tmp_path / "attack.json"
+    code = cli_main(["attack", "--checkpoint", str(tmp_path / CHECKPOINT), "--data-dir", str(real), "--limit", "40",
+                     "--steps", "3", "--eps", "0.1", "--json", str(out), "--quiet", "--no-checks"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 40 and result["robust_accuracy"] <= result["clean_accuracy"]
+    assert "robust" in capsys.readouterr().out

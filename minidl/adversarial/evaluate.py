@@ -15,7 +15,6 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from ..autograd import no_grad
-from ..tensor import Tensor
 from .attacks import attack_mode, prepare_inputs
 
 

@@ -22,8 +22,9 @@ import numpy
 from tqdm.auto import tqdm
 
 from .. import backend
+from ..backend import as_generator as _rng
 from ..autograd import no_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, to_host as _host
 from .attacks import (_check_number, _model_device, _norm, _step_direction, attack_loss, attack_mode,
                       input_gradient, prepare_inputs, project)
 from .plots import plot_cosine_histograms, plot_loss_landscape
@@ -33,18 +34,8 @@ __all__ = ["pgd_trajectories", "pgd_trajectory", "trajectory_straightness", "bat
            "gradient_cosine_similarities", "gradient_cosine_similarities_many", "plot_cosine_histograms"]
 
 
-def _host(a):
-    return backend.to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
-def _rng(rng):
-    if rng is None:
-        return backend.rng(numpy)
-    if isinstance(rng, numbers.Integral):
-        return numpy.random.default_rng(int(rng))
-    if isinstance(rng, numpy.random.Generator):
-        return rng
-    raise TypeError(f"rng must be None, an integer seed or a numpy.random.Generator, got {type(rng).__name__}")
 
 
 def _single(image, label, op):

@@ -40,8 +40,9 @@ import numpy
 from tqdm.auto import tqdm
 
 from .. import backend
+from ..backend import as_generator as _rng
 from ..autograd import enable_grad, no_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, to_host as _host
 from .attacks import _check_number, _model_device, _norm, attack_loss, attack_mode, input_gradient, pgd, \
     prepare_inputs
 
@@ -51,9 +52,6 @@ __all__ = ["per_example_perturbations", "per_example_gradients", "by_class", "si
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _host(a):
-    """A host NumPy array for an array or Tensor."""
-    return backend.to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
 def _images_labels(images, labels, op):
@@ -81,15 +79,6 @@ def _matrix(matrix, op):
     return m.astype(numpy.float64)
 
 
-def _rng(rng):
-    """A numpy Generator: the library's (None), a fresh one from a seed (int), or ``rng`` itself."""
-    if rng is None:
-        return backend.rng(numpy)
-    if isinstance(rng, numbers.Integral):
-        return numpy.random.default_rng(int(rng))
-    if isinstance(rng, numpy.random.Generator):
-        return rng
-    raise TypeError(f"rng must be None, an integer seed or a numpy.random.Generator, got {type(rng).__name__}")
 
 
 def _as_perturbation(v, image_shape, op):

@@ -33,6 +33,7 @@ thread per output element, so results are deterministic; products go to cuBLAS.
 import numpy
 
 from ..backend import get_array_module
+from . import workspace
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,9 +131,10 @@ def _choose_layout(C, F, kh, kw, Wo, sw):
 
     The copies scale with the cols size K*M = kh*kw*C*M, the transposes with the
     x/y/dy sizes (C + 2F)*M (about), so batch-innermost pays off when K is large
-    relative to C + F, and only when cnhw rows (Wo elements, strided by sw) are short.
+    relative to C + F, and only when cnhw rows are short: fewer than 32 elements, or
+    not contiguous at all (sw > 1).
     """
-    if kh * kw * C >= 2 * (C + F) and Wo * sw < 32:
+    if kh * kw * C >= 2 * (C + F) and (Wo < 32 or sw > 1):
         return _LAYOUTS["chwn"]
     return _LAYOUTS["cnhw"]
 
@@ -209,14 +211,15 @@ def _forward_cpu(x, w, stride, padding, out_hw, dtype, layout):
     lay = _LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
 
     # Zero-padded input in the internal layout: the transpose and the padding are one copy.
-    alloc = numpy.zeros if (ph or pw) else numpy.empty
+    # (Large CPU arrays come from ``workspace``, which reuses buffers to avoid page faults.)
+    alloc = workspace.zeros if (ph or pw) else workspace.empty
     xpad = alloc(lay.shape(N, C, H + 2 * ph, W + 2 * pw), dtype)
     lay.view(xpad, slice(ph, ph + H), slice(pw, pw + W))[...] = x.transpose(lay.perm)
 
     # im2col: cols[p, q] is the (C, spatial...) block that kernel offset (p, q) reads,
     # i.e. cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]. One contiguous block
     # write per offset; K is ordered (p, q, c) and M follows the layout's spatial order.
-    cols = numpy.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)
+    cols = workspace.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)
     for p in range(kh):
         for q in range(kw):
             cols[p, q] = lay.view(xpad, _rows(p, Ho, sh), _rows(q, Wo, sw))
@@ -224,8 +227,8 @@ def _forward_cpu(x, w, stride, padding, out_hw, dtype, layout):
     K, M = kh * kw * C, N * Ho * Wo
     # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
     wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
-    y_int = numpy.matmul(wmat, cols.reshape(K, M))                      # (F, M)
-    y = numpy.ascontiguousarray(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv))
+    y_int = numpy.matmul(wmat, cols.reshape(K, M), out=workspace.empty((F, M), dtype))
+    y = workspace.copy(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv))
     cache = _ConvCache(device="cpu", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
                        w_shape=tuple(w.shape), stride=stride, padding=padding,
                        out_hw=out_hw, layout=lay, dtype=dtype)
@@ -240,18 +243,26 @@ def _backward_cpu(grad_y, cache, need_x_grad, need_w_grad):
     K, M = kh * kw * C, N * Ho * Wo
 
     # dy in the internal layout as an (F, M) matrix whose columns match those of cols.
-    g = numpy.ascontiguousarray(grad_y.transpose(lay.perm), dtype=dtype).reshape(F, M)
+    g = workspace.copy(grad_y.transpose(lay.perm), dtype).reshape(F, M)
 
     grad_w = None
     if need_w_grad:
-        # dW.T = cols @ g.T: (K, M) @ (M, F). This orientation (small output, long inner
-        # dimension M split across threads) measured ~20% faster than g @ cols.T.
-        gw = numpy.matmul(cols.reshape(K, M), g.T)                      # (K, F), K=(p,q,c)
-        grad_w = numpy.ascontiguousarray(gw.reshape(kh, kw, C, F).transpose(3, 2, 0, 1))
+        # A product with a long inner dimension M and a small output. OpenBLAS (2 threads)
+        # is sensitive to its orientation: with fewer output rows than columns it
+        # measured up to 100x slower when another process competes for the cores
+        # ((25, M) @ (M, 32): 1.8 s instead of 12 ms), and ~20% slower when idle. So the
+        # larger of K and F is made the row dimension.
+        if K >= F:
+            gw = numpy.matmul(cols.reshape(K, M), g.T).T                # (F, K)
+        else:
+            gw = numpy.matmul(g, cols.reshape(K, M).T)                  # (F, K)
+        # K is ordered (p, q, c): back to (F, C, kh, kw)
+        grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
 
     grad_x = None
     if need_x_grad:
-        gcols = numpy.matmul(wmat.T, g).reshape(cols.shape)            # (kh, kw, C, ...)
+        gcols = numpy.matmul(wmat.T, g, out=workspace.empty((K, M), dtype))
+        gcols = gcols.reshape(cols.shape)                              # (kh, kw, C, ...)
         grad_x = _col2im_cpu(gcols, lay, (N, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), dtype)
     return grad_x, grad_w
 
@@ -261,7 +272,7 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
 
     dxpad[window(p, q)] += gcols[p, q] for every offset, done in two stages so that most
     adds run over long contiguous rows (a ufunc add into a strided view with short rows
-    is ~4x slower per element than a contiguous one):
+    measured ~3x slower per element than a contiguous one):
 
       1. for each column offset q, a strip S_q of shape (C, Hpad, Wo) [in layout order]
          collects sum_p gcols[p, q] shifted down by p rows (stride sh): along H the
@@ -275,8 +286,8 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
     (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
     kh, kw = gcols.shape[:2]
     Hpad, Wpad = H + 2 * ph, W + 2 * pw
-    gxpad = numpy.zeros(lay.shape(N, C, Hpad, Wpad), dtype)
-    strip = numpy.empty(lay.shape(N, C, Hpad, Wo), dtype)
+    gxpad = workspace.zeros(lay.shape(N, C, Hpad, Wpad), dtype)
+    strip = workspace.empty(lay.shape(N, C, Hpad, Wo), dtype)
     all_cols = slice(None)
     for q in range(kw):
         strip.fill(0)
@@ -286,7 +297,7 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
         view = lay.view(gxpad, slice(None), _rows(q, Wo, sw))
         view += strip
     interior = lay.view(gxpad, slice(ph, ph + H), slice(pw, pw + W))
-    return numpy.ascontiguousarray(interior.transpose(lay.inv))
+    return workspace.copy(interior.transpose(lay.inv))
 
 
 # ---------------------------------------------------------------------------------------

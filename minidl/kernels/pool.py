@@ -28,6 +28,7 @@ that gather (one thread per output element) from ``cuda_sources``.
 import numpy
 
 from ..backend import get_array_module
+from . import workspace
 from .conv import check_nchw, conv_output_size, float_dtype, gpu_dtype
 
 
@@ -65,18 +66,28 @@ def _pad(x, padding, value, xp):
     if not (ph or pw):
         return x
     N, C, H, W = x.shape
-    out = xp.full((N, C, H + 2 * ph, W + 2 * pw), value, dtype=x.dtype)
+    shape = (N, C, H + 2 * ph, W + 2 * pw)
+    if xp is numpy:
+        out = workspace.empty(shape, x.dtype)
+        out.fill(value)
+    else:
+        out = xp.full(shape, value, dtype=x.dtype)
     out[:, :, ph:ph + H, pw:pw + W] = x
     return out
 
 
-def _crop(gpad, x_shape, padding, xp):
-    """Inverse of ``_pad`` for gradients: cut the border off (contiguous result)."""
+def _copy(a, xp):
+    """A new C-contiguous copy of ``a`` (pooled on the CPU)."""
+    return workspace.copy(a) if xp is numpy else xp.array(a, copy=True)
+
+
+def _crop(gpad, x_shape, padding):
+    """Inverse of ``_pad`` for CPU gradients: cut the border off (contiguous result)."""
     ph, pw = padding
     if not (ph or pw):
         return gpad
     H, W = x_shape[2:]
-    return xp.ascontiguousarray(gpad[:, :, ph:ph + H, pw:pw + W])
+    return workspace.copy(gpad[:, :, ph:ph + H, pw:pw + W])
 
 
 def _overlapping(kernel, stride):
@@ -123,13 +134,13 @@ def _max_forward_cpu(x, kernel, stride, padding, out_hw):
     # Running maximum over the kh*kw offsets in row-major order. A later offset takes the
     # argmax only if strictly greater, so ties keep the first maximum; y itself is updated
     # with numpy.maximum, so a NaN in the window propagates to y.
-    y = numpy.array(_window(xpad, 0, 0, out_hw, stride), copy=True)
+    y = workspace.copy(_window(xpad, 0, 0, out_hw, stride))
     adt = numpy.dtype(_argmax_dtype(kernel))
-    argmax = numpy.zeros(y.shape, adt)
+    argmax = workspace.zeros(y.shape, adt)
     if kh * kw > 1:
-        v = numpy.empty_like(y)
-        wins = numpy.empty(y.shape, bool)
-        k_if_wins = numpy.empty(y.shape, adt)
+        v = workspace.empty(y.shape, y.dtype)
+        wins = workspace.empty(y.shape, bool)
+        k_if_wins = workspace.empty(y.shape, adt)
         for k in range(1, kh * kw):
             # Gather the strided window into a contiguous buffer first: the copy is cheap,
             # and ufuncs on contiguous operands are ~3x faster than on strided views.
@@ -157,10 +168,10 @@ def _max_backward_cpu(grad_y, cache):
     # numpy.where or numpy.copyto(where=).
     bits = numpy.dtype(f"u{dtype.itemsize}")
     g_bits = g.view(bits)
-    chosen = numpy.empty(g.shape, bool)
-    mask = numpy.empty(g.shape, bits)
-    sel = numpy.empty(g.shape, dtype)
-    gpad = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype)
+    chosen = workspace.empty(g.shape, bool)
+    mask = workspace.empty(g.shape, bits)
+    sel = workspace.empty(g.shape, dtype)
+    gpad = workspace.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype)
     overlap = _overlapping(cache.kernel, cache.stride)
     for k in range(kh * kw):
         numpy.equal(cache.argmax, k, out=chosen)
@@ -171,7 +182,7 @@ def _max_backward_cpu(grad_y, cache):
             view += sel
         else:  # disjoint windows: each input is written at most once
             view[...] = sel
-    return _crop(gpad, cache.x_shape, padding, numpy)
+    return _crop(gpad, cache.x_shape, padding)
 
 
 def _max_forward_gpu(x, kernel, stride, padding, out_hw, xp, launch):
@@ -216,7 +227,7 @@ def avg_pool2d_forward(x, kernel, stride, padding):
     xp = get_array_module(x)
     kh, kw = kernel
     xpad = _pad(x, padding, 0, xp)
-    y = xp.array(_window(xpad, 0, 0, out_hw, stride), copy=True)
+    y = _copy(_window(xpad, 0, 0, out_hw, stride), xp)
     for k in range(1, kh * kw):
         y += _window(xpad, k // kw, k % kw, out_hw, stride)
     y /= kh * kw  # a Python int keeps the array's dtype (no float64 upcast)
@@ -239,8 +250,8 @@ def _avg_backward_cpu(grad_y, cache):
     (kh, kw), padding = cache.kernel, cache.padding
     N, C, H, W = cache.x_shape
     ph, pw = padding
-    g = numpy.asarray(grad_y, dtype=cache.dtype) / (kh * kw)
-    gpad = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw), cache.dtype)
+    g = numpy.divide(grad_y, kh * kw, out=workspace.empty(grad_y.shape, cache.dtype))
+    gpad = workspace.zeros((N, C, H + 2 * ph, W + 2 * pw), cache.dtype)
     overlap = _overlapping(cache.kernel, cache.stride)
     for k in range(kh * kw):
         view = _window(gpad, k // kw, k % kw, cache.out_hw, cache.stride)
@@ -248,7 +259,7 @@ def _avg_backward_cpu(grad_y, cache):
             view += g
         else:
             view[...] = g
-    return _crop(gpad, cache.x_shape, padding, numpy)
+    return _crop(gpad, cache.x_shape, padding)
 
 
 def _avg_backward_gpu(grad_y, cache, xp, launch):

@@ -6,7 +6,7 @@ def _conv_bn_relu(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
-def cifar_cnn(in_channels=3, image_size=32, num_classes=10, width=32):
+def cifar_cnn(in_channels=3, image_size=32, num_classes=10, width=24):
     """A small VGG-style network that trains on a CPU: three stages of two 3x3 conv-BN-ReLU
     layers (width, 2 width, 4 width channels) each followed by 2x2 max-pooling, then a
     global average pool and a dense layer."""

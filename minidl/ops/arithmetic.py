@@ -106,7 +106,6 @@ class Maximum(Function):
         return get_array_module(a).maximum(a, b)
 
     def backward(self, g):
-        xp = get_array_module(g)
         a, b = self.a, self.b
         share_a = (a > b) + 0.5 * (a == b)
         share_a = share_a.astype(g.dtype)

@@ -1,0 +1,84 @@
+"""PGD throughput: images x steps per second of an L-inf PGD attack on the Madry MNIST network,
+in minidl and (when installed) in a PyTorch PGD of the same model and the same rule, in one run.
+
+    python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--device cpu|cuda] [--repeat 3]
+
+Each PGD step is a forward pass and a backward pass to the input (no weight gradients),
+then the sign step and the projection onto the eps-box and [0, 1].
+"""
+import argparse
+import os
+import sys
+
+import numpy
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from minidl import backend  # noqa: E402
+from minidl.adversarial import pgd  # noqa: E402
+from minidl.models import madry_mnist  # noqa: E402
+
+from common import best_time, try_import_torch  # noqa: E402
+
+
+def torch_pgd(torch, model, x, y, eps, alpha, steps):
+    """The same PGD rule in PyTorch (random start in the box, sign steps, projection)."""
+    delta = (torch.rand_like(x) * 2 - 1) * eps
+    x_adv = (x + delta).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            x_adv = x_adv + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def torch_madry(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(3136, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    device = backend.normalize_device(args.device)
+    xp = backend.xp_for(device)
+    sync = (lambda: xp.cuda.Stream.null.synchronize()) if device == "cuda" else None
+    rng = numpy.random.default_rng(0)
+    x = rng.random((args.batch, 1, 28, 28)).astype(numpy.float32)
+    y = rng.integers(0, 10, args.batch)
+    eps, alpha = 0.3, 0.01
+    work = args.batch * args.steps
+
+    model = madry_mnist().to(device).eval()
+    xd, yd = backend.to_device(x, device), backend.to_device(y, device)
+    ours = best_time(lambda: pgd(model, xd, yd, eps, alpha, args.steps), args.repeat, warmup=1, sync=sync)
+    print(f"device {device}; PGD-{args.steps} L-inf on madry_mnist, batch {args.batch}, float32")
+    print(f"minidl : {ours * 1e3:8.1f} ms  -> {work / ours:8.0f} images x steps / s")
+    torch = try_import_torch()
+    if torch is None:
+        print("PyTorch not installed: no reference (pip install torch)")
+        return
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    tdev = "cuda" if device == "cuda" else "cpu"
+    tmodel = torch_madry(torch).to(tdev).eval()
+    for p in tmodel.parameters():
+        p.requires_grad_(False)
+    tx, ty = torch.tensor(x, device=tdev), torch.tensor(y, device=tdev)
+    tsync = torch.cuda.synchronize if device == "cuda" else None
+    ref = best_time(lambda: torch_pgd(torch, tmodel, tx, ty, eps, alpha, args.steps), args.repeat, warmup=1,
+                    sync=tsync)
+    print(f"PyTorch: {ref * 1e3:8.1f} ms  -> {work / ref:8.0f} images x steps / s")
+    print(f"minidl / PyTorch time = {ours / ref:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
