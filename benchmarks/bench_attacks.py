@@ -10,7 +10,13 @@ import argparse
 import os
 import sys
 
-import numpy
+# BLAS thread counts are read when NumPy loads, so --threads must act before the import.
+if "--threads" in sys.argv:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minidl import backend  # noqa: E402
@@ -46,6 +52,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
@@ -67,7 +75,7 @@ def main(argv=None):
         print("PyTorch not installed: no reference (pip install torch)")
         return
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     tdev = "cuda" if device == "cuda" else "cpu"
     tmodel = torch_madry(torch).to(tdev).eval()
     for p in tmodel.parameters():

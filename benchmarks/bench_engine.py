@@ -10,7 +10,13 @@ import argparse
 import os
 import sys
 
-import numpy
+# BLAS thread counts are read when NumPy loads, so --threads must act before the import.
+if "--threads" in sys.argv:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minidl as md  # noqa: E402
@@ -124,20 +130,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
     torch = try_import_torch()
     tdev = "cuda" if device == "cuda" else "cpu"
     if torch is not None and device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     xp = backend.xp_for(device)
     sync = (lambda: xp.cuda.Stream.null.synchronize()) if device == "cuda" else None
     tsync = (lambda: torch.cuda.synchronize()) if (torch is not None and device == "cuda") else None
     rng = numpy.random.default_rng(0)
 
     peak = matmul_gflops(xp=xp, sync=sync)
-    print(f"device: {device}; float32 matmul (1024^3) measured at {peak:.1f} GFLOP/s")
+    print(f"device: {device}; threads: {args.threads or os.cpu_count()}; float32 matmul (1024^3) measured at {peak:.1f} GFLOP/s")
     print(f"reference: {'PyTorch ' + torch.__version__ if torch else 'PyTorch not installed (pip install torch)'}")
     print(f"batch {args.batch}, float32, best of {args.repeat} after warm-up; times in ms, forward+backward")
     print(f"{'':<34}{'minidl':>9}{'torch':>9}{'ratio':>7}{'GFLOP/s':>8}")

@@ -42,6 +42,7 @@ class Preset:
     adv_epochs: int
     adv_eps: float
     adv_steps: int
+    adv_lr: float            # Adam's peak learning rate for adversarial training (Wong et al.: 5e-3)
     rse_epochs: int
     train_limit: int         # None = the whole training set
     batch_size: int
@@ -69,26 +70,26 @@ class Preset:
 
 PRESETS = {
     ("mnist", "quick"): Preset(
-        model="wong_mnist", rse_model="rse_wong_mnist", natural_epochs=1, adv="fgsm", adv_epochs=4, adv_eps=0.3,
-        adv_steps=1, rse_epochs=1, train_limit=None, batch_size=128, eval_n=500, linf_eps=(0.1, 0.3), l2_eps=2.0,
+        model="wong_mnist", rse_model="rse_wong_mnist", natural_epochs=1, adv="fgsm", adv_epochs=6, adv_eps=0.3,
+        adv_steps=1, adv_lr=5e-3, rse_epochs=1, train_limit=None, batch_size=128, eval_n=500, linf_eps=(0.1, 0.3), l2_eps=2.0,
         pgd_steps=20, pgd_restarts=1, rse_n=10, rse_eot=10, rse_eval_n=200, uap_n=500, uap_test_n=500,
         uap_steps=20, uap_k=5, iterative_passes=2, landscape_n=20, landscape_steps=20, cos_points=16,
         cos_eps=0.3),
     ("mnist", "full"): Preset(
         model="madry_mnist", rse_model="rse_madry_mnist", natural_epochs=3, adv="fgsm", adv_epochs=10,
-        adv_eps=0.3, adv_steps=1, rse_epochs=3, train_limit=None, batch_size=128, eval_n=10000,
+        adv_eps=0.3, adv_steps=1, adv_lr=5e-3, rse_epochs=3, train_limit=None, batch_size=128, eval_n=10000,
         linf_eps=(0.1, 0.3), l2_eps=2.0, pgd_steps=50, pgd_restarts=10, rse_n=20, rse_eot=20, rse_eval_n=1000,
         uap_n=2000, uap_test_n=2000, uap_steps=50, uap_k=5, iterative_passes=5, landscape_n=100,
         landscape_steps=50, cos_points=32, cos_eps=0.3),
     ("cifar10", "quick"): Preset(
         model="cifar_cnn", rse_model="rse_cifar_cnn", natural_epochs=2, adv="fgsm", adv_epochs=2, adv_eps=8 / 255,
-        adv_steps=1, rse_epochs=2, train_limit=10000, batch_size=128, eval_n=500, linf_eps=(2 / 255, 8 / 255),
+        adv_steps=1, adv_lr=None, rse_epochs=2, train_limit=10000, batch_size=128, eval_n=500, linf_eps=(2 / 255, 8 / 255),
         l2_eps=0.5, pgd_steps=10, pgd_restarts=1, rse_n=10, rse_eot=10, rse_eval_n=100, uap_n=300,
         uap_test_n=300, uap_steps=10, uap_k=5, iterative_passes=1, landscape_n=10, landscape_steps=10,
         cos_points=8, cos_eps=8 / 255),
     ("cifar10", "full"): Preset(
         model="preact_resnet18", rse_model="rse_cifar_cnn", natural_epochs=15, adv="fgsm", adv_epochs=15,
-        adv_eps=8 / 255, adv_steps=1, rse_epochs=15, train_limit=None, batch_size=128, eval_n=1000,
+        adv_eps=8 / 255, adv_steps=1, adv_lr=None, rse_epochs=15, train_limit=None, batch_size=128, eval_n=1000,
         linf_eps=(2 / 255, 8 / 255), l2_eps=0.5, pgd_steps=50, pgd_restarts=10, rse_n=20, rse_eot=20,
         rse_eval_n=500, uap_n=2000, uap_test_n=1000, uap_steps=50, uap_k=5, iterative_passes=5,
         landscape_n=100, landscape_steps=50, cos_points=32, cos_eps=8 / 255),
@@ -206,7 +207,7 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
         "natural": TrainConfig(dataset=dataset, model=p.model, epochs=p.natural_epochs, batch_size=p.batch_size,
                                device=device, seed=seed),
         "adversarial": TrainConfig(dataset=dataset, model=p.model, epochs=p.adv_epochs, batch_size=p.batch_size,
-                                   device=device, seed=seed, adv=p.adv, eps=p.adv_eps,
+                                   device=device, seed=seed, adv=p.adv, eps=p.adv_eps, lr=p.adv_lr,
                                    steps=p.adv_steps, alpha=None if p.adv == "fgsm" else 2.5 * p.adv_eps / p.adv_steps),
         "rse": TrainConfig(dataset=dataset, model=p.rse_model, epochs=p.rse_epochs, batch_size=p.batch_size,
                            device=device, seed=seed),
@@ -387,11 +388,12 @@ def write_report(path, m):
              "| model | architecture | training | last epoch: train acc (epoch mean) | test acc (first "
              f"{s['eval_n']} test images) |", "| --- | --- | --- | --- | --- |"]
     arch = {"natural": s["model"], "adversarial": s["model"], "rse": s["rse_model"]}
-    how = {"natural": f"natural, {s['natural_epochs']} epochs",
+    how = {"natural": f"natural, {s['natural_epochs']} epoch(s)",
            "adversarial": (f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}, "
-                           f"{s['adv_epochs']} epochs" if s["adv"] == "fgsm" else
+                           f"{s['adv_epochs']} epochs, Adam with a cyclic lr peaking at {s['adv_lr'] or 'the default'}"
+                           if s["adv"] == "fgsm" else
                            f"PGD-{s['adv_steps']} adversarial training, eps {s['adv_eps']:.4g}, {s['adv_epochs']} epochs"),
-           "rse": f"Random Self-Ensemble, noise on while training, {s['rse_epochs']} epochs"}
+           "rse": f"Random Self-Ensemble, noise on while training, {s['rse_epochs']} epoch(s)"}
     for name, hist in m["training"].items():
         last = hist[-1] if hist else {}
         stopped = f" ({last['stopped']})" if last.get("stopped") else ""
@@ -462,6 +464,8 @@ def write_report(path, m):
     lines += [""] + [f"![{f}]({f})" for f in ls["figures"]]
     lines += ["", "## Which claims of the talk reproduce here", ""] + findings(m)
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| training: {name} model | {sum(h.get('train_seconds', 0) for h in hist):.1f} |"
+              for name, hist in m["training"].items()]
     lines += [f"| {k} | {v:.1f} |" for k, v in m["stage_seconds"].items()]
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -97,8 +97,9 @@ class _Layout:
       moving between innermost and outermost, which is slow per byte.
 
     Measured on the Madry MNIST network (2-core AVX-512 machine, batch 128, float32):
-    conv 32->64 5x5 on 14x14 (K=800): im2col 7.4 -> 5.3 ms, col2im 27 -> 11 ms with
-    ``chwn``; conv 1->32 5x5 on 28x28 (K=25): the y/dy transposes cost 12 ms with
+    conv 32->64 5x5 on 14x14 (K=800): im2col 7.4 -> 5.3 ms and a one-add-per-offset
+    col2im 27 -> 11 ms with ``chwn`` (the two-stage col2im below: 26 -> 16 ms on a busy
+    machine); conv 1->32 5x5 on 28x28 (K=25): the y/dy transposes cost 12 ms with
     ``chwn`` versus 2 ms with ``cnhw`` while the copies are small either way.
     """
 
@@ -331,7 +332,7 @@ def _backward_gpu(grad_y, cache, need_x_grad, need_w_grad, xp, launch):
     (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
     cols, wmat, dtype = cache.cols, cache.wmat, cache.dtype
     wdt = cols.dtype
-    K, M = C * kh * kw, N * Ho * Wo
+    M = N * Ho * Wo
     g = xp.ascontiguousarray(grad_y.transpose(1, 0, 2, 3), dtype=wdt).reshape(F, M)
     grad_w = grad_x = None
     if need_w_grad:

@@ -7,12 +7,12 @@ class ReLU(Function):
     """y = max(x, 0);  dL/dx = g * [x > 0]."""
 
     def forward(self, x):
-        xp = get_array_module(x)
-        self.mask = x > 0
-        return xp.where(self.mask, x, xp.zeros((), dtype=x.dtype))
+        self.y = get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, g):
-        return (g * self.mask,)
+        # g * [y > 0] (y > 0 exactly where x > 0); a multiply is several times faster than where().
+        return (g * (self.y > 0),)
 
 
 class Sigmoid(Function):
