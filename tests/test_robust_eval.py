@@ -149,7 +149,7 @@ def test_accuracy_vs_eps_curve_and_plot(trained, tmp_path):
     matplotlib.use("Agg")
     model, x, y = trained
     eps_values = [0.0, 0.05, 0.1, 0.2, 0.35]
-    path = tmp_path / "curve.png"
+    path = tmp_path / "new_folder" / "curve.png"
     curve = accuracy_vs_eps(model, (x, y), lambda eps: (lambda m, xb, yb: pgd(m, xb, yb, eps, eps / 4 + 1e-3, 8)),
                             eps_values, plot_path=path, label="pgd", progress=False)
     assert [e for e, _ in curve] == eps_values

@@ -10,6 +10,8 @@ warnings in the spirit of AutoAttack's checks (Croce and Hein 2020):
 * if two forward passes on the same input differ, the model is randomized and gradient
   attacks need expectation over transformation (``eot_samples``).
 """
+import os
+
 import numpy
 from tqdm.auto import tqdm
 
@@ -105,6 +107,7 @@ def accuracy_vs_eps(model, data, make_attack, eps_values, plot_path=None, label=
         if label:
             ax.legend()
         if own and plot_path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(plot_path)), exist_ok=True)
             fig.tight_layout()
             fig.savefig(plot_path, dpi=120)
             plt.close(fig)
