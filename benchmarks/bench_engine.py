@@ -1,7 +1,7 @@
 """Engine benchmark: a training step of the Madry MNIST network and each layer's forward+backward,
 in minidl and (when installed) PyTorch on the same machine, in one run.
 
-    python benchmarks/bench_engine.py [--batch 128] [--device cpu|cuda] [--repeat 5]
+    python benchmarks/bench_engine.py [--batch 128] [--device cpu|cuda] [--repeat 8]
 
 Prints, per row, minidl's time, PyTorch's, the ratio (minidl / PyTorch; lower is better) and
 minidl's achieved GFLOP/s, beside the machine's measured float32 matrix-product GFLOP/s.
@@ -24,7 +24,7 @@ import minidl.functional as F  # noqa: E402
 from minidl import backend  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
-from common import best_time, fmt_row, matmul_gflops, try_import_torch  # noqa: E402
+from common import fmt_row, matmul_gflops, paired_best_times, try_import_torch  # noqa: E402
 
 # (name, input shape, op builder) for the layers of the Madry network at batch B.
 def layer_specs(batch):
@@ -132,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=8)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
     torch = try_import_torch()
@@ -147,14 +147,17 @@ def main(argv=None):
     peak = matmul_gflops(xp=xp, sync=sync)
     print(f"device: {device}; threads: {args.threads or os.cpu_count()}; float32 matmul (1024^3) measured at {peak:.1f} GFLOP/s")
     print(f"reference: {'PyTorch ' + torch.__version__ if torch else 'PyTorch not installed (pip install torch)'}")
-    print(f"batch {args.batch}, float32, best of {args.repeat} after warm-up; times in ms, forward+backward")
+    print(f"batch {args.batch}, float32, best of {args.repeat} alternating rounds of 2 calls each (minidl, then "
+          f"PyTorch) after warm-up; times in ms, forward+backward")
     print(f"{'':<34}{'minidl':>9}{'torch':>9}{'ratio':>7}{'GFLOP/s':>8}")
     for spec in layer_specs(args.batch):
-        ours = best_time(minidl_layer(spec, device, rng), args.repeat, sync=sync)
-        ref = best_time(torch_layer(torch, spec, tdev, rng), args.repeat, sync=tsync) if torch else None
+        ours, ref = paired_best_times(minidl_layer(spec, device, rng),
+                                      torch_layer(torch, spec, tdev, rng) if torch else None,
+                                      rounds=args.repeat, sync=sync, ref_sync=tsync)
         print(fmt_row(spec[0], ours, ref, 3 * spec[3] if spec[3] else None))
-    ours = best_time(minidl_step(args.batch, device, rng), args.repeat, sync=sync)
-    ref = best_time(torch_step(torch, args.batch, tdev, rng), args.repeat, sync=tsync) if torch else None
+    ours, ref = paired_best_times(minidl_step(args.batch, device, rng),
+                                  torch_step(torch, args.batch, tdev, rng) if torch else None,
+                                  rounds=args.repeat, sync=sync, ref_sync=tsync)
     flops = step_flops(args.batch)
     print(fmt_row("TRAINING STEP (fwd+bwd+SGD)", ours, ref, flops))
     print(f"minidl reaches {flops / ours / 1e9 / peak:.0%} of the measured matmul rate"

@@ -11,7 +11,7 @@ def best_time(fn, repeat=5, warmup=2, sync=None):
         fn()
         if sync:
             sync()
-    times = []
+    times = [float("inf")]
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
@@ -19,6 +19,23 @@ def best_time(fn, repeat=5, warmup=2, sync=None):
             sync()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def paired_best_times(ours, ref, rounds=5, per_round=2, warmup=2, sync=None, ref_sync=None):
+    """Best wall times (seconds) of ``ours`` and ``ref`` measured in alternation: ``rounds``
+    rounds, each timing ``per_round`` calls of one and then of the other. On a shared or
+    noisy machine, timing all of one and then all of the other lets a slow spell (another
+    process, one library's threads still spinning) land on one side only; alternating
+    exposes both to the same conditions. ``ref`` may be None (returns None for it)."""
+    best_time(ours, 0, warmup, sync)
+    if ref is not None:
+        best_time(ref, 0, warmup, ref_sync)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(best_time(ours, per_round, 0, sync))
+        if ref is not None:
+            b.append(best_time(ref, per_round, 0, ref_sync))
+    return min(a), (min(b) if b else None)
 
 
 def matmul_gflops(n=1024, repeat=5, xp=numpy, sync=None):

@@ -32,7 +32,7 @@ def cmd_train(args):
                          lr=args.lr, optimizer=args.optimizer, schedule=args.schedule, device=args.device,
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
                          steps=args.steps, train_limit=args.train_limit, holdout=args.holdout,
-                         augment=not args.no_augment)
+                         augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup)
     run_training(config, args.out, resume=args.resume, progress=not args.quiet)
     return 0
 
@@ -90,6 +90,11 @@ def build_parser():
     train.add_argument("--eps", type=_positive(float, "--eps"), default=0.3)
     train.add_argument("--alpha", type=_positive(float, "--alpha"), default=None)
     train.add_argument("--steps", type=_positive(int, "--steps"), default=40)
+    train.add_argument("--eps-warmup", type=_positive(float, "--eps-warmup"), default=0.0,
+                       help="epochs over which the training eps (and alpha) grow linearly from 0")
+    train.add_argument("--init", choices=["default", "he", "fan_in_uniform"], default="default",
+                       help="re-initialise the model: he (normal, zero bias) or fan_in_uniform "
+                            "(PyTorch's default); default keeps the zoo model's own")
     train.add_argument("--train-limit", type=_positive(int, "--train-limit"), default=None,
                        help="use only the first N training images (quick runs)")
     train.add_argument("--holdout", type=_positive(int, "--holdout"), default=0,

@@ -6,6 +6,7 @@ import os
 from . import backend
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
+from .nn.init import SCHEMES, init_model
 from .optim import SGD, Adam, CosineLR, CyclicLR, OneCycleLR, StepLR
 from .serialization import load
 from .train import CHECKPOINT, evaluate, fit
@@ -31,6 +32,8 @@ class TrainConfig:
     holdout: int = 0
     augment: bool = True
     weight_decay: float = None
+    init: str = "default"      # default (the zoo model's own) | he | fan_in_uniform (nn.init.init_model)
+    eps_warmup: float = 0.0    # epochs over which the training eps grows linearly from 0
 
     def resolved(self):
         """A copy with the dataset-dependent defaults filled in."""
@@ -44,6 +47,10 @@ class TrainConfig:
             c.weight_decay = 5e-4 if c.optimizer == "sgd" else 0.0
         if c.adv != "none" and c.alpha is None:
             c.alpha = 1.25 * c.eps if c.adv == "fgsm" else 0.01 if c.dataset == "mnist" else 2 / 255
+        if c.init != "default" and c.init not in SCHEMES:
+            raise ValueError(f"init must be 'default' or one of {SCHEMES}, got {c.init!r}")
+        if c.eps_warmup < 0:
+            raise ValueError(f"eps_warmup must be >= 0 epochs, got {c.eps_warmup}")
         if c.epochs < 0 or c.batch_size < 1:
             raise ValueError(f"epochs must be >= 0 and batch size >= 1, got {c.epochs} and {c.batch_size}")
         return c
@@ -87,15 +94,36 @@ def make_optimizer(config, model, steps_per_epoch):
     return opt, schedule
 
 
-def make_perturb(config):
-    """The adversary used in training (None for natural training)."""
+def make_perturb(config, optimizer=None, steps_per_epoch=None):
+    """The adversary used in training (None for natural training).
+
+    With ``config.eps_warmup`` = E > 0 epochs, the batch trained at optimizer step t (0-based)
+    is attacked with eps_t = eps * min(1, (t + 1) / (E * steps_per_epoch)) and the step size
+    scaled alike (alpha * eps_t / eps): PGD training from scratch at MNIST's eps = 0.3 can
+    otherwise stall at chance accuracy. The step is read from the optimizer, so a resumed
+    run continues the ramp where it stopped."""
     if config.adv == "none":
         return None
     from .adversarial import fgsm_random_start, pgd
+    if config.eps_warmup > 0 and (optimizer is None or not steps_per_epoch):
+        raise ValueError("make_perturb: eps_warmup needs the optimizer and steps_per_epoch")
+
+    def scale():
+        if config.eps_warmup <= 0:
+            return 1.0
+        return min(1.0, (optimizer.steps + 1) / (config.eps_warmup * steps_per_epoch))
+
     if config.adv == "pgd":
-        return lambda model, x, y: pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps,
-                                       random_start=True)
-    return lambda model, x, y: fgsm_random_start(model, x, y, eps=config.eps, alpha=config.alpha)
+        def perturb(model, x, y):
+            f = scale()
+            return pgd(model, x, y, eps=config.eps * f, alpha=config.alpha * f, steps=config.steps,
+                       random_start=True)
+        return perturb
+
+    def perturb(model, x, y):
+        f = scale()
+        return fgsm_random_start(model, x, y, eps=config.eps * f, alpha=config.alpha * f)
+    return perturb
 
 
 def run_training(config, out_dir, resume=False, progress=True, epoch_end=None):
@@ -125,7 +153,10 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
     train_loader = DataLoader((images, labels), config.batch_size, shuffle=True, seed=config.seed,
                               device=device, transform=transform)
     eval_loader = DataLoader(test, 500, device=device)
-    model = get_model(config.model, in_channels=images.shape[1], image_size=images.shape[2]).to(device)
+    model = get_model(config.model, in_channels=images.shape[1], image_size=images.shape[2])
+    if config.init != "default":
+        init_model(model, config.init)
+    model = model.to(device)
     optimizer, schedule = make_optimizer(config, model, len(train_loader))
     record = dataclasses.asdict(config)
     record["eval_split"] = eval_split
@@ -136,7 +167,7 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
         guard = OverfittingGuard(model, images[:256], labels[:256], config)
         epoch_end = _chain(guard, epoch_end)
     history = fit(model, train_loader, optimizer, config.epochs, schedule=schedule, eval_loader=eval_loader,
-                  out_dir=out_dir, resume=resume, perturb=make_perturb(config), config=record,
+                  out_dir=out_dir, resume=resume, perturb=make_perturb(config, optimizer, len(train_loader)), config=record,
                   progress=progress, epoch_end=epoch_end)
     return model, history
 
@@ -231,7 +262,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
-           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs")}}
+           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
     if checks:
         sub = (images[:500], labels[:500])
         warnings, numbers = sanity_checks(

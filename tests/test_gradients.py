@@ -373,6 +373,25 @@ def test_conv2d(device, data, cfg, bias):
 
 
 @SLOW
+@given(data=st.data(), n=st.integers(1, 2), c=st.integers(16, 18), f=st.integers(1, 3),
+       k=st.integers(5, 6), size=st.integers(0, 3), pad=st.integers(0, 2), bias=st.booleans())
+def test_conv2d_large_kernel_fft_path(device, data, n, c, f, k, size, pad, bias):
+    """Stride 1, kernel >= 5x5 and C*k*k >= 400: the CPU takes the FFT algorithm (``use_fft``)."""
+    from minidl.kernels.conv import use_fft
+    assert use_fft(c, f, (k, k), (1, 1))
+    h = max(1, k - 2 * pad) + size
+    x = T(data.draw(arrays((n, c, h, h + 1), -2, 2)))
+    w = T(data.draw(arrays((f, c, k, k), -2, 2)))
+    if bias:
+        b = T(data.draw(arrays((f,))))
+        check(device, lambda u, v, z: F.conv2d(u, v, z, padding=pad), x, w, b,
+              ref=lambda u, v, z: conv2d_ref(u, v, (1, 1), (pad, pad)) + z[None, :, None, None])
+    else:
+        check(device, lambda u, v: F.conv2d(u, v, padding=pad), x, w,
+              ref=lambda u, v: conv2d_ref(u, v, (1, 1), (pad, pad)))
+
+
+@SLOW
 @given(data=st.data(), cfg=pool_configs())
 def test_max_pool2d(device, data, cfg):
     x = T(data.draw(distinct(cfg["x_shape"], spacing=0.05)))

@@ -252,6 +252,71 @@ class TestConvNumpy:
             conv2d_forward(np.zeros((1, 1, 3, 3), int), np.zeros((1, 1, 1, 1), int), (1, 1), (0, 0))
 
 
+@st.composite
+def stride1_conv_configs(draw):
+    """conv_configs with stride 1 and kernels up to 6x6 (the FFT path's domain)."""
+    cfg = draw(conv_configs())
+    kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    ph, pw = cfg["padding"]
+    cfg.update(kernel=(kh, kw), stride=(1, 1),
+               H=draw(st.integers(max(1, kh - 2 * ph), 9)), W=draw(st.integers(max(1, kw - 2 * pw), 9)))
+    return cfg
+
+
+class TestConvFFT:
+    """The FFT algorithm (``conv_fft``) against the plain-loop reference and im2col."""
+
+    @SETTINGS
+    @given(cfg=stride1_conv_configs())
+    def test_matches_reference_float64(self, cfg):
+        x, w, gy = conv_data(cfg)
+        y, cache = conv2d_forward(x, w, (1, 1), cfg["padding"], algorithm="fft")
+        assert cache.algorithm == "fft" and y.dtype == np.float64 and y.flags.c_contiguous
+        np.testing.assert_allclose(y, ref_conv(x, w, (1, 1), cfg["padding"]), **TOL64)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), cfg["padding"])
+        np.testing.assert_allclose(gx, rgx, **TOL64)
+        np.testing.assert_allclose(gw, rgw, **TOL64)
+        assert gx.flags.c_contiguous and gw.flags.c_contiguous
+
+    @settings(max_examples=15, deadline=None)
+    @given(cfg=stride1_conv_configs())
+    def test_float32_agrees_with_im2col(self, cfg):
+        x, w, gy = conv_data(cfg, np.float32)
+        y1, c1 = conv2d_forward(x, w, (1, 1), cfg["padding"], algorithm="fft")
+        y0, c0 = conv2d_forward(x, w, (1, 1), cfg["padding"], algorithm="im2col")
+        assert y1.dtype == np.float32
+        np.testing.assert_allclose(y1, y0, **TOL32)
+        for a, b in zip(conv2d_backward(gy, c1), conv2d_backward(gy, c0)):
+            assert a.dtype == np.float32
+            np.testing.assert_allclose(a, b, **TOL32)
+
+    def test_madry_conv2_shape_is_auto_selected_and_exact(self):
+        # The Madry network's second conv (scaled down in batch and size): 5x5, C*k*k = 800.
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((2, 32, 7, 6)), rng.standard_normal((3, 32, 5, 5))
+        assert conv_mod.use_fft(32, 3, (5, 5), (1, 1))
+        assert not conv_mod.use_fft(32, 3, (5, 5), (2, 2)) and not conv_mod.use_fft(1, 32, (5, 5), (1, 1))
+        assert not conv_mod.use_fft(64, 64, (3, 3), (1, 1))
+        y, cache = conv2d_forward(x, w, (1, 1), (2, 2))
+        assert cache.algorithm == "fft"
+        np.testing.assert_allclose(y, ref_conv(x, w, (1, 1), (2, 2)), **TOL64)
+        gy = rng.standard_normal(y.shape)
+        gx, gw = conv2d_backward(gy, cache, need_x_grad=False)
+        assert gx is None
+        np.testing.assert_allclose(gw, ref_conv_grads(x, w, gy, (1, 1), (2, 2))[1], **TOL64)
+        gx, gw = conv2d_backward(gy, cache, need_w_grad=False)
+        assert gw is None
+        np.testing.assert_allclose(gx, ref_conv_grads(x, w, gy, (1, 1), (2, 2))[0], **TOL64)
+
+    def test_errors(self):
+        x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
+        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft'"):
+            conv2d_forward(x, w, (1, 1), (0, 0), algorithm="winograd")
+        with pytest.raises(ValueError, match="fft algorithm needs CPU arrays and stride 1.*stride \\(2, 1\\)"):
+            conv2d_forward(x, w, (2, 1), (0, 0), algorithm="fft")
+
+
 class TestPoolNumpy:
     @SETTINGS
     @given(cfg=pool_configs())

@@ -358,3 +358,23 @@ def test_module_to_cuda_and_back():
     assert all(p.grad.device == "cuda" for p in net.parameters())
     net.to("cpu")
     assert all(p.device == "cpu" and p.grad.device == "cpu" for p in net.parameters())
+
+
+def test_init_model_fan_in_uniform_and_he():
+    md.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    bn_before = net[1].weight.numpy().copy()
+    assert init.init_model(net, "fan_in_uniform") is net
+    for layer, fan_in in ((net[0], 27), (net[4], 128)):
+        w, b = layer.weight.numpy(), layer.bias.numpy()
+        bound = 1 / math.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+        assert np.abs(w).max() > 0.8 * bound and np.abs(b).max() > 0     # spread over the range
+        # uniform on [-a, a] has standard deviation a / sqrt(3)
+        assert abs(w.std() - bound / math.sqrt(3)) < 0.15 * bound
+    np.testing.assert_array_equal(net[1].weight.numpy(), bn_before)     # 1-D weights untouched
+    init.init_model(net, "he")
+    assert not net[4].bias.numpy().any()
+    assert abs(net[4].weight.numpy().std() - math.sqrt(2 / 128)) < 0.2 * math.sqrt(2 / 128)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        init.init_model(net, "xavier")

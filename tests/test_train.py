@@ -145,3 +145,36 @@ def test_cli_attack_on_checkpoint(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["n"] == 40 and result["robust_accuracy"] <= result["clean_accuracy"]
     assert "robust" in capsys.readouterr().out
+
+
+def test_eps_warmup_ramps_the_training_attack():
+    """The perturbation used at optimizer step t stays within eps * (t + 1) / (E * steps/epoch),
+    and reaches the full eps once the ramp is over."""
+    from minidl.experiment import make_perturb
+    md.manual_seed(0)
+    model = get_model("mlp", in_channels=1, image_size=8)
+    x, y = synthetic(32)
+    config = TrainConfig(dataset="synthetic", model="mlp", adv="pgd", eps=0.2, alpha=0.05, steps=3,
+                         eps_warmup=2).resolved()
+
+    class Steps:
+        steps = 0
+    perturb = make_perturb(config, Steps, steps_per_epoch=5)
+    for t, expected in [(0, 0.02), (4, 0.1), (9, 0.2), (30, 0.2)]:
+        Steps.steps = t
+        size = np.abs(perturb(model, x, y).numpy() - x).max()
+        assert size <= expected + 1e-6 and size > 0.9 * expected, (t, size, expected)
+    with pytest.raises(ValueError, match="eps_warmup needs the optimizer"):
+        make_perturb(config)
+    with pytest.raises(ValueError, match="eps_warmup must be >= 0"):
+        TrainConfig(eps_warmup=-1).resolved()
+    with pytest.raises(ValueError, match="init must be 'default' or one of"):
+        TrainConfig(init="xavier").resolved()
+
+
+def test_training_records_init_and_warmup(tmp_path):
+    config = TrainConfig(dataset="synthetic", model="mlp", epochs=1, batch_size=32, adv="pgd", eps=0.1, steps=2,
+                         init="fan_in_uniform", eps_warmup=0.5)
+    train_on_arrays(config, synthetic(64), synthetic(32, seed=1), str(tmp_path), progress=False)
+    saved = md.load(str(tmp_path / CHECKPOINT))["config"]
+    assert saved["init"] == "fan_in_uniform" and saved["eps_warmup"] == 0.5

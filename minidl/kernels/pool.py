@@ -28,7 +28,7 @@ that gather (one thread per output element) from ``cuda_sources``.
 import numpy
 
 from ..backend import get_array_module
-from . import workspace
+from . import parallel, workspace
 from .conv import check_nchw, conv_output_size, float_dtype, gpu_dtype
 
 
@@ -131,27 +131,34 @@ def _argmax_dtype(kernel):
 def _max_forward_cpu(x, kernel, stride, padding, out_hw):
     kh, kw = kernel
     xpad = _pad(x, padding, -numpy.inf, numpy)
-    # Running maximum over the kh*kw offsets in row-major order. A later offset takes the
-    # argmax only if strictly greater, so ties keep the first maximum; y itself is updated
-    # with numpy.maximum, so a NaN in the window propagates to y.
-    y = workspace.copy(_window(xpad, 0, 0, out_hw, stride))
+    N, C = x.shape[:2]
+    y = workspace.empty((N, C) + tuple(out_hw), xpad.dtype)
     adt = numpy.dtype(_argmax_dtype(kernel))
-    argmax = workspace.zeros(y.shape, adt)
-    if kh * kw > 1:
-        v = workspace.empty(y.shape, y.dtype)
-        wins = workspace.empty(y.shape, bool)
-        k_if_wins = workspace.empty(y.shape, adt)
+    argmax = workspace.empty(y.shape, adt)
+    v = workspace.empty(y.shape, y.dtype)
+    wins = workspace.empty(y.shape, bool)
+    k_if_wins = workspace.empty(y.shape, adt)
+
+    def run(n0, n1):  # images n0..n1-1; threads take disjoint ranges of the batch
+        # Running maximum over the kh*kw offsets in row-major order. A later offset takes
+        # the argmax only if strictly greater, so ties keep the first maximum; y itself is
+        # updated with numpy.maximum, so a NaN in the window propagates to y.
+        xs, ys, am = xpad[n0:n1], y[n0:n1], argmax[n0:n1]
+        vs, ws, kw_s = v[n0:n1], wins[n0:n1], k_if_wins[n0:n1]
+        ys[...] = _window(xs, 0, 0, out_hw, stride)
+        am.fill(0)
         for k in range(1, kh * kw):
             # Gather the strided window into a contiguous buffer first: the copy is cheap,
             # and ufuncs on contiguous operands are ~3x faster than on strided views.
-            v[...] = _window(xpad, k // kw, k % kw, out_hw, stride)
-            numpy.greater(v, y, out=wins)
-            numpy.maximum(y, v, out=y)
+            vs[...] = _window(xs, k // kw, k % kw, out_hw, stride)
+            numpy.greater(vs, ys, out=ws)
+            numpy.maximum(ys, vs, out=ys)
             # argmax = k where this offset wins. k grows with the loop, so a winner's k
             # exceeds every earlier argmax and max() does the select (numpy.copyto with
             # where= was 4x slower here).
-            numpy.multiply(wins, adt.type(k), out=k_if_wins)
-            numpy.maximum(argmax, k_if_wins, out=argmax)
+            numpy.multiply(ws, adt.type(k), out=kw_s)
+            numpy.maximum(am, kw_s, out=am)
+    parallel.parallel_for(N, run, xpad.nbytes)
     cache = _PoolCache(device="cpu", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
                        stride=stride, padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache
@@ -171,17 +178,22 @@ def _max_backward_cpu(grad_y, cache):
     chosen = workspace.empty(g.shape, bool)
     mask = workspace.empty(g.shape, bits)
     sel = workspace.empty(g.shape, dtype)
-    gpad = workspace.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype)
+    gpad = workspace.empty((N, C, H + 2 * ph, W + 2 * pw), dtype)
     overlap = _overlapping(cache.kernel, cache.stride)
-    for k in range(kh * kw):
-        numpy.equal(cache.argmax, k, out=chosen)
-        numpy.negative(chosen.view(numpy.uint8), out=mask, dtype=bits, casting="unsafe")
-        numpy.bitwise_and(g_bits, mask, out=sel.view(bits))
-        view = _window(gpad, k // kw, k % kw, cache.out_hw, cache.stride)
-        if overlap:
-            view += sel
-        else:  # disjoint windows: each input is written at most once
-            view[...] = sel
+
+    def run(n0, n1):  # images n0..n1-1; threads take disjoint ranges of the batch
+        gp, ch, mk, sl = gpad[n0:n1], chosen[n0:n1], mask[n0:n1], sel[n0:n1]
+        gp.fill(0)
+        for k in range(kh * kw):
+            numpy.equal(cache.argmax[n0:n1], k, out=ch)
+            numpy.negative(ch.view(numpy.uint8), out=mk, dtype=bits, casting="unsafe")
+            numpy.bitwise_and(g_bits[n0:n1], mk, out=sl.view(bits))
+            view = _window(gp, k // kw, k % kw, cache.out_hw, cache.stride)
+            if overlap:
+                view += sl
+            else:  # disjoint windows: each input is written at most once
+                view[...] = sl
+    parallel.parallel_for(N, run, gpad.nbytes)
     return _crop(gpad, cache.x_shape, padding)
 
 

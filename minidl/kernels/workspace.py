@@ -18,6 +18,8 @@ import threading
 
 import numpy
 
+from . import parallel
+
 MIN_BYTES = 1 << 20        # below this, malloc's own free lists are already fast
 MAX_POOL_BYTES = 1 << 30   # free buffers beyond this total are released to the OS
 
@@ -68,10 +70,11 @@ def zeros(shape, dtype):
     return out
 
 
-def copy(a, dtype=None):
-    """A C-contiguous copy of ``a`` (never ``a`` itself) in a possibly pooled buffer."""
+def copy(a, dtype=None, axis=0):
+    """A C-contiguous copy of ``a`` (never ``a`` itself) in a possibly pooled buffer,
+    made on several cores when it is large (``parallel.assign``, split along ``axis``)."""
     out = empty(a.shape, a.dtype if dtype is None else dtype)
-    out[...] = a
+    parallel.assign(out, a, axis)
     return out
 
 

@@ -3,6 +3,9 @@
 fan_in = in_features (dense) or C * kh * kw (conv); fan_out likewise with the outputs.
 * He (Kaiming) normal: N(0, 2 / fan_in), keeps the variance of ReLU activations constant.
 * Glorot (Xavier) uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)), for tanh/sigmoid.
+* fan-in uniform: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases alike, the
+  default of PyTorch's Linear and Conv2d (its kaiming_uniform with a = sqrt(5) reduces to
+  this bound). Its weights are sqrt(6) times smaller in standard deviation than He normal.
 """
 import math
 
@@ -61,3 +64,36 @@ def zeros(param):
 def ones(param):
     param.data = backend.get_array_module(param.data).ones_like(param.data)
     return param
+
+
+SCHEMES = ("he", "fan_in_uniform")
+
+
+def init_model(model, scheme):
+    """Re-initialise every weighted layer of ``model`` (anything with a ``weight`` of at
+    least 2 dimensions and an optional ``bias``) by ``scheme``:
+
+    * ``"he"``: weights He normal, biases zero (the layers' own default);
+    * ``"fan_in_uniform"``: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as
+      PyTorch initialises them; reference implementations written in PyTorch, such as
+      Wong et al.'s fast adversarial training, were tuned with it.
+
+    Normalisation layers (1-D weights) are left alone. Returns the model.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"init_model: scheme must be one of {SCHEMES}, got {scheme!r}")
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if weight is None or len(weight.shape) < 2:
+            continue
+        bias = getattr(module, "bias", None)
+        fan_in = fans(weight.shape)[0]
+        if scheme == "he":
+            he_normal(weight)
+            if bias is not None:
+                zeros(bias)
+        else:
+            uniform_fan_in(weight, fan_in)
+            if bias is not None:
+                uniform_fan_in(bias, fan_in)
+    return model
