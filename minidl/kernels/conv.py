@@ -167,9 +167,11 @@ def use_fft(C, F, kernel, stride):
 
     Only stride 1, and only where the im2col GEMMs are expensive per output pixel: a
     kernel of at least 5x5 (25 taps) and C*kh*kw >= 400 products per output. Measured
-    on the Madry network (2 cores, batch 128): its 5x5 32->64 conv takes 41 ms forward
-    and backward by FFT against 76 ms by im2col; its 5x5 1->32 conv (C*kh*kw = 25) is
-    faster by im2col. 3x3 kernels stay on im2col, whose GEMMs are then cheap.
+    on the Madry network (2 cores, batch 128): its 5x5 32->64 conv takes 44-48 ms forward
+    and backward by FFT against 76-81 ms by im2col; its 5x5 1->32 conv (C*kh*kw = 25) takes
+    11 ms by im2col against 44 ms by FFT. 3x3 convs with 48 to 96 channels came out only
+    1.1-1.3x faster by FFT on the same machine (8x8 and 16x16 images), too small a margin to
+    leave im2col's simpler, better-scaling products; they stay on im2col.
     """
     kh, kw = kernel
     return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400

@@ -16,14 +16,14 @@ zero-extended to (L, L):
     dL/dxpad = irfft(sum_f Wf[f, c] * G[n, f])         (convolution: the adjoint)
     dL/dw    = irfft(sum_n conj(G[n, f]) * X[n, c]), first kh x kw entries
 
-For each frequency (u, v) the channel sums are matrix products, (F, C) @ (C, N) and so on,
-done as one batched complex GEMM over all frequencies. Arrays are kept with the batch axis
-innermost, (C, L, L, N), so that every per-frequency matrix is a strided BLAS operand
-without copies.
+For each frequency (u, v) the channel sums are matrix products, (N, C) @ (C, F) and so on,
+done as one batched complex GEMM over all frequencies. Arrays are kept channels last,
+(N, L, L, C), so that every per-frequency matrix is a strided BLAS operand without copies and
+the transposes from and to NCHW stay within one image.
 
 Why: im2col for the Madry network's second convolution (5x5, 32 -> 64 channels on 14x14,
 batch 128) costs three real GEMMs of 2.6 GFLOP each plus an 80 MB buffer; here the products
-are 3 x 0.5 GFLOP of complex arithmetic and the FFTs of 28k small (18 x 18) planes. The FFT
+are 3 x 0.4 GFLOP of complex arithmetic and the FFTs of 25k small (18 x 18) planes. The FFT
 path pays off only for large kernels with many channels (see ``use_fft`` in ``conv.py``).
 Float32 results differ from im2col's by rounding only (relative error ~1e-6).
 """
