@@ -170,8 +170,8 @@ def use_fft(C, F, kernel, stride):
     on the Madry network (2 cores, batch 128): its 5x5 32->64 conv takes 44-48 ms forward
     and backward by FFT against 76-81 ms by im2col; its 5x5 1->32 conv (C*kh*kw = 25) takes
     11 ms by im2col against 44 ms by FFT. 3x3 convs with 48 to 96 channels came out only
-    1.1-1.3x faster by FFT on the same machine (8x8 and 16x16 images), too small a margin to
-    leave im2col's simpler, better-scaling products; they stay on im2col.
+    1.1-1.3x faster by FFT on the same machine (8x8 and 16x16 images); that margin was
+    measured on one machine only, so they stay on im2col for now.
     """
     kh, kw = kernel
     return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400
