@@ -222,7 +222,7 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
         done = False
         if os.path.exists(marker) and os.path.exists(ckpt):
             with open(marker) as f:
-                done = json.load(f).get("settings") == json.loads(json.dumps(settings))
+                done = _same_settings(json.load(f).get("settings"), settings)
         if done:
             if progress:
                 print(f"[study] model {name}: reusing {ckpt}")
@@ -246,7 +246,17 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
 
 def _same_json(path, obj):
     with open(path) as f:
-        return json.load(f) == json.loads(json.dumps(obj))
+        return _same_settings(json.load(f), obj)
+
+
+def _same_settings(saved, settings):
+    """Whether saved training settings equal ``settings``. Keys that TrainConfig gained after
+    the folder was written count as their defaults, so older study folders are still reused."""
+    if not isinstance(saved, dict):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved = {**{k: v for k, v in defaults.items() if k not in saved and k in settings}, **saved}
+    return saved == json.loads(json.dumps(settings))
 
 
 def accuracy_table(p, models, data, num_classes, progress):

@@ -315,6 +315,27 @@ class TestConvFFT:
             conv2d_forward(x, w, (1, 1), (0, 0), algorithm="winograd")
         with pytest.raises(ValueError, match="fft algorithm needs CPU arrays and stride 1.*stride \\(2, 1\\)"):
             conv2d_forward(x, w, (2, 1), (0, 0), algorithm="fft")
+        with pytest.raises(ValueError, match="layout='chwn' applies to the im2col algorithm"):
+            conv2d_forward(x, w, (1, 1), (0, 0), algorithm="fft", layout="chwn")
+
+    def test_pooled_buffers_are_not_shared_between_live_calls(self):
+        """Large enough for the workspace pool (> 1 MiB of spectra): two forward passes are
+        alive at once and their backward passes run in the other order."""
+        rng = np.random.default_rng(5)
+        xs = [rng.standard_normal((8, 32, 14, 14)) for _ in range(2)]
+        w = rng.standard_normal((64, 32, 5, 5)) * 0.1
+        gys = [rng.standard_normal((8, 64, 14, 14)) for _ in range(2)]
+        caches = [conv2d_forward(x, w, (1, 1), (2, 2), algorithm="fft") for x in xs]
+        assert all(c.algorithm == "fft" for _, c in caches)
+        grads = [conv2d_backward(gy, c) for gy, (_, c) in reversed(list(zip(gys, caches)))][::-1]
+        grads_again = conv2d_backward(gys[0], caches[0][1])
+        for x, gy, (y, _), (gx, gw) in zip(xs, gys, caches, grads):
+            y0, c0 = conv2d_forward(x, w, (1, 1), (2, 2), algorithm="im2col")
+            gx0, gw0 = conv2d_backward(gy, c0)
+            np.testing.assert_allclose(y, y0, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(gx, gx0, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(gw, gw0, rtol=1e-10, atol=1e-9)
+        assert np.array_equal(grads_again[0], grads[0][0]) and np.array_equal(grads_again[1], grads[0][1])
 
 
 class TestPoolNumpy:

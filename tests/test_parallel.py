@@ -1,6 +1,8 @@
 """The CPU kernels' thread splitting (``minidl.kernels.parallel``): results must not depend
 on the thread count, every index is visited exactly once, and errors propagate."""
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +65,24 @@ def test_work_is_spread_over_threads(threads):
     assert len(names) == 3
 
 
+def _finishes(fn, timeout=20):
+    """Run ``fn`` in a thread; True if it returned within ``timeout`` s (a hang fails the test
+    instead of blocking the suite). Exceptions are re-raised."""
+    errors = []
+
+    def run():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            errors.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if errors:
+        raise errors[0]
+    return not t.is_alive()
+
+
 def test_errors_propagate_and_nesting_runs_serially(threads):
     threads(3)
 
@@ -78,8 +98,60 @@ def test_errors_propagate_and_nesting_runs_serially(threads):
         def inner(c, d):
             out[a + c:a + d] += 1
         parallel.parallel_for(b - a, inner, nbytes=10 ** 9)
-    parallel.parallel_for(12, outer, nbytes=10 ** 9)
+    assert _finishes(lambda: parallel.parallel_for(12, outer, nbytes=10 ** 9))
     assert (out == 1).all()
+
+
+def test_thread_count_changes_while_work_runs(threads):
+    """set_num_threads from another thread, or from inside a chunk, never breaks a call."""
+    threads(2)
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            parallel.set_num_threads(3)
+            parallel.set_num_threads(2)
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    try:
+        def many():
+            for _ in range(300):
+                seen = np.zeros(30, int)
+                parallel.parallel_for(30, lambda a, b: seen.__setitem__(slice(a, b), seen[a:b] + 1), 10 ** 9)
+                assert (seen == 1).all()
+        assert _finishes(many)
+    finally:
+        stop.set()
+        flipper.join()
+
+    def changes_count(a, b):
+        if a > 0:
+            parallel.set_num_threads(4)
+    assert _finishes(lambda: parallel.parallel_for(9, changes_count, 10 ** 9))
+    seen = np.zeros(9, int)
+    parallel.parallel_for(9, lambda a, b: seen.__setitem__(slice(a, b), 1), 10 ** 9)
+    assert (seen == 1).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pool_works_in_a_forked_child(threads):
+    threads(3)
+    parallel.parallel_for(6, lambda a, b: None, 10 ** 9)   # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if a split call completes
+        done = threading.Event()
+        threading.Thread(target=lambda: (parallel.parallel_for(6, lambda a, b: None, 10 ** 9), done.set()),
+                         daemon=True).start()
+        os._exit(0 if done.wait(10) else 1)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.WEXITSTATUS(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("parallel_for hung in a forked child")
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
@@ -97,16 +169,24 @@ def test_assign_and_workspace_copy(threads, axis):
 
 
 @settings(max_examples=30, deadline=None)
-@given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn"]), k=st.integers(2, 4))
+@given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", "fft"]), k=st.integers(2, 4))
 def test_conv_is_identical_for_any_thread_count(cfg, layout, k):
-    x, w, gy = conv_data(cfg)
+    """im2col in both layouts, and the FFT algorithm (with several scipy workers)."""
+    if layout == "fft":
+        cfg = dict(cfg, stride=(1, 1))
+        x, w, _ = conv_data(cfg)
+        gy = np.random.default_rng(cfg["seed"]).standard_normal(ref_conv(x, w, (1, 1), cfg["padding"]).shape)
+        kwargs = dict(algorithm="fft")
+    else:
+        x, w, gy = conv_data(cfg)
+        kwargs = dict(layout=layout)
     old_min, parallel.MIN_BYTES_PER_THREAD = parallel.MIN_BYTES_PER_THREAD, 1
     previous = parallel.get_num_threads()
     try:
         results = []
         for n in (1, k):
             parallel.set_num_threads(n)
-            y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
+            y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], **kwargs)
             gx, gw = conv2d_backward(gy, cache)
             results.append((y.copy(), gx.copy(), gw.copy()))
     finally:

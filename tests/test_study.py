@@ -37,3 +37,18 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "reusing" in printed and "training the" not in printed
     assert again["accuracy"] == metrics["accuracy"]
+
+
+def test_settings_written_before_new_config_keys_still_match():
+    """A study folder written before TrainConfig gained a key (here init, eps_warmup) is reused:
+    the missing keys count as their defaults; a real difference still forces retraining."""
+    import dataclasses
+    from minidl.experiment import TrainConfig
+    from minidl.study import _same_settings
+    settings = dataclasses.asdict(TrainConfig(dataset="mnist", model="wong_mnist").resolved())
+    settings["train_n"] = 100
+    old = {k: v for k, v in settings.items() if k not in ("init", "eps_warmup")}
+    assert _same_settings(old, settings)
+    assert not _same_settings({**old, "init": "fan_in_uniform"}, settings)
+    assert not _same_settings({**old, "epochs": 99}, settings)
+    assert not _same_settings(None, settings)

@@ -172,9 +172,35 @@ def test_eps_warmup_ramps_the_training_attack():
         TrainConfig(init="xavier").resolved()
 
 
-def test_training_records_init_and_warmup(tmp_path):
-    config = TrainConfig(dataset="synthetic", model="mlp", epochs=1, batch_size=32, adv="pgd", eps=0.1, steps=2,
-                         init="fan_in_uniform", eps_warmup=0.5)
-    train_on_arrays(config, synthetic(64), synthetic(32, seed=1), str(tmp_path), progress=False)
+def test_training_applies_init_and_warmup(tmp_path, monkeypatch):
+    """train_on_arrays re-initialises the model as asked, ramps the attack's eps over the
+    warm-up (read from the optimizer's steps) and records both settings."""
+    import minidl.experiment as experiment
+    sizes = []
+    real_make_perturb = experiment.make_perturb
+
+    def recording_make_perturb(config, optimizer=None, steps_per_epoch=None):
+        perturb = real_make_perturb(config, optimizer, steps_per_epoch)
+
+        def wrapped(model, x, y):
+            out = perturb(model, x, y)
+            sizes.append(float(np.abs(out.numpy() - x.numpy()).max()))
+            return out
+        return wrapped
+    monkeypatch.setattr(experiment, "make_perturb", recording_make_perturb)
+    config = TrainConfig(dataset="synthetic", model="mlp", epochs=2, batch_size=32, adv="pgd", eps=0.1, steps=2,
+                         alpha=0.05, init="fan_in_uniform", eps_warmup=1)
+    model, _ = train_on_arrays(config, synthetic(64), synthetic(32, seed=1), str(tmp_path), progress=False)
+    # 2 steps per epoch: eps 0.05 at the first step, then the full 0.1
+    assert len(sizes) == 4
+    assert 0.04 < sizes[0] <= 0.05 + 1e-6 and all(0.09 < s <= 0.1 + 1e-6 for s in sizes[1:])
     saved = md.load(str(tmp_path / CHECKPOINT))["config"]
-    assert saved["init"] == "fan_in_uniform" and saved["eps_warmup"] == 0.5
+    assert saved["init"] == "fan_in_uniform" and saved["eps_warmup"] == 1
+
+    config0 = TrainConfig(dataset="synthetic", model="mlp", epochs=0, batch_size=32, init="fan_in_uniform")
+    fresh, _ = train_on_arrays(config0, synthetic(64), synthetic(32, seed=1), str(tmp_path / "b"), progress=False)
+    dense = [m for m in fresh.modules() if getattr(m, "bias", None) is not None and len(m.weight.shape) == 2]
+    assert len(dense) >= 2
+    for module in dense:
+        bound = 1 / np.sqrt(module.weight.shape[1])
+        assert np.abs(module.weight.numpy()).max() <= bound and np.abs(module.bias.numpy()).max() > 0

@@ -199,6 +199,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
     xp = get_array_module(x, w)
     if algorithm not in (None, "im2col", "fft"):
         raise ValueError(f"conv2d: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
+    if algorithm == "fft" and layout is not None:
+        raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm, not to fft")
     if algorithm == "fft" and (xp is not numpy or stride != (1, 1)):
         raise ValueError(f"conv2d: the fft algorithm needs CPU arrays and stride 1, got "
                          f"{'CuPy' if xp is not numpy else 'NumPy'} arrays and stride {stride}")

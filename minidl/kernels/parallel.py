@@ -48,25 +48,40 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` (>= 1) threads for the CPU kernels' loops; returns the previous count."""
+    """Use ``n`` (>= 1) threads for the CPU kernels' loops; returns the previous count.
+    Safe at any time, even from inside a chunk: work already handed out still finishes."""
     global _num_threads, _pool
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
     with _pool_lock:
         previous, _num_threads = _num_threads, n
         if _pool is not None and n != previous:
-            _pool.shutdown(wait=True)
+            # No join: the caller may be a pool thread. The old threads finish their queue
+            # and exit.
+            _pool.shutdown(wait=False)
             _pool = None
     return previous
 
 
-def _executor():
+def _submit(chunks, body):
+    """Hand ``chunks`` to the pool, all under the lock, so that set_num_threads cannot shut
+    the pool down between two submissions."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="minidl-kernel",
-                                       initializer=_mark_worker)
-        return _pool
+            _pool = ThreadPoolExecutor(max_workers=max(1, _num_threads - 1),
+                                       thread_name_prefix="minidl-kernel", initializer=_mark_worker)
+        return [_pool.submit(body, a, b) for a, b in chunks]
+
+
+def _reset_after_fork():
+    # A forked child inherits the pool object but not its threads: start afresh.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _mark_worker():
@@ -84,10 +99,10 @@ def parallel_for(n, body, nbytes):
         body(0, n)
         return
     bounds = [n * i // k for i in range(k + 1)]
-    pool = _executor()
-    futures = [pool.submit(body, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    futures = []
     _state.inside = True
     try:
+        futures = _submit([(bounds[i], bounds[i + 1]) for i in range(1, k)], body)
         body(bounds[0], bounds[1])
     finally:
         _state.inside = False
