@@ -3,6 +3,7 @@ on the thread count, every index is visited exactly once, and errors propagate."
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -137,7 +138,9 @@ def test_thread_count_changes_while_work_runs(threads):
 def test_pool_works_in_a_forked_child(threads):
     threads(3)
     parallel.parallel_for(6, lambda a, b: None, 10 ** 9)   # the parent's pool exists
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork() with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # child: exit 0 only if a split call completes
         done = threading.Event()
         threading.Thread(target=lambda: (parallel.parallel_for(6, lambda a, b: None, 10 ** 9), done.set()),
