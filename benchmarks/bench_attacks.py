@@ -1,7 +1,7 @@
 """PGD throughput: images x steps per second of an L-inf PGD attack on the Madry MNIST network,
 in minidl and (when installed) in a PyTorch PGD of the same model and the same rule, in one run.
 
-    python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--device cpu|cuda] [--repeat 3]
+    python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--device cpu|cuda] [--repeat 5]
 
 Each PGD step is a forward pass and a backward pass to the input (no weight gradients),
 then the sign step and the projection onto the eps-box and [0, 1].
@@ -23,7 +23,7 @@ from minidl import backend  # noqa: E402
 from minidl.adversarial import pgd  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
-from common import best_time, try_import_torch  # noqa: E402
+from common import paired_best_times, try_import_torch  # noqa: E402
 
 
 def torch_pgd(torch, model, x, y, eps, alpha, steps):
@@ -54,7 +54,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
     xp = backend.xp_for(device)
@@ -67,25 +67,29 @@ def main(argv=None):
 
     model = madry_mnist().to(device).eval()
     xd, yd = backend.to_device(x, device), backend.to_device(y, device)
-    ours = best_time(lambda: pgd(model, xd, yd, eps, alpha, args.steps), args.repeat, warmup=1, sync=sync)
-    print(f"device {device}; PGD-{args.steps} L-inf on madry_mnist, batch {args.batch}, float32")
-    print(f"minidl : {ours * 1e3:8.1f} ms  -> {work / ours:8.0f} images x steps / s")
+    ours_fn = lambda: pgd(model, xd, yd, eps, alpha, args.steps)  # noqa: E731
+    print(f"device {device}; PGD-{args.steps} L-inf on madry_mnist, batch {args.batch}, float32; "
+          f"best of {args.repeat} alternating rounds of 2 calls (minidl, then PyTorch)")
     torch = try_import_torch()
+    ref_fn, tsync = None, None
     if torch is None:
         print("PyTorch not installed: no reference (pip install torch)")
-        return
-    if device == "cpu":
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    tdev = "cuda" if device == "cuda" else "cpu"
-    tmodel = torch_madry(torch).to(tdev).eval()
-    for p in tmodel.parameters():
-        p.requires_grad_(False)
-    tx, ty = torch.tensor(x, device=tdev), torch.tensor(y, device=tdev)
-    tsync = torch.cuda.synchronize if device == "cuda" else None
-    ref = best_time(lambda: torch_pgd(torch, tmodel, tx, ty, eps, alpha, args.steps), args.repeat, warmup=1,
-                    sync=tsync)
-    print(f"PyTorch: {ref * 1e3:8.1f} ms  -> {work / ref:8.0f} images x steps / s")
-    print(f"minidl / PyTorch time = {ours / ref:.2f}x")
+    else:
+        if device == "cpu":
+            torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        tdev = "cuda" if device == "cuda" else "cpu"
+        tmodel = torch_madry(torch).to(tdev).eval()
+        for p in tmodel.parameters():
+            p.requires_grad_(False)
+        tx, ty = torch.tensor(x, device=tdev), torch.tensor(y, device=tdev)
+        tsync = torch.cuda.synchronize if device == "cuda" else None
+        ref_fn = lambda: torch_pgd(torch, tmodel, tx, ty, eps, alpha, args.steps)  # noqa: E731
+    ours, ref = paired_best_times(ours_fn, ref_fn, rounds=args.repeat, per_round=2, warmup=1, sync=sync,
+                                  ref_sync=tsync)
+    print(f"minidl : {ours * 1e3:8.1f} ms  -> {work / ours:8.0f} images x steps / s")
+    if ref is not None:
+        print(f"PyTorch: {ref * 1e3:8.1f} ms  -> {work / ref:8.0f} images x steps / s")
+        print(f"minidl / PyTorch time = {ours / ref:.2f}x")
 
 
 if __name__ == "__main__":
