@@ -28,7 +28,9 @@ def describe():
             lines.append(f"{name} {module.__version__}")
         except Exception:
             lines.append(f"{name}: not installed")
-    lines.append("backend cpu (numpy): available")
+    from .kernels import parallel
+    lines.append(f"backend cpu (numpy): available; kernel threads: {parallel.get_num_threads()} "
+                 f"(MINIDL_NUM_THREADS, else OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else the cores)")
     if backend.cupy is None:
         lines.append("backend cuda (cupy): not installed (pip install 'minidl[gpu]')")
     elif backend.cuda_available():

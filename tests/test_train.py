@@ -120,7 +120,7 @@ def test_cli_missing_data_folder(tmp_path, capsys):
 def test_cli_info(capsys):
     assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "numpy" in out and "backend cpu" in out and "BLAS" in out
+    assert "numpy" in out and "backend cpu" in out and "BLAS" in out and "kernel threads:" in out
 
 
 def test_cli_eval_missing_checkpoint(tmp_path, capsys):
