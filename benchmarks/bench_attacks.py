@@ -6,7 +6,6 @@ in minidl and (when installed) in a PyTorch PGD of the same model and the same r
 Each PGD step is a forward pass and a backward pass to the input (no weight gradients),
 then the sign step and the projection onto the eps-box and [0, 1].
 """
-import argparse
 import os
 import sys
 
@@ -23,7 +22,7 @@ from minidl import backend  # noqa: E402
 from minidl.adversarial import pgd  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
-from common import paired_best_times, try_import_torch  # noqa: E402
+from common import benchmark_parser, paired_best_times, try_import_torch  # noqa: E402
 
 
 def torch_pgd(torch, model, x, y, eps, alpha, steps):
@@ -48,13 +47,8 @@ def torch_madry(torch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser = benchmark_parser(__doc__, repeat=5)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
     xp = backend.xp_for(device)

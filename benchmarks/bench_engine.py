@@ -6,7 +6,6 @@ in minidl and (when installed) PyTorch on the same machine, in one run.
 Prints, per row, minidl's time, PyTorch's, the ratio (minidl / PyTorch; lower is better) and
 minidl's achieved GFLOP/s, beside the machine's measured float32 matrix-product GFLOP/s.
 """
-import argparse
 import os
 import sys
 
@@ -24,7 +23,7 @@ import minidl.functional as F  # noqa: E402
 from minidl import backend  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
-from common import fmt_row, matmul_gflops, paired_best_times, try_import_torch  # noqa: E402
+from common import benchmark_parser, fmt_row, matmul_gflops, paired_best_times, try_import_torch  # noqa: E402
 
 # (name, input shape, op builder) for the layers of the Madry network at batch B.
 def layer_specs(batch):
@@ -127,12 +126,7 @@ def torch_step(torch, batch, device, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=8)
+    parser = benchmark_parser(__doc__, repeat=8)
     args = parser.parse_args(argv)
     device = backend.normalize_device(args.device)
     torch = try_import_torch()

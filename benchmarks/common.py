@@ -1,7 +1,20 @@
-"""Timing helpers shared by the benchmarks: best-of-N wall time after warm-up."""
+"""Helpers shared by the benchmarks: the common command-line options and best-of-N wall times."""
+import argparse
 import time
 
 import numpy
+
+
+def benchmark_parser(doc, repeat):
+    """An argument parser with the options every benchmark takes: --batch, --device, --threads
+    (acted on before NumPy loads, at the top of each script) and --repeat."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both NumPy's BLAS and PyTorch (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=repeat)
+    return parser
 
 
 def best_time(fn, repeat=5, warmup=2, sync=None):

@@ -1,5 +1,6 @@
 """The CPU kernels' thread splitting (``minidl.kernels.parallel``): results must not depend
 on the thread count, every index is visited exactly once, and errors propagate."""
+import contextlib
 import os
 import threading
 import time
@@ -16,35 +17,38 @@ from minidl.kernels import parallel, workspace
 from test_kernels import conv_configs, conv_data, pool_configs, pool_data, ref_conv, ref_conv_grads, ref_pool
 
 
-@pytest.fixture
-def threads(monkeypatch):
-    """Run with ``n`` threads and a 1-byte work threshold, so even tiny arrays are split."""
-    monkeypatch.setattr(parallel, "MIN_BYTES_PER_THREAD", 1)
-    previous = parallel.get_num_threads()
+@contextlib.contextmanager
+def forced_split(n):
+    """``n`` threads and a 1-byte work threshold, so even tiny arrays are split; both are
+    restored afterwards. (A context manager, as hypothesis tests cannot use fixtures per example.)"""
+    old_min, parallel.MIN_BYTES_PER_THREAD = parallel.MIN_BYTES_PER_THREAD, 1
+    previous = parallel.set_num_threads(n)
+    try:
+        yield
+    finally:
+        parallel.set_num_threads(previous)
+        parallel.MIN_BYTES_PER_THREAD = old_min
 
-    def use(n):
-        parallel.set_num_threads(n)
-    yield use
-    parallel.set_num_threads(previous)
+
+@pytest.fixture
+def threads():
+    """Splitting forced on; the test picks the thread count by calling ``threads(n)``."""
+    with forced_split(parallel.get_num_threads()):
+        yield parallel.set_num_threads
 
 
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(0, 50), k=st.integers(1, 5), nbytes=st.integers(0, 10))
 def test_parallel_for_visits_every_index_once(n, k, nbytes):
-    previous = parallel.set_num_threads(k)
-    old_min, parallel.MIN_BYTES_PER_THREAD = parallel.MIN_BYTES_PER_THREAD, 1
-    try:
-        seen = np.zeros(n, int)
-        lock = threading.Lock()
+    seen = np.zeros(n, int)
+    lock = threading.Lock()
 
-        def body(a, b):
-            with lock:
-                seen[a:b] += 1
+    def body(a, b):
+        with lock:
+            seen[a:b] += 1
+    with forced_split(k):
         parallel.parallel_for(n, body, nbytes)
-        assert (seen == 1).all()
-    finally:
-        parallel.set_num_threads(previous)
-        parallel.MIN_BYTES_PER_THREAD = old_min
+    assert (seen == 1).all()
 
 
 def test_small_work_stays_on_the_calling_thread(threads):
@@ -183,18 +187,12 @@ def test_conv_is_identical_for_any_thread_count(cfg, layout, k):
     else:
         x, w, gy = conv_data(cfg)
         kwargs = dict(layout=layout)
-    old_min, parallel.MIN_BYTES_PER_THREAD = parallel.MIN_BYTES_PER_THREAD, 1
-    previous = parallel.get_num_threads()
-    try:
-        results = []
-        for n in (1, k):
-            parallel.set_num_threads(n)
+    results = []
+    for n in (1, k):
+        with forced_split(n):
             y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], **kwargs)
             gx, gw = conv2d_backward(gy, cache)
-            results.append((y.copy(), gx.copy(), gw.copy()))
-    finally:
-        parallel.set_num_threads(previous)
-        parallel.MIN_BYTES_PER_THREAD = old_min
+        results.append((y, gx, gw))
     for serial, threaded in zip(*results):
         assert np.array_equal(serial, threaded)
     np.testing.assert_allclose(results[1][0], ref_conv(x, w, cfg["stride"], cfg["padding"]), rtol=1e-10, atol=1e-10)
@@ -207,17 +205,11 @@ def test_conv_is_identical_for_any_thread_count(cfg, layout, k):
 @given(cfg=pool_configs(), k=st.integers(2, 4))
 def test_max_pool_is_identical_for_any_thread_count(cfg, k):
     x, gy = pool_data(cfg)
-    old_min, parallel.MIN_BYTES_PER_THREAD = parallel.MIN_BYTES_PER_THREAD, 1
-    previous = parallel.get_num_threads()
-    try:
-        results = []
-        for n in (1, k):
-            parallel.set_num_threads(n)
+    results = []
+    for n in (1, k):
+        with forced_split(n):
             y, cache = max_pool2d_forward(x, cfg["kernel"], cfg["stride"], cfg["padding"])
             results.append((y.copy(), cache.argmax.copy(), max_pool2d_backward(gy, cache).copy()))
-    finally:
-        parallel.set_num_threads(previous)
-        parallel.MIN_BYTES_PER_THREAD = old_min
     for serial, threaded in zip(*results):
         assert np.array_equal(serial, threaded)
     ry, rgx = ref_pool(x, cfg["kernel"], cfg["stride"], cfg["padding"], gy, mode="max")
