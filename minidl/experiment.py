@@ -1,6 +1,7 @@
 """Glue shared by the CLI, the examples and the study: build the data, model, optimizer and
 schedule that a :class:`TrainConfig` describes, train with checkpoints, evaluate a checkpoint."""
 import dataclasses
+import functools
 import os
 
 from . import backend
@@ -107,22 +108,14 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
     from .adversarial import fgsm_random_start, pgd
     if config.eps_warmup > 0 and (optimizer is None or not steps_per_epoch):
         raise ValueError("make_perturb: eps_warmup needs the optimizer and steps_per_epoch")
-
-    def scale():
-        if config.eps_warmup <= 0:
-            return 1.0
-        return min(1.0, (optimizer.steps + 1) / (config.eps_warmup * steps_per_epoch))
-
-    if config.adv == "pgd":
-        def perturb(model, x, y):
-            f = scale()
-            return pgd(model, x, y, eps=config.eps * f, alpha=config.alpha * f, steps=config.steps,
-                       random_start=True)
-        return perturb
+    attack = (functools.partial(pgd, steps=config.steps, random_start=True) if config.adv == "pgd"
+              else fgsm_random_start)
 
     def perturb(model, x, y):
-        f = scale()
-        return fgsm_random_start(model, x, y, eps=config.eps * f, alpha=config.alpha * f)
+        f = 1.0
+        if config.eps_warmup > 0:
+            f = min(1.0, (optimizer.steps + 1) / (config.eps_warmup * steps_per_epoch))
+        return attack(model, x, y, eps=config.eps * f, alpha=config.alpha * f)
     return perturb
 
 
@@ -167,8 +160,8 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
         guard = OverfittingGuard(model, images[:256], labels[:256], config)
         epoch_end = _chain(guard, epoch_end)
     history = fit(model, train_loader, optimizer, config.epochs, schedule=schedule, eval_loader=eval_loader,
-                  out_dir=out_dir, resume=resume, perturb=make_perturb(config, optimizer, len(train_loader)), config=record,
-                  progress=progress, epoch_end=epoch_end)
+                  out_dir=out_dir, resume=resume, perturb=make_perturb(config, optimizer, len(train_loader)),
+                  config=record, progress=progress, epoch_end=epoch_end)
     return model, history
 
 
