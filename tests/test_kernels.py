@@ -291,13 +291,15 @@ class TestConvFFT:
             assert a.dtype == np.float32
             np.testing.assert_allclose(a, b, **TOL32)
 
-    def test_madry_conv2_shape_is_auto_selected_and_exact(self):
-        # The Madry network's second conv (scaled down in batch and size): 5x5, C*k*k = 800.
+    def test_madry_conv2_shape_is_auto_selected_and_exact(self, monkeypatch):
+        # The Madry network's second conv (scaled down in size): 5x5, C*k*k = 800.
+        assert conv_mod.use_fft(128, 32, 3, (5, 5), (1, 1)) and conv_mod.use_fft(32, 32, 3, (5, 5), (1, 1))
+        assert not conv_mod.use_fft(128, 32, 3, (5, 5), (2, 2)) and not conv_mod.use_fft(128, 1, 32, (5, 5), (1, 1))
+        assert not conv_mod.use_fft(128, 64, 64, (3, 3), (1, 1)) and not conv_mod.use_fft(16, 32, 3, (5, 5), (1, 1))
         rng = np.random.default_rng(0)
         x, w = rng.standard_normal((2, 32, 7, 6)), rng.standard_normal((3, 32, 5, 5))
-        assert conv_mod.use_fft(32, 3, (5, 5), (1, 1))
-        assert not conv_mod.use_fft(32, 3, (5, 5), (2, 2)) and not conv_mod.use_fft(1, 32, (5, 5), (1, 1))
-        assert not conv_mod.use_fft(64, 64, (3, 3), (1, 1))
+        assert conv2d_forward(x, w, (1, 1), (2, 2))[1].algorithm == "im2col"   # batch 2 < FFT_MIN_BATCH
+        monkeypatch.setattr(conv_mod, "FFT_MIN_BATCH", 2)
         y, cache = conv2d_forward(x, w, (1, 1), (2, 2))
         assert cache.algorithm == "fft"
         np.testing.assert_allclose(y, ref_conv(x, w, (1, 1), (2, 2)), **TOL64)

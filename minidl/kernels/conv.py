@@ -27,7 +27,7 @@ CPU (NumPy): cols is filled by one strided block copy per kernel offset (kh*kw P
 iterations, never a loop over pixels or images) and every product is a single BLAS call.
 Which axis order the M columns use decides how fast those copies are; see ``_Layout``.
 
-CPU, stride 1 with large kernels (``use_fft``): the same convolution by FFT instead, in
+CPU, stride 1 with large kernels and batches (``use_fft``): the same convolution by FFT instead, in
 ``conv_fft`` (one complex product per frequency instead of kh*kw per output pixel).
 Large copies and folds are split over cores by channel (``parallel``).
 
@@ -162,19 +162,25 @@ class _ConvCache:
 # ---------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------
-def use_fft(C, F, kernel, stride):
+# Below this batch size the per-frequency products are too small for the FFT path to pay.
+FFT_MIN_BATCH = 32
+
+
+def use_fft(N, C, F, kernel, stride):
     """Whether the CPU forward takes the FFT path (``conv_fft``) rather than im2col.
 
-    Only stride 1, and only where the im2col GEMMs are expensive per output pixel: a
-    kernel of at least 5x5 (25 taps) and C*kh*kw >= 400 products per output. Measured
-    on the Madry network (2 cores, batch 128): its 5x5 32->64 conv takes 44-48 ms forward
-    and backward by FFT against 76-81 ms by im2col; its 5x5 1->32 conv (C*kh*kw = 25) takes
-    11 ms by im2col against 44 ms by FFT. 3x3 convs with 48 to 96 channels came out only
-    1.1-1.3x faster by FFT on the same machine (8x8 and 16x16 images); that margin was
+    Only stride 1, only where the im2col GEMMs are expensive per output pixel (a kernel of
+    at least 5x5 and C*kh*kw >= 400 products per output), and only for batches of at least
+    ``FFT_MIN_BATCH``. Measured with ``python benchmarks/bench_conv_algorithms.py`` (2 cores,
+    forward and backward): the Madry network's 5x5 32->64 conv on 14x14 takes 49 ms by FFT
+    against 73 ms by im2col at batch 128, 12.8 against 18.2 ms at batch 32, but 11.4 against
+    9.6 ms at batch 16; its 5x5 1->32 conv (C*kh*kw = 25) takes 46 ms by FFT against 11 by
+    im2col. 3x3 convs with 48 and 96 channels (16x16 and 8x8 images, batch 128) came out
+    only 0.78x and 0.91x the im2col time by FFT, and slower at batch 16; that margin was
     measured on one machine only, so they stay on im2col for now.
     """
     kh, kw = kernel
-    return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400
+    return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
 
 
 def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
@@ -205,7 +211,7 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
         raise ValueError(f"conv2d: the fft algorithm needs CPU arrays and stride 1, got "
                          f"{'CuPy' if xp is not numpy else 'NumPy'} arrays and stride {stride}")
     if xp is numpy:
-        if algorithm == "fft" or (algorithm is None and layout is None and use_fft(C, F, (kh, kw), stride)):
+        if algorithm == "fft" or (algorithm is None and layout is None and use_fft(N, C, F, (kh, kw), stride)):
             return conv_fft.forward(x, w, padding, (Ho, Wo), dtype)
         return _forward_cpu(x, w, stride, padding, (Ho, Wo), dtype, layout)
     from .cuda_sources import launch
