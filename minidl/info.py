@@ -31,12 +31,34 @@ def describe():
     from .kernels import parallel
     lines.append(f"backend cpu (numpy): available; kernel threads: {parallel.get_num_threads()} "
                  f"(MINIDL_NUM_THREADS, else OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else the cores)")
-    if backend.cupy is None:
-        lines.append("backend cuda (cupy): not installed (pip install 'minidl[gpu]')")
-    elif backend.cuda_available():
-        props = backend.cupy.cuda.runtime.getDeviceProperties(0)
-        gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        lines.append(f"backend cuda (cupy {backend.cupy.__version__}): available, GPU 0: {gpu}")
-    else:
-        lines.append(f"backend cuda (cupy {backend.cupy.__version__}): installed, but no usable CUDA device")
+    lines.append(cuda_line())
     return "\n".join(lines)
+
+
+def nvrtc_state():
+    """NVRTC's version, or why it cannot be loaded. NVRTC compiles the CUDA kernels on the host,
+    so it can work on a machine without a GPU (tests/test_nvrtc.py relies on that)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        major, minor = nvrtc.getVersion()
+        return f"NVRTC {major}.{minor}"
+    except Exception as e:  # CuPy without the NVRTC shared library (nvidia-cuda-nvrtc-cu12)
+        return f"NVRTC not loadable ({type(e).__name__}: {e})"
+
+
+def cuda_line():
+    """One line on the CUDA backend: CuPy missing; installed but unusable, and why (the driver's
+    own error); or usable, with GPU 0's name and compute capability."""
+    cupy = backend.cupy
+    if cupy is None:
+        return "backend cuda (cupy): not installed (pip install 'minidl[gpu]')"
+    head = f"backend cuda (cupy {cupy.__version__}, {nvrtc_state()})"
+    if not backend.cuda_available():
+        try:
+            reason = f"{cupy.cuda.runtime.getDeviceCount()} devices"
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+        return f"{head}: installed, but no usable CUDA device ({reason}); --device cuda is refused"
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return f"{head}: available, GPU 0: {gpu} (compute capability {props['major']}.{props['minor']})"

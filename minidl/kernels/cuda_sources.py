@@ -170,6 +170,10 @@ KERNEL_NAMES = ("minidl_im2col", "minidl_col2im", "minidl_maxpool_fwd",
 
 _C_TYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
 
+# Extra NVRTC options of every kernel (CuPy adds its own: -arch, -ftz=true, --std, includes).
+# tests/test_nvrtc.py compiles the sources with exactly these plus CuPy's, for sm_80 and sm_90.
+OPTIONS = ()
+
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 1 << 20  # the grid-stride loop covers anything beyond
 
@@ -201,7 +205,7 @@ def get_kernel(name, dtype):
         if name not in KERNEL_NAMES:
             raise KeyError(f"unknown kernel {name!r}")
         import cupy
-        kernel = cupy.RawKernel(kernel_source(dtype), name)
+        kernel = cupy.RawKernel(kernel_source(dtype), name, options=OPTIONS)
         _cache[key] = kernel
     return kernel
 
