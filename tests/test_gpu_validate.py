@@ -21,6 +21,17 @@ def py(code, name, timeout=20, needs=()):
     return gv.Stage(name, [PY, "-c", code], timeout, needs)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting to be reaped counts as dead
+        return open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"
+    except OSError:
+        return True
+
+
 def test_dry_run_writes_every_stage_into_both_summaries(tmp_path):
     out = tmp_path / "gv"
     assert gv.main([str(out), "--dry-run", "--data-dir", str(tmp_path)]) == 0
@@ -36,13 +47,20 @@ def test_dry_run_writes_every_stage_into_both_summaries(tmp_path):
 
 
 def test_timeout_kills_the_stage_and_its_children_and_the_run_goes_on(tmp_path):
-    hang = py("import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])",
-              "hang", timeout=1)
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    hang = py(f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])", "hang", timeout=3)
     start = time.monotonic()
     summary = gv.validate(str(tmp_path), [hang, py("print('after')", "after")], 60, ALL, {})
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 20
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # the orphaned child is reaped by init shortly after the kill
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), "the stage's child process survived the timeout"
     hung, after = summary["stages"]
-    assert hung["status"] == "timeout" and "killed after 1 s" in hung["detail"]
+    assert hung["status"] == "timeout" and "killed after 3 s" in hung["detail"]
     assert after["status"] == "passed" and "after" in after["tail"]
     assert not summary["ok"]
 
