@@ -139,6 +139,33 @@ def test_robust_accuracy_and_checks_match_the_closed_form(device):
     assert numbers["broken_by_fgsm_not_pgd"] == 0 and numbers["huge_eps_accuracy"] == 0
 
 
+def test_cli_eval_and_attack_on_a_device(device, tmp_path, capsys):
+    """``python -m minidl eval|attack --device D`` on a checkpoint (trained on the CPU): the same
+    numbers as the library computes on the CPU. Needs the real MNIST test files."""
+    from pathlib import Path
+    from minidl.cli import main as cli_main
+    from minidl.experiment import TrainConfig, load_arrays, load_model, train_on_arrays
+    real = Path(os.environ.get("MINIDL_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (real / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST files not found")
+    x, y = synthetic(64, classes=10, size=28)
+    train_on_arrays(TrainConfig(dataset="mnist", model="mlp", epochs=1, batch_size=32), (x, y), (x[:16], y[:16]),
+                    str(tmp_path), progress=False)
+    ckpt, out = str(tmp_path / "checkpoint.npz"), tmp_path / "attack.json"
+    assert cli_main(["eval", "--checkpoint", ckpt, "--data-dir", str(real), "--limit", "40", "--device", device,
+                     "--quiet"]) == 0
+    assert cli_main(["attack", "--checkpoint", ckpt, "--data-dir", str(real), "--limit", "40", "--attack", "fgsm",
+                     "--eps", "0.05", "--device", device, "--json", str(out), "--quiet", "--no-checks"]) == 0
+    images, labels = load_arrays("mnist", str(real), train=False, limit=40)
+    model, _ = load_model(ckpt, "cpu")
+    expected = robust_accuracy(model, (images, labels), lambda m, xb, yb: fgsm(m, xb, yb, 0.05), progress=False)
+    assert f"test accuracy: {expected['clean_accuracy']:.4f} on 40 images" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["clean_accuracy"] == expected["clean_accuracy"]
+    # A sign that differs on a near-zero gradient may flip one image between devices.
+    assert abs(result["robust_accuracy"] - expected["robust_accuracy"]) <= (0 if device == "cpu" else 1 / 40)
+
+
 # --- UAPs and their SVD ------------------------------------------------------------------------------
 def test_per_example_perturbations_svd_and_fooling_rate(device):
     """All labels 0: every L2 perturbation is eps w / ||w||, so the matrix has rank one, its top
