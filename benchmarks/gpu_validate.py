@@ -132,6 +132,14 @@ def parse_results(record, out_dir):
         ms = re.findall(r"(minidl|PyTorch)\s*:\s*([\d.]+) ms", tail)
         if ms:
             record["result"] = {k.lower() + "_ms": float(v) for k, v in ms}
+    metrics = os.path.join(out_dir, "train_cifar", "metrics.json")
+    if record["name"] == "train_cifar" and os.path.exists(metrics):
+        try:
+            last = json.load(open(metrics))["history"][-1]
+            record["result"] = {k: last[k] for k in ("train_seconds", "train_images_per_s", "test_accuracy")
+                                if k in last}
+        except (ValueError, KeyError, IndexError):
+            pass
     if record["name"] == "tests":
         xml = os.path.join(out_dir, "tests.xml")
         if os.path.exists(xml):
@@ -158,6 +166,9 @@ def write_summary(out_dir, summary):
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()) \
             if isinstance(result, dict) else r.get("detail", "")
         lines.append(f"| {r['name']} | {r['status']} | {r.get('seconds', '')} | {shown} |")
+    for r in summary["stages"]:  # the GPU's name, driver and versions, for the figures' caption
+        if r["name"] in ("info", "nvidia_smi") and r["status"] == "passed":
+            lines += ["", f"## {r['name']}", "", "```", r["tail"].strip()[-1500:], "```"]
     lines += ["", "## Output of stages that did not pass", ""]
     for r in summary["stages"]:
         if r["status"] not in ("passed", "skipped") and r.get("tail"):

@@ -44,6 +44,7 @@ def test_dry_run_writes_every_stage_into_both_summaries(tmp_path):
     assert "--model preact_resnet18 --batch 128 --device cuda" in (out / "step_preact_resnet18_128.log").read_text()
     md = (out / "summary.md").read_text()
     assert "| train_cifar | passed |" in md and "dry run" in md
+    assert "## info" in md and "-m minidl info" in md   # the environment's output is kept in full
 
 
 def test_timeout_kills_the_stage_and_its_children_and_the_run_goes_on(tmp_path):
@@ -93,7 +94,12 @@ def test_results_are_parsed_from_the_outputs(tmp_path):
     xml = tmp_path / "tests.xml"
     tests = py(f"open({str(xml)!r}, 'w').write('<testsuites><testsuite tests=\"7\" failures=\"1\" errors=\"0\" "
                f"skipped=\"2\"/></testsuites>')", "tests")
-    summary = gv.validate(str(tmp_path), [bench, pgd, tests], 60, ALL, {})
+    history = {"history": [{"epoch": 1, "train_seconds": 12.5, "train_images_per_s": 4000.0, "test_accuracy": 0.5}]}
+    train = py(f"import json, os; os.makedirs({str(tmp_path / 'train_cifar')!r}); "
+               f"json.dump({history!r}, open({str(tmp_path / 'train_cifar' / 'metrics.json')!r}, 'w'))", "train_cifar")
+    summary = gv.validate(str(tmp_path), [bench, pgd, tests, train], 60, ALL, {})
+    assert summary["stages"][3]["result"] == {"train_seconds": 12.5, "train_images_per_s": 4000.0,
+                                              "test_accuracy": 0.5}
     assert summary["stages"][0]["result"] == {"model": "cifar_cnn", "ratio": 1.5}
     assert summary["stages"][1]["result"] == {"minidl_ms": 30.0, "pytorch_ms": 10.0}
     assert summary["stages"][2]["result"] == {"tests": 7, "failures": 1, "errors": 0, "skipped": 2}
