@@ -3,6 +3,8 @@ import argparse
 import os
 import sys
 
+from . import distributed
+
 
 class UsageError(Exception):
     """A mistake in the command line, reported as one line."""
@@ -41,6 +43,8 @@ def cmd_eval(args):
     from .experiment import evaluate_checkpoint
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device,
                                  split=args.split, limit=args.limit, progress=not args.quiet)
+    if not distributed.world().is_root:
+        return 0
     print(f"{result['split']} accuracy: {result['accuracy']:.4f} on {result['n']} images "
           f"(loss {result['loss']:.4f}, model {result['model']}, dataset {result['dataset']})")
     return 0
@@ -53,6 +57,8 @@ def cmd_attack(args):
                                steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
                                eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
                                limit=args.limit, checks=not args.no_checks, progress=not args.quiet)
+    if not distributed.world().is_root:  # every rank holds the gathered result; one reports it
+        return 0
     print(f"{result['attack']} (norm {result['norm']}, eps {result['eps']:.4g}, alpha {result['alpha']:.4g}, "
           f"{result['steps']} steps, {result['restarts']} restarts) on {result['n']} test images: "
           f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
@@ -138,11 +144,30 @@ def build_parser():
     return parser
 
 
+def _run(args):
+    """Run the command; under an MPI launcher, as one rank of the job.
+
+    A rank that fails ends the whole job at once (MPI abort) with its one-line message: the
+    other ranks would otherwise wait forever in their next collective operation."""
+    comm = distributed.init() if distributed.launched_by_mpi() else distributed.world()
+    if comm.size == 1:
+        return args.run(args)
+    try:
+        code = args.run(args)
+    except BaseException as e:
+        if os.environ.get("MINIDL_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        comm.abort(f"error on rank {comm.rank} of {comm.size}: {e}", code=2 if isinstance(e, Exception) else 130)
+    comm.barrier()
+    return code
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        return _run(args)
     except (UsageError, ValueError, FileNotFoundError, KeyError, RuntimeError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         if os.environ.get("MINIDL_DEBUG"):

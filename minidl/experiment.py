@@ -5,6 +5,7 @@ import functools
 import os
 
 from . import backend
+from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
 from .nn.init import SCHEMES, init_model
@@ -141,19 +142,29 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
     config = config.resolved()
     device = backend.normalize_device(config.device)
     backend.manual_seed(config.seed)
+    comm = world()
     images, labels = train
     transform = random_crop_flip if (config.dataset == "cifar10" and config.augment) else None
+    # Data-parallel (under mpirun): the same seed on every rank gives one global batch order,
+    # and each rank trains on its block of every batch of config.batch_size (the global batch).
     train_loader = DataLoader((images, labels), config.batch_size, shuffle=True, seed=config.seed,
-                              device=device, transform=transform)
+                              device=device, transform=transform, shard=comm if comm.size > 1 else None)
     eval_loader = DataLoader(test, 500, device=device)
     model = get_model(config.model, in_channels=images.shape[1], image_size=images.shape[2])
     if config.init != "default":
         init_model(model, config.init)
     model = model.to(device)
     optimizer, schedule = make_optimizer(config, model, len(train_loader))
+    if comm.size > 1:
+        broadcast_parameters(model, comm)
+        optimizer = DistributedOptimizer(optimizer, share=train_loader.batch_share, comm=comm)
+        # Each rank's own stream of random starts and dropout masks (rank 0 keeps the seed's).
+        backend.manual_seed(config.seed + 1_000_003 * comm.rank)
     record = dataclasses.asdict(config)
     record["eval_split"] = eval_split
     record["in_channels"], record["image_size"] = int(images.shape[1]), int(images.shape[2])
+    if comm.size > 1:
+        record["world_size"] = comm.size
     if resume and not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
     if config.adv == "fgsm":

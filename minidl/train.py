@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import backend
 from .autograd import no_grad
+from .distributed import world
 from .functional import cross_entropy
 from .serialization import load, save
 
@@ -24,6 +25,14 @@ CHECKPOINT = "checkpoint.npz"
 
 def _count_correct(logits, y):
     return (logits.data.argmax(axis=1) == y.data).sum()
+
+
+def _sum_over_ranks(loader, *values):
+    """The values summed over the ranks that share ``loader`` (themselves when unsharded)."""
+    comm = getattr(loader, "shard", None)
+    if comm is None or comm.size == 1:
+        return values
+    return tuple(comm.allreduce_sum(numpy.asarray([float(v) for v in values], dtype=numpy.float64)).tolist())
 
 
 def evaluate(model, loader, progress=True, desc="eval"):
@@ -40,7 +49,8 @@ def evaluate(model, loader, progress=True, desc="eval"):
                 seen += len(y)
     finally:
         model.train(was_training)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": seen}
+    loss_sum, correct, seen = _sum_over_ranks(loader, loss_sum, correct, seen)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": int(seen)}
 
 
 def train_epoch(model, loader, optimizer, schedule=None, perturb=None, progress=True, desc="train",
@@ -75,26 +85,43 @@ def train_epoch(model, loader, optimizer, schedule=None, perturb=None, progress=
     if schedule is not None and not schedule_per_batch:
         schedule.step()
     elapsed = time.perf_counter() - start
+    loss_sum, correct, seen = _sum_over_ranks(loader, 0.0 if loss_sum is None else loss_sum, correct, seen)
     return {"loss": float(loss_sum) / max(seen, 1), "accuracy": float(correct) / max(seen, 1),
             "images_per_s": seen / max(elapsed, 1e-9), "seconds": elapsed}
 
 
-def checkpoint_state(model, optimizer, schedule, loader, epoch, history, config):
-    return {
+def checkpoint_state(model, optimizer, schedule, loader, epoch, history, config, comm=None):
+    """Everything a resumed run needs. In a data-parallel run (``comm`` of N > 1 ranks) the
+    weights, optimizer and loader are the same on every rank, but each rank's library
+    generator (random starts, dropout) is its own: all N are gathered under ``rng_ranks``."""
+    comm = comm or world()
+    rng = json.loads(json.dumps(backend.get_rng_state()))
+    state = {
         "model": dict(model.state_dict()),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict() if schedule is not None else {},
         "loader": loader.state_dict(),
-        "rng": json.loads(json.dumps(backend.get_rng_state())),
+        "rng": rng,
         "epoch": epoch,
         "history": history,
         "config": config,
     }
+    if comm.size > 1:
+        state["world_size"] = comm.size
+        state["rng_ranks"] = comm.allgather_object(rng)
+    return state
 
 
-def restore_checkpoint(path, model, optimizer=None, schedule=None, loader=None):
-    """Load ``path`` into the given objects; returns the checkpoint dict."""
+def restore_checkpoint(path, model, optimizer=None, schedule=None, loader=None, comm=None):
+    """Load ``path`` into the given objects; returns the checkpoint dict.
+
+    A checkpoint of a data-parallel run resumes only with the same number of ranks (each
+    rank takes back its own generator state)."""
+    comm = comm or world()
     state = load(path)
+    saved_size = int(state.get("world_size", 1))
+    if saved_size != comm.size:
+        raise ValueError(f"{path}: resume with the same number of ranks: expected {saved_size}, got {comm.size}")
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -102,7 +129,9 @@ def restore_checkpoint(path, model, optimizer=None, schedule=None, loader=None):
         schedule.load_state_dict(state["schedule"])
     if loader is not None:
         loader.load_state_dict(state["loader"])
-    if "rng" in state:
+    if "rng_ranks" in state:
+        backend.set_rng_state(state["rng_ranks"][comm.rank])
+    elif "rng" in state:
         backend.set_rng_state(state["rng"])
     return state
 
@@ -114,7 +143,13 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
     ``epoch_end(epoch, record)`` may return True to stop early (the reason goes in the record).
     Returns the history: a list of per-epoch dicts (train and eval metrics, seconds).
     Writes ``checkpoint.npz`` and ``metrics.json`` into ``out_dir`` when given.
+
+    In a data-parallel run (``minidl.distributed.world()`` of N > 1 ranks, loaders built with
+    ``shard=``) every rank calls ``fit``; metrics are summed over the ranks, rank 0 alone shows
+    progress and writes files, and rank 0's ``epoch_end`` decision holds for all.
     """
+    comm = world()
+    progress = progress and comm.is_root
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
     history, first_epoch = [], 0
@@ -122,7 +157,7 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
     if resume:
         if not ckpt or not os.path.exists(ckpt):
             raise FileNotFoundError(f"fit(resume=True): no checkpoint to resume from at {ckpt}")
-        state = restore_checkpoint(ckpt, model, optimizer, schedule, train_loader)
+        state = restore_checkpoint(ckpt, model, optimizer, schedule, train_loader, comm)
         history = list(state.get("history", []))
         first_epoch = int(state["epoch"])
     for epoch in range(first_epoch, epochs):
@@ -133,13 +168,17 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
         if eval_loader is not None:
             record.update({f"test_{k}": v for k, v in evaluate(model, eval_loader, progress).items()})
         stop = bool(epoch_end(epoch + 1, record)) if epoch_end is not None else False
+        stop = comm.broadcast_object(stop)  # one rank stopping alone would leave the others waiting
         history.append(record)
         if progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
             tqdm.write(json.dumps(shown))
         if out_dir:
-            save(checkpoint_state(model, optimizer, schedule, train_loader, epoch + 1, history, config or {}), ckpt)
-            write_json(os.path.join(out_dir, "metrics.json"), {"config": config or {}, "history": history})
+            state = checkpoint_state(model, optimizer, schedule, train_loader, epoch + 1, history, config or {}, comm)
+            if comm.is_root:
+                save(state, ckpt)
+                write_json(os.path.join(out_dir, "metrics.json"), {"config": config or {}, "history": history})
+            comm.barrier()  # a rank that went on before the file exists could not resume from it
         if stop:
             break
     return history

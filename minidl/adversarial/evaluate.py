@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from ..autograd import no_grad
+from ..distributed import shard, world
 from .attacks import attack_mode, prepare_inputs
 
 
@@ -50,17 +51,29 @@ def is_randomized(model, x, trials=2):
         return any(not numpy.array_equal(first, backend.to_numpy(model(x).data)) for _ in range(trials - 1))
 
 
-def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="attack", return_points=False):
+def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="attack", return_points=False,
+                    comm=None):
     """Clean and robust accuracy of ``model`` on ``data`` ((images, labels) arrays or a dataset)
     under ``attack(model, x, y) -> x_adv``, in batches with a progress bar.
 
     Returns a dict: clean_accuracy, robust_accuracy, n, and per-example boolean arrays
     ``clean_correct`` and ``robust_correct`` (robust_correct implies the attack failed on a
     correctly classified point; misclassified clean points count as broken).
+
+    Sharded over the ranks of ``comm`` (default :func:`minidl.distributed.world`, one process
+    unless launched by MPI): each rank attacks its contiguous block of the data and the
+    per-example results are gathered in order, so every rank returns the whole-set result.
+    For an attack whose result on an example does not depend on the other examples of its
+    batch (FGSM, PGD without random start) that is exactly the unsharded result; random
+    starts are drawn per rank, so a random-start attack gives another draw of the same test.
     """
+    comm = comm or world()
+    if not isinstance(data, (tuple, list)):
+        data = (data.images, data.labels)
+    data = shard(data, comm) if comm.size > 1 else data
     clean, robust, points = [], [], []
-    total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
+    total = len(data[0])
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not (progress and comm.is_root))
     for xb, yb in _batches(data, batch_size):
         x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
         y_host = backend.to_numpy(y.data)
@@ -74,7 +87,14 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
         bar.update(len(yb))
         bar.set_postfix(clean=f"{numpy.concatenate(clean).mean():.4f}", robust=f"{numpy.concatenate(robust).mean():.4f}")
     bar.close()
-    clean, robust = numpy.concatenate(clean), numpy.concatenate(robust)
+    empty = numpy.zeros(0, dtype=bool)
+    clean = numpy.concatenate(clean) if clean else empty
+    robust = numpy.concatenate(robust) if robust else empty
+    if comm.size > 1:
+        clean, robust = comm.allgather(clean), comm.allgather(robust)
+        if return_points:
+            points = [comm.allgather(numpy.concatenate(points) if points else
+                                     numpy.zeros((0,) + tuple(data[0].shape[1:]), dtype=numpy.float32))]
     out = {"clean_accuracy": float(clean.mean()), "robust_accuracy": float(robust.mean()), "n": int(len(clean)),
            "clean_correct": clean, "robust_correct": robust}
     if return_points:

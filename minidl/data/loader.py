@@ -4,6 +4,7 @@ import numbers
 import numpy as np
 
 from .. import backend
+from ..distributed import Communicator, shard_bounds
 
 
 def _is_int(value):
@@ -52,6 +53,12 @@ class DataLoader:
     device: ``"cpu"`` or ``"cuda"``: where the yielded Tensors live.
     transform: ``f(images, rng) -> images``, applied to each host (NumPy) image batch
         before it is moved to ``device``, e.g. :func:`~minidl.data.random_crop_flip`.
+    shard: a :class:`~minidl.distributed.Communicator` for data-parallel training: every rank
+        builds the loader with the same ``seed``, so all ranks draw the same global order, and
+        each yields only its contiguous block (:func:`~minidl.distributed.shard_bounds`) of
+        every global batch of ``batch_size``. The transform is applied to the global batch
+        before it is cut, so every image is augmented exactly as in a one-process run.
+        :meth:`batch_share` is the yielded block's share of its global batch.
 
     Each ``iter(loader)`` (one epoch) draws, at once, the epoch's permutation and a seed
     for that epoch's augmentation from the loader's generator. So the sequence of epochs
@@ -61,13 +68,15 @@ class DataLoader:
     """
 
     def __init__(self, data, batch_size, shuffle=False, drop_last=False, seed=None, device="cpu",
-                 transform=None):
+                 transform=None, shard=None):
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if seed is not None and (not _is_int(seed) or seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (images, rng) -> images, got {type(transform).__name__}")
+        if shard is not None and not isinstance(shard, Communicator):
+            raise TypeError(f"shard: expected None or a minidl.distributed Communicator, got {type(shard).__name__}")
         self.images, self.labels, self.dataset = _as_arrays(data)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -75,6 +84,16 @@ class DataLoader:
         self.device = backend.normalize_device(device)
         self.transform = transform
         self.seed = seed
+        self.shard = shard
+        self._share = 1.0
+        if shard is not None and shard.size > 1:
+            if seed is None and shuffle:
+                raise ValueError("seed: a sharded, shuffled loader needs an explicit seed, the same on every rank")
+            smallest = self.num_examples % self.batch_size if not drop_last else 0
+            if self.batch_size < shard.size or 0 < smallest < shard.size:
+                raise ValueError(f"batch_size: every global batch must hold at least one example per rank "
+                                 f"({shard.size} ranks), got batches of {self.batch_size} and a last batch of "
+                                 f"{smallest or self.batch_size}; use a larger batch size or drop_last=True")
         if seed is None:
             seed = int(backend.rng().integers(2**63))
         self._rng = np.random.default_rng(int(seed))
@@ -82,6 +101,10 @@ class DataLoader:
     @property
     def num_examples(self):
         return len(self.dataset) if self.images is None else len(self.images)
+
+    def batch_share(self):
+        """n_r / n: the last yielded batch's size over its global batch's (1.0 unsharded)."""
+        return self._share
 
     def __len__(self):
         """Number of batches per epoch."""
@@ -97,14 +120,21 @@ class DataLoader:
         return self._epoch(Tensor, order, np.random.default_rng(augment_seed))
 
     def _epoch(self, Tensor, order, augment_rng):
+        sharded = self.shard is not None and self.shard.size > 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            images, labels = self._gather(order[start:start + self.batch_size])
+            index = order[start:start + self.batch_size]
+            lo, hi = shard_bounds(len(index), self.shard.rank, self.shard.size) if sharded else (0, len(index))
+            if self.transform is None:
+                index = index[lo:hi]  # gather only this rank's block
+            images, labels = self._gather(index)
             if self.transform is not None:
                 count = len(images)
                 images = self.transform(backend.to_numpy(images), augment_rng)
                 if not backend.is_array(images) or len(images) != count:
                     raise ValueError(f"transform must return an array of {count} images, "
                                      f"got {type(images).__name__} of length {len(images)}")
+                images, labels = images[lo:hi], labels[lo:hi]
+            self._share = (hi - lo) / len(order[start:start + self.batch_size])
             yield (Tensor(backend.to_device(images, self.device)),
                    Tensor(backend.to_device(labels, self.device)))
 

@@ -1,0 +1,27 @@
+"""Data, model and configuration shared by the MPI worker and the one-process reference run."""
+import numpy as np
+
+import minidl as md
+from minidl.experiment import TrainConfig
+from minidl.models import get_model
+
+
+def dataset(n, seed=0, classes=3, size=8):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.random((n, 1, size, size)).astype(np.float32) * 0.3
+    for c in range(classes):
+        x[y == c, :, 2 * c:2 * c + 2, :] += 0.6
+    return np.clip(x, 0, 1), y.astype(np.int64)
+
+
+def tiny_model():
+    md.manual_seed(0)
+    return get_model("mlp", in_channels=1, image_size=8).eval()
+
+
+def train_config(epochs, adv="none"):
+    # global batches of 15 over 62 images split 7/8 over 2 ranks (the last, of 2, splits 1/1):
+    # a gradient average that ignored the shares would not match the one-process run.
+    return TrainConfig(dataset="synthetic", model="mlp", epochs=epochs, batch_size=15, lr=0.05, optimizer="sgd",
+                       schedule="constant", seed=5, adv=adv, eps=0.1, alpha=0.05, steps=2)

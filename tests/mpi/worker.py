@@ -1,0 +1,114 @@
+"""Programs run under ``mpirun -n N`` by tests/test_distributed.py: one case per call,
+``python tests/mpi/worker.py CASE OUT_DIR``. Rank 0 writes what the test compares."""
+import json
+import os
+import sys
+
+import numpy as np
+
+import minidl as md
+from minidl import distributed
+from minidl.adversarial import fgsm, pgd, robust_accuracy
+from minidl.experiment import TrainConfig, train_on_arrays
+from minidl.models import get_model
+from minidl.functional import cross_entropy
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cases import dataset, tiny_model, train_config  # noqa: E402  (shared with the in-process side)
+
+
+def case_grads(out, comm):
+    """Each rank computes the gradient of its own block; the weighted allreduce must give the
+    gradient of the whole batch (rank 0 saves it, and every rank's own gradient)."""
+    model = tiny_model()
+    x, y = dataset(11)
+    lo, hi = distributed.shard_bounds(len(x), comm.rank, comm.size)
+    loss = cross_entropy(model(md.tensor(x[lo:hi])), md.tensor(y[lo:hi]))
+    loss.backward()
+    own = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
+    distributed.allreduce_gradients(model.parameters(), share=(hi - lo) / len(x), comm=comm, bucket_bytes=64)
+    averaged = {name: p.grad.numpy() for name, p in model.named_parameters()}
+    everyone = comm.allgather_object(own)
+    if comm.is_root:
+        np.savez(os.path.join(out, "grads.npz"), **{f"avg/{k}": v for k, v in averaged.items()},
+                 **{f"rank{r}/{k}": v for r, g in enumerate(everyone) for k, v in g.items()})
+    same = comm.allgather_object({k: v.tobytes() for k, v in averaged.items()})
+    assert all(s == same[0] for s in same), "ranks hold different averaged gradients"
+
+
+def case_broadcast(out, comm):
+    """Ranks start from different weights and buffers; afterwards all hold rank 0's."""
+    model = tiny_model()
+    for p in model.parameters():
+        p.data += comm.rank
+    model.register_buffer("counter", np.full(3, float(comm.rank)))
+    distributed.broadcast_parameters(model, comm)
+    state = {k: v.tobytes() for k, v in model.state_dict().items()}
+    everyone = comm.allgather_object(state)
+    if comm.is_root:
+        expected = tiny_model().state_dict()
+        same = all(e == everyone[0] for e in everyone)
+        zero = all(np.array_equal(np.frombuffer(everyone[1][k], dtype=v.dtype), v.reshape(-1))
+                   for k, v in expected.items())
+        json.dump({"same": same, "rank0_weights": zero}, open(os.path.join(out, "broadcast.json"), "w"))
+
+
+def case_train(out, comm, epochs=1, resume=False, subdir="run", adv="none"):
+    train, test = dataset(62), dataset(20, seed=1)
+    model, history = train_on_arrays(train_config(epochs, adv), train, test, os.path.join(out, subdir), resume=resume,
+                                     progress=False)
+    weights = comm.allgather_object({k: v.tobytes() for k, v in model.state_dict().items()})
+    assert all(w == weights[0] for w in weights), "ranks hold different weights after training"
+
+
+def case_resume(out, comm):
+    """PGD training (random starts from each rank's own generator), stopped and resumed."""
+    case_train(out, comm, epochs=1, subdir="resumed", adv="pgd")
+    case_train(out, comm, epochs=2, resume=True, subdir="resumed", adv="pgd")
+    case_train(out, comm, epochs=2, subdir="straight", adv="pgd")
+
+
+def case_robust(out, comm):
+    model = tiny_model()
+    data = dataset(13, seed=2)
+    result = {
+        "fgsm": robust_accuracy(model, data, lambda m, x, y: fgsm(m, x, y, 0.1), batch_size=4, progress=False),
+        "pgd": robust_accuracy(model, data, lambda m, x, y: pgd(m, x, y, 0.1, 0.03, 5, random_start=False),
+                               batch_size=4, progress=False),
+    }
+    if comm.is_root:
+        json.dump({k: {"robust_correct": v["robust_correct"].tolist(), "clean_correct": v["clean_correct"].tolist(),
+                       "robust_accuracy": v["robust_accuracy"], "n": v["n"]} for k, v in result.items()},
+                  open(os.path.join(out, "robust.json"), "w"))
+
+
+def case_fail(out, comm):
+    """Rank 1 fails while rank 0 waits in a collective: the job must end, not hang."""
+    from minidl import cli
+
+    class Args:
+        @staticmethod
+        def run(args):
+            if comm.rank == 1:
+                raise ValueError("planted failure")
+            comm.barrier()
+            return 0
+    return cli._run(Args)
+
+
+def case_wrong_size_resume(out, comm):
+    """Resuming a 2-rank checkpoint with another number of ranks is refused (here: N given)."""
+    try:
+        case_train(out, comm, epochs=2, resume=True, subdir="run", adv="pgd")
+    except ValueError as e:
+        if comm.is_root:
+            open(os.path.join(out, "error.txt"), "w").write(str(e))
+        return 0
+    raise AssertionError("resume with another number of ranks was not refused")
+
+
+if __name__ == "__main__":
+    case, out = sys.argv[1], sys.argv[2]
+    comm = distributed.init()
+    globals()[f"case_{case}"](out, comm)
+    comm.barrier()
