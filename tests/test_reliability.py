@@ -357,15 +357,11 @@ def _forged_npz(path, shape, data=b"\0" * 64):
         z.writestr("model/w.npy", buf.getvalue() + data)
 
 
-def test_checkpoint_sizes_are_checked_before_allocating(tmp_path, capsys, monkeypatch):
+def test_checkpoint_sizes_are_checked_before_allocating(tmp_path, capsys):
     path = tmp_path / "huge.npz"
     _forged_npz(path, (1 << 39,))  # 4 TiB
-    allocations = []
-    real_empty = np.empty
-    monkeypatch.setattr(np, "empty", lambda *a, **k: allocations.append(a) or real_empty(*a, **k))
     with pytest.raises(ValueError, match=r"huge\.npz.*header says shape \(549755813888,\)"):
         md.load(str(path))
-    monkeypatch.undo()
     code, err = run(["eval", "--checkpoint", path], capsys)
     assert code == 2 and "huge.npz" in one_error_line(err)
     # a consistent header, but more than the limit
