@@ -243,11 +243,15 @@ def load_model(checkpoint_path, device="cpu"):
         raise FileNotFoundError(f"checkpoint {checkpoint_path!r} does not exist")
     state = load(checkpoint_path)
     config = state.get("config") or {}
-    if not isinstance(config, dict) or "model" not in config:
-        raise ValueError(f"{checkpoint_path} has no recorded model name (not a minidl training checkpoint?)")
-    model = get_model(config["model"], in_channels=int(config.get("in_channels", 1)),
-                      image_size=int(config.get("image_size", 28)))
-    model.load_state_dict(state["model"])
+    if not isinstance(config, dict) or "model" not in config or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{checkpoint_path} has no recorded model (not a minidl training checkpoint?)")
+    try:
+        model = get_model(config["model"], in_channels=int(config.get("in_channels", 1)),
+                          image_size=int(config.get("image_size", 28)))
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError, TypeError) as e:  # a tampered or foreign checkpoint: name the file
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{checkpoint_path}: does not hold a usable {config['model']!r} model ({message})") from None
     return model.to(device).eval(), state
 
 

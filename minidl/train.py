@@ -18,6 +18,7 @@ from . import backend
 from .autograd import no_grad
 from .functional import cross_entropy
 from .serialization import load, save
+from .validation import check_number
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -140,8 +141,7 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
     stops with :class:`TrainingDiverged`; the checkpoint of the last good epoch (if any) is
     left as it was.
     """
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+    check_number("fit: epochs", epochs, minimum=0, integer=True)
     history, first_epoch = [], 0
     ckpt = os.path.join(out_dir, CHECKPOINT) if out_dir else None
     if resume:

@@ -379,6 +379,24 @@ def test_checkpoint_sizes_are_checked_before_allocating(tmp_path, capsys):
     assert code == 2 and "cut.npz" in one_error_line(err)
 
 
+@pytest.mark.parametrize("state, message", [
+    ({"config": {"model": "mlp"}, "model": {"0": {"weight": np.zeros(3)}}}, "does not hold a usable 'mlp' model"),
+    ({"config": {"model": "nope"}, "model": {"w": np.zeros(1)}}, "unknown model 'nope'"),
+    ({"config": {"model": "mlp", "in_channels": "x"}, "model": {"w": np.zeros(1)}}, "does not hold a usable"),
+    ({"model": {}}, "has no recorded model"),
+    ({"config": [1, 2], "model": {}}, "has no recorded model"),
+])
+def test_foreign_checkpoints_fail_with_one_line_naming_the_file(state, message, tmp_path, capsys):
+    path = tmp_path / "foreign.npz"
+    md.save(state, str(path))
+    for command in (["eval"], ["attack", "--steps", "1"]):
+        code, err = run([*command, "--checkpoint", path], capsys)
+        line = one_error_line(err)
+        assert code == 2 and "foreign.npz" in line and message in line, line
+    code, err = run(["eval", "--checkpoint", tmp_path], capsys)
+    assert code == 2 and "is a folder" in one_error_line(err)
+
+
 def test_idx_header_sizes_are_checked_before_reading(tmp_path):
     header = (2051).to_bytes(4, "big") + b"".join(s.to_bytes(4, "big") for s in (1 << 20, 1 << 10, 1 << 10))
     path = tmp_path / "bomb-idx3-ubyte.gz"
