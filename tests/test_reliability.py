@@ -163,6 +163,37 @@ def test_lock_refuses_a_second_writer_and_stale_locks_are_taken_over(data_dir, t
     assert (out / CHECKPOINT).exists() and not (out / LOCK).exists()
 
 
+def test_two_real_writers_and_a_killed_one(tmp_path, capsys):
+    """A second ``train`` into a folder that a running ``python -m minidl train`` holds is
+    refused; once that process is killed (no chance to clean up), its lock is stale and a new
+    run takes the folder. CIFAR-10 batches are used because they carry no checksum, so the
+    subprocess can read tiny synthetic ones."""
+    import time
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    write_files(folder, {name: cifar_batch(8, i)[0]
+                         for i, name in enumerate(cifar_mod.TRAIN_BATCHES + cifar_mod.TEST_BATCHES)})
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "cifar10", "--model", "mlp", "--batch-size", "8", "--data-dir", str(tmp_path),
+            "--out", str(out), "--quiet"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    first = subprocess.Popen([sys.executable, "-W", "ignore", "-m", "minidl", *argv, "--epochs", "100000"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (out / LOCK).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert (out / LOCK).exists(), "the first run never took the lock"
+        code, err = run([*argv, "--epochs", "1"], capsys)
+        assert code == 2 and f"in use by another run (pid {first.pid}" in one_error_line(err)
+    finally:
+        first.kill()
+        first.wait()
+    assert (out / LOCK).exists()  # SIGKILL: nobody removed it
+    code, err = run([*argv, "--epochs", "1", "--overwrite"], capsys)
+    assert code == 0, err
+    assert md.load(str(out / CHECKPOINT))["epoch"] == 1 and not (out / LOCK).exists()
+
+
 def test_lock_is_held_during_the_run_and_released_on_errors(data_dir, tmp_path, monkeypatch, capsys):
     import minidl.experiment as experiment
     out = tmp_path / "run"
