@@ -88,8 +88,9 @@ def check_folder(folder, config, resume=False, overwrite=False):
         what = (f"a run with {_describe({k: a for k, (a, _) in diff.items()})}, this one has "
                 f"{_describe({k: b for k, (_, b) in diff.items()})}")
     else:
-        what = f"a run with the same configuration ({saved.get('model')} on {saved.get('dataset')}, " \
-               f"{saved.get('epochs')} epochs)"
+        asked = "" if saved.get("epochs") == config.get("epochs") else f", this one asks for {config.get('epochs')}"
+        what = (f"a run with the same configuration ({saved.get('model')} on {saved.get('dataset')}, "
+                f"epochs={saved.get('epochs')!r}{asked})")
     raise RunFolderError(f"{folder} already holds {what}; use --resume to continue it (same configuration, "
                          "only --epochs may grow), --overwrite to replace it, or another --out")
 

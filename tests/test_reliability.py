@@ -207,6 +207,12 @@ def test_lock_is_held_during_the_run_and_released_on_errors(data_dir, tmp_path, 
     code, err = run(_train_argv(data_dir, out), capsys)
     assert code == 2 and "stop here" in one_error_line(err)
     assert seen == [os.getpid()] and not (out / LOCK).exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "load_arrays", interrupted)
+    code, err = run(_train_argv(data_dir, out), capsys)
+    assert code == 130 and err.strip() == "interrupted" and not (out / LOCK).exists()
     monkeypatch.setattr(experiment, "load_arrays", real)
 
 
