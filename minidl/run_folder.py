@@ -4,9 +4,10 @@ A run writes ``config.json`` (its configuration), ``checkpoint.npz`` and ``metri
 its folder. :func:`claim_run_folder` is entered before any data is loaded and:
 
 * proves the folder writable (it is created if needed);
-* refuses a folder that holds another run, naming both configurations, unless
-  ``resume`` (the saved configuration must equal the new one, except that ``epochs`` may
-  grow) or ``overwrite`` (the run's files are removed first);
+* refuses a folder that holds another run (a checkpoint or metrics), naming both
+  configurations, unless ``resume`` (the saved configuration must equal the new one, except
+  that ``epochs`` may grow) or ``overwrite`` (the run's files are removed first); a run that
+  stopped before its first checkpoint left only ``config.json`` and may simply be restarted;
 * holds the lock file ``.lock`` (pid and host of the writer) for the run's lifetime, so a
   second writer is refused. The lock is removed on exit, also on errors; a lock left by a
   killed process is recognised as stale because no process has its pid, and taken over.
@@ -71,6 +72,11 @@ def check_folder(folder, config, resume=False, overwrite=False):
             raise FileNotFoundError(f"--resume: no run to resume in {folder} (it holds no {CONFIG} or checkpoint)")
         return
     if overwrite:
+        return
+    # A run that ended before its first checkpoint (bad data, Ctrl-C) left only config.json:
+    # nothing finished can be lost, so a fresh start is allowed.
+    finished = any(os.path.isfile(os.path.join(folder, name)) for name in RUN_FILES if name != CONFIG)
+    if not finished and not resume:
         return
     config = json.loads(json.dumps(config))
     diff = config_differences(saved, config)
