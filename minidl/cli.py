@@ -165,7 +165,8 @@ def build_parser():
     at.add_argument("--checkpoint", required=True)
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="pgd")
     at.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
-    at.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None, help="default 2.5 * eps / steps")
+    at.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None,
+                    help="default 2.5 * eps / steps")
     at.add_argument("--steps", type=number(int, "--steps", minimum=1), default=50)
     at.add_argument("--restarts", type=number(int, "--restarts", minimum=1), default=1)
     at.add_argument("--norm", choices=["inf", "2"], default="inf")

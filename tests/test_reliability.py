@@ -9,7 +9,6 @@ second. Commands run in-process through ``minidl.cli.main(argv)``.
 import gzip
 import json
 import os
-import pickle
 import subprocess
 import sys
 import zipfile
@@ -335,7 +334,7 @@ def test_attack_inputs_must_be_finite(attack, bad):
 
 def test_check_number_and_friends():
     assert check_number("n", 3, minimum=1, integer=True) == 3
-    assert check_number("n", np.int32(3), integer=True) == 3 and type(check_number("n", np.int32(3), integer=True)) is int
+    assert type(check_number("n", np.int32(3), integer=True)) is int
     assert check_number("f", np.float32(0.5), minimum=0, maximum=1) == 0.5
     assert check_number("f", None, allow_none=True) is None
     for value, exc in [(None, TypeError), ("1", TypeError), (True, TypeError), (float("nan"), ValueError),
@@ -479,7 +478,8 @@ _INT = st.one_of(st.integers(-2, 3), st.sampled_from(["", "x", "1.5", "nan", "1e
 _BIG_INT = st.one_of(_INT, st.sampled_from([str(2 ** 70), "100000"]))
 _FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
                    st.sampled_from(["", "nan", "-inf", "1e999", "0", "1e-300", "abc", "0.1", "5e-3", "1e4"]))
-TRAIN_OPTIONS = {"--epochs": _INT, "--batch-size": _BIG_INT, "--lr": _FLOAT, "--optimizer": st.sampled_from(["sgd", "adam", "x"]),
+TRAIN_OPTIONS = {"--epochs": _INT, "--batch-size": _BIG_INT, "--lr": _FLOAT,
+                 "--optimizer": st.sampled_from(["sgd", "adam", "x"]),
                  "--schedule": st.sampled_from(["constant", "cosine", "onecycle", "cyclic", "step", ""]),
                  "--seed": _BIG_INT, "--adv": st.sampled_from(["none", "pgd", "fgsm", "cw"]), "--eps": _FLOAT,
                  "--alpha": _FLOAT, "--steps": _INT, "--eps-warmup": _FLOAT, "--train-limit": _BIG_INT,
@@ -508,20 +508,16 @@ def test_random_argument_vectors_run_or_fail_with_one_line(command, train, attac
     for key, value in options.items():
         if key == "--json":
             value = {"ok": str(folder / "r.json"), "folder": str(folder), "": ""}[value]
-        if key == "--epochs" and value not in ("", "x", "1.5", "nan", "1e3", " 2"):
-            value = min(int(value), 2) if isinstance(value, int) else value
-        if key in ("--steps", "--restarts", "--eot-samples") and isinstance(value, int):
-            value = min(value, 3)
+        if key in ("--epochs", "--steps", "--restarts", "--eot-samples") and isinstance(value, int):
+            value = min(value, 2)  # the run time grows with these; their range is in the table above
         argv += [key] if value is None else [key, str(value)]
     if command == "train":
         out = folder / "run" if fresh else os.path.dirname(checkpoint)
         argv += ["--dataset", "mnist", "--model", "mlp", "--data-dir", data_dir, "--out", str(out), "--quiet"]
-        if not fresh and "--resume" not in options:
+        if not fresh:
             argv = [a for a in argv if a != "--overwrite"]  # never replace the shared checkpoint
     else:
         argv += ["--checkpoint", checkpoint, "--data-dir", data_dir, "--quiet"]
-    if command == "train" and not fresh and "--overwrite" in argv:
-        argv.remove("--overwrite")
     code, err = run(argv, capsys)
     event(f"{command} exit {code}")
     assert code in (0, 2), (argv, code, err)
