@@ -10,6 +10,8 @@ import os
 import pickle
 import sys
 
+import numpy
+
 from .validation import check_number, check_writable_file
 
 
@@ -54,10 +56,14 @@ def number(kind, name, **limits):
     return parse
 
 
-def _out_folder(text):
-    if not text:
-        raise argparse.ArgumentTypeError("expected a folder path, got ''")
-    return text
+def path(kind):
+    """An argparse ``type`` for a folder or file path: the empty string is refused (it would
+    silently mean the current folder, or nothing at all)."""
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected a {kind} path, got ''")
+        return text
+    return parse
 
 
 def cmd_train(args):
@@ -67,7 +73,6 @@ def cmd_train(args):
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
                          steps=args.steps, train_limit=args.train_limit, holdout=args.holdout,
                          augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup)
-    import numpy
     # Overflows are reported once, by the divergence guard, not as a warning per operation.
     with numpy.errstate(over="ignore", invalid="ignore"):
         run_training(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -102,12 +107,6 @@ def cmd_attack(args):
     return 0
 
 
-def _json_path(text):
-    if not text:
-        raise argparse.ArgumentTypeError("expected a file path, got ''")
-    return text
-
-
 def build_parser():
     parser = _Parser(prog="python -m minidl", description="minidl command line")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -128,7 +127,7 @@ def build_parser():
                        help="default: cyclic with --adv fgsm, else cosine for adam, onecycle for sgd")
     train.add_argument("--device", default="cpu")
     train.add_argument("--data-dir", default=None)
-    train.add_argument("--out", type=_out_folder, required=True,
+    train.add_argument("--out", type=path("folder"), required=True,
                        help="run folder; one that holds another run is refused (see --resume, --overwrite)")
     train.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0)
     train.add_argument("--resume", action="store_true",
@@ -176,7 +175,7 @@ def build_parser():
     at.add_argument("--device", default="cpu")
     at.add_argument("--limit", type=number(int, "--limit", minimum=1), default=None)
     at.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    at.add_argument("--json", type=_json_path, default=None, help="also write the result to this JSON file")
+    at.add_argument("--json", type=path("file"), default=None, help="also write the result to this JSON file")
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(run=cmd_attack)
 
