@@ -42,12 +42,19 @@ def saved_config(folder):
                     record = json.load(f)
             except (OSError, ValueError) as e:
                 raise RunFolderError(f"{path}: unreadable run record ({e}); use --overwrite to replace the run")
-            return record if name == CONFIG else record.get("config") or {}
+            record = record if name == CONFIG else record.get("config") if isinstance(record, dict) else None
+            return _as_record(record, path)
     path = os.path.join(folder, "checkpoint.npz")
     if os.path.isfile(path):
         from .serialization import load
-        return load(path).get("config") or {}
+        return _as_record(load(path).get("config"), path)
     return None
+
+
+def _as_record(record, path):
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path}: holds no run configuration; use --overwrite to replace the run")
+    return record
 
 
 def config_differences(saved, new):
@@ -66,12 +73,12 @@ def check_folder(folder, config, resume=False, overwrite=False):
     write into ``folder`` as asked."""
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite: expected at most one of them, got both")
+    if overwrite:  # whatever the folder holds, even an unreadable record, is replaced
+        return
     saved = saved_config(folder)
     if saved is None:
         if resume:
             raise FileNotFoundError(f"--resume: no run to resume in {folder} (it holds no {CONFIG} or checkpoint)")
-        return
-    if overwrite:
         return
     # A run that ended before its first checkpoint (bad data, Ctrl-C) left only config.json:
     # nothing finished can be lost, so a fresh start is allowed.

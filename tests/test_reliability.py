@@ -140,6 +140,17 @@ def test_overwrite_replaces_the_run(data_dir, tmp_path, capsys):
     assert code == 2 and "at most one of them" in one_error_line(err)
 
 
+@pytest.mark.parametrize("name, content", [("config.json", "[1, 2]"), ("config.json", "{broken"),
+                                           ("metrics.json", '"text"'), ("checkpoint.npz", "not a zip")])
+def test_damaged_run_records_are_refused_with_one_line(name, content, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text(content)
+    code, err = run(_train_argv(data_dir, out), capsys)
+    assert code == 2 and name in one_error_line(err)
+    assert run(_train_argv(data_dir, out, "--overwrite"), capsys)[0] == 0
+
+
 def test_resume_without_a_run_is_an_error(data_dir, tmp_path, capsys):
     code, err = run(_train_argv(data_dir, tmp_path / "empty", "--resume"), capsys)
     assert code == 2 and "no run to resume" in one_error_line(err)
