@@ -173,6 +173,7 @@ def test_lock_refuses_a_second_writer_and_stale_locks_are_taken_over(data_dir, t
     assert (out / CHECKPOINT).exists() and not (out / LOCK).exists()
 
 
+@pytest.mark.filterwarnings("ignore:CIFAR-10 .* holds")
 def test_two_real_writers_and_a_killed_one(tmp_path, capsys):
     """A second ``train`` into a folder that a running ``python -m minidl train`` holds is
     refused; once that process is killed (no chance to clean up), its lock is stale and a new
@@ -458,6 +459,7 @@ def test_idx_header_sizes_are_checked_before_reading(tmp_path):
         read_idx(raw, 2051, max_bytes=1 << 40)
 
 
+@pytest.mark.filterwarnings("ignore:CIFAR-10 .* holds")
 def test_truncated_cifar_batch_is_one_line(tmp_path, capsys):
     folder = tmp_path / "cifar10" / "cifar-10-batches-py"
     files = {name: cifar_batch(8, i)[0] for i, name in enumerate(cifar_mod.TRAIN_BATCHES + cifar_mod.TEST_BATCHES)}
