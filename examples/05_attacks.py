@@ -29,7 +29,7 @@ if args.checkpoint:
 else:
     train = MNIST(root=args.data_dir, train=True)
     model, _ = train_on_arrays(TrainConfig(model="wong_mnist", epochs=1), (train.images, train.labels), data,
-                               f"{args.out}/model")
+                               f"{args.out}/model", overwrite=True)  # a demo's folder: a rerun replaces it
 model.eval()
 
 # 1. One step (FGSM) versus many projected steps (PGD) at the classic MNIST budget eps = 0.3.

@@ -26,7 +26,7 @@ args = parser.parse_args()
 train, test = MNIST(root=args.data_dir, train=True), MNIST(root=args.data_dir, train=False)
 config = TrainConfig(model=args.model, epochs=args.epochs, adv="fgsm", eps=args.eps, optimizer="adam", lr=5e-3)
 model, history = train_on_arrays(config, (train.images, train.labels), (test.images[:2000], test.labels[:2000]),
-                                 args.out)
+                                 args.out, overwrite=True)  # a demo's folder: a rerun replaces it
 for record in history:
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
 

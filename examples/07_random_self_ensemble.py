@@ -23,7 +23,7 @@ args = parser.parse_args()
 
 train, test = MNIST(root=args.data_dir, train=True), MNIST(root=args.data_dir, train=False)
 model, _ = train_on_arrays(TrainConfig(model="rse_wong_mnist", epochs=args.epochs), (train.images, train.labels),
-                           (test.images[:2000], test.labels[:2000]), args.out)
+                           (test.images[:2000], test.labels[:2000]), args.out, overwrite=True)  # a rerun replaces it
 for eps in (0.1, 0.3):
     r = evaluate_rse(model, (test.images[:args.n], test.labels[:args.n]), eps=eps, alpha=eps / 8, steps=20,
                      n_ensemble=10, eot_samples=10, progress=True)

@@ -1,13 +1,38 @@
-"""The ``python -m minidl`` command line. Bad arguments end with one clear line, not a traceback."""
+"""The ``python -m minidl`` command line.
+
+Exit codes: 0 success; 2 a user error (bad argument, missing or malformed file, a folder that
+holds another run, a diverged training run), reported as one line ``error: ...``; 1 an
+internal error (a bug), reported as one line too; ``--debug`` (or ``MINIDL_DEBUG=1``) shows the
+traceback instead; 130 interrupted.
+"""
 import argparse
 import os
+import pickle
 import sys
 
+import traceback
+
+import numpy
+
 from . import distributed
+from .validation import check_number, check_writable_file
 
 
 class UsageError(Exception):
     """A mistake in the command line, reported as one line."""
+
+
+# Exceptions that report a problem with the user's input, files or settings (exit 2). Anything
+# else is a bug in minidl (exit 1).
+USER_ERRORS = (UsageError, ValueError, TypeError, KeyError, OSError, pickle.UnpicklingError, RuntimeError)
+INTERNAL_ERRORS = (NotImplementedError, RecursionError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage text is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def cmd_info(args):
@@ -16,15 +41,31 @@ def cmd_info(args):
     return 0
 
 
-def _positive(kind, name):
+def number(kind, name, **limits):
+    """An argparse ``type``: text -> ``kind`` (int or float), then ``check_number(name, ...)``."""
+    integer = kind is int
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a {kind.__name__}, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {text}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check_number(name, value, integer=integer, **limits)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None  # argparse names the option
+    parse.__name__ = name  # argparse says "invalid <name> value" for other failures
+    return parse
+
+
+def path(kind):
+    """An argparse ``type`` for a folder or file path: the empty string is refused (it would
+    silently mean the current folder, or nothing at all)."""
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected a {kind} path, got ''")
+        return text
     return parse
 
 
@@ -35,7 +76,9 @@ def cmd_train(args):
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
                          steps=args.steps, train_limit=args.train_limit, holdout=args.holdout,
                          augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup)
-    run_training(config, args.out, resume=args.resume, progress=not args.quiet)
+    # Overflows are reported once, by the divergence guard, not as a warning per operation.
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        run_training(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
@@ -53,6 +96,8 @@ def cmd_eval(args):
 def cmd_attack(args):
     from .experiment import attack_checkpoint
     from .train import write_json
+    if args.json is not None:  # before the attack runs, not after
+        check_writable_file("--json", args.json)
     result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
                                steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
                                eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
@@ -64,23 +109,24 @@ def cmd_attack(args):
           f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
-    if args.json:
+    if args.json is not None:
         write_json(args.json, result)
     return 0
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m minidl", description="minidl command line")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m minidl", description="minidl command line")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="versions, backends and BLAS").set_defaults(run=cmd_info)
 
     from .models import MODELS
     train = sub.add_parser("train", help="train a model on MNIST or CIFAR-10")
     train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     train.add_argument("--model", choices=sorted(MODELS), required=True)
-    train.add_argument("--epochs", type=_positive(int, "--epochs"), default=3)
-    train.add_argument("--batch-size", type=_positive(int, "--batch-size"), default=128)
-    train.add_argument("--lr", type=_positive(float, "--lr"), default=None,
+    train.add_argument("--epochs", type=number(int, "--epochs", minimum=1), default=3)
+    train.add_argument("--batch-size", type=number(int, "--batch-size", minimum=1), default=128)
+    train.add_argument("--lr", type=number(float, "--lr", minimum=0, strict=True), default=None,
                        help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
                        help="default: adam on mnist, sgd (momentum 0.9, nesterov) on cifar10")
@@ -88,22 +134,25 @@ def build_parser():
                        help="default: cyclic with --adv fgsm, else cosine for adam, onecycle for sgd")
     train.add_argument("--device", default="cpu")
     train.add_argument("--data-dir", default=None)
-    train.add_argument("--out", required=True)
-    train.add_argument("--seed", type=_positive(int, "--seed"), default=0)
-    train.add_argument("--resume", action="store_true")
+    train.add_argument("--out", type=path("folder"), required=True,
+                       help="run folder; one that holds another run is refused (see --resume, --overwrite)")
+    train.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0)
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out: same settings, only --epochs may grow")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     train.add_argument("--adv", choices=["none", "pgd", "fgsm"], default="none",
                        help="adversarial training: Madry PGD or fast FGSM with random start")
-    train.add_argument("--eps", type=_positive(float, "--eps"), default=0.3)
-    train.add_argument("--alpha", type=_positive(float, "--alpha"), default=None)
-    train.add_argument("--steps", type=_positive(int, "--steps"), default=40)
-    train.add_argument("--eps-warmup", type=_positive(float, "--eps-warmup"), default=0.0,
+    train.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
+    train.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None)
+    train.add_argument("--steps", type=number(int, "--steps", minimum=1), default=40)
+    train.add_argument("--eps-warmup", type=number(float, "--eps-warmup", minimum=0), default=0.0,
                        help="epochs over which the training eps (and alpha) grow linearly from 0")
     train.add_argument("--init", choices=["default", "he", "fan_in_uniform"], default="default",
                        help="re-initialise the model: he (normal, zero bias) or fan_in_uniform "
                             "(PyTorch's default); default keeps the zoo model's own")
-    train.add_argument("--train-limit", type=_positive(int, "--train-limit"), default=None,
+    train.add_argument("--train-limit", type=number(int, "--train-limit", minimum=1), default=None,
                        help="use only the first N training images (quick runs)")
-    train.add_argument("--holdout", type=_positive(int, "--holdout"), default=0,
+    train.add_argument("--holdout", type=number(int, "--holdout", minimum=0), default=0,
                        help="hold out the last N training images as a validation set")
     train.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation on cifar10")
     train.add_argument("--quiet", action="store_true")
@@ -114,25 +163,26 @@ def build_parser():
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--split", choices=["test", "holdout"], default="test")
-    ev.add_argument("--limit", type=_positive(int, "--limit"), default=None)
+    ev.add_argument("--limit", type=number(int, "--limit", minimum=1), default=None)
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=cmd_eval)
 
     at = sub.add_parser("attack", help="clean and robust accuracy of a checkpoint under FGSM or PGD")
     at.add_argument("--checkpoint", required=True)
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="pgd")
-    at.add_argument("--eps", type=_positive(float, "--eps"), default=0.3)
-    at.add_argument("--alpha", type=_positive(float, "--alpha"), default=None, help="default 2.5 * eps / steps")
-    at.add_argument("--steps", type=_positive(int, "--steps"), default=50)
-    at.add_argument("--restarts", type=_positive(int, "--restarts"), default=1)
+    at.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
+    at.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None,
+                    help="default 2.5 * eps / steps")
+    at.add_argument("--steps", type=number(int, "--steps", minimum=1), default=50)
+    at.add_argument("--restarts", type=number(int, "--restarts", minimum=1), default=1)
     at.add_argument("--norm", choices=["inf", "2"], default="inf")
     at.add_argument("--loss", choices=["ce", "margin"], default="ce")
-    at.add_argument("--eot-samples", type=_positive(int, "--eot-samples"), default=1)
+    at.add_argument("--eot-samples", type=number(int, "--eot-samples", minimum=1), default=1)
     at.add_argument("--data-dir", default=None)
     at.add_argument("--device", default="cpu")
-    at.add_argument("--limit", type=_positive(int, "--limit"), default=None)
+    at.add_argument("--limit", type=number(int, "--limit", minimum=1), default=None)
     at.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    at.add_argument("--json", default=None, help="also write the result to this JSON file")
+    at.add_argument("--json", type=path("file"), default=None, help="also write the result to this JSON file")
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(run=cmd_attack)
 
@@ -144,35 +194,44 @@ def build_parser():
     return parser
 
 
-def _run(args):
-    """Run the command; under an MPI launcher, as one rank of the job.
-
-    A rank that fails ends the whole job at once (MPI abort) with its one-line message: the
-    other ranks would otherwise wait forever in their next collective operation."""
-    comm = distributed.init() if distributed.launched_by_mpi() else distributed.world()
-    if comm.size == 1:
-        return args.run(args)
-    try:
-        code = args.run(args)
-    except BaseException as e:
-        if os.environ.get("MINIDL_DEBUG"):
-            import traceback
-            traceback.print_exc()
-        comm.abort(f"error on rank {comm.rank} of {comm.size}: {e}", code=2 if isinstance(e, Exception) else 130)
-    comm.barrier()
-    return code
+def _one_line(error):
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Under an MPI launcher (``mpirun -n N python -m minidl ...``) each process is one rank of the
+    job; a rank that fails reports its one line (``error on rank r of N: ...``) and ends every
+    rank at once (MPI abort): the others would otherwise wait forever in their next collective.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or bool(os.environ.get("MINIDL_DEBUG"))
+    comm = distributed.init() if distributed.launched_by_mpi() else distributed.world()
+    where = "error" if comm.size == 1 else f"error on rank {comm.rank} of {comm.size}"
     try:
-        return _run(args)
-    except (UsageError, ValueError, FileNotFoundError, KeyError, RuntimeError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if os.environ.get("MINIDL_DEBUG"):
-            raise
-        return 2
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
+        code = args.run(args)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        code = e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the top of the program: everything becomes one line
+        if debug and comm.size == 1:
+            raise
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, USER_ERRORS) and not isinstance(e, INTERNAL_ERRORS):
+            print(f"{where}: {_one_line(e)}", file=sys.stderr, flush=True)
+            code = 2
+        else:
+            print(f"internal {where}: {type(e).__name__}: {_one_line(e)} (a bug in minidl; rerun with --debug "
+                  "for the traceback)", file=sys.stderr, flush=True)
+            code = 1
+    if comm.size > 1:
+        if code:
+            comm.abort(code=code)
+        comm.barrier()
+    return code

@@ -1,5 +1,6 @@
 """Glue shared by the CLI, the examples and the study: build the data, model, optimizer and
 schedule that a :class:`TrainConfig` describes, train with checkpoints, evaluate a checkpoint."""
+import contextlib
 import dataclasses
 import functools
 import os
@@ -10,8 +11,15 @@ from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
 from .nn.init import SCHEMES, init_model
 from .optim import SGD, Adam, CosineLR, CyclicLR, OneCycleLR, StepLR
+from .run_folder import RunFolderError, claim_run_folder
 from .serialization import load
 from .train import CHECKPOINT, evaluate, fit
+from .validation import check_choice, check_number
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "onecycle", "cyclic", "step")
+ADVERSARIES = ("none", "pgd", "fgsm")
+ATTACKS = ("fgsm", "pgd")
 
 
 @dataclasses.dataclass
@@ -38,23 +46,35 @@ class TrainConfig:
     eps_warmup: float = 0.0    # epochs over which the training eps grows linearly from 0
 
     def resolved(self):
-        """A copy with the dataset-dependent defaults filled in."""
+        """A copy with the dataset-dependent defaults filled in, every number checked."""
         c = dataclasses.replace(self)
         c.optimizer = c.optimizer or ("adam" if c.dataset == "mnist" else "sgd")
-        c.lr = c.lr or (1e-3 if c.optimizer == "adam" else 0.05)
+        check_choice("optimizer", c.optimizer, OPTIMIZERS)
+        check_choice("adv", c.adv, ADVERSARIES)
+        if c.lr is None:  # not `c.lr or ...`: an explicit lr of 0 is an error, not the default
+            c.lr = 1e-3 if c.optimizer == "adam" else 0.05
         # Fast adversarial training relies on a cyclic learning rate (Wong et al. 2020).
         default_schedule = "cyclic" if c.adv == "fgsm" else "cosine" if c.optimizer == "adam" else "onecycle"
         c.schedule = c.schedule or default_schedule
+        check_choice("schedule", c.schedule, SCHEDULES)
         if c.weight_decay is None:
             c.weight_decay = 5e-4 if c.optimizer == "sgd" else 0.0
         if c.adv != "none" and c.alpha is None:
             c.alpha = 1.25 * c.eps if c.adv == "fgsm" else 0.01 if c.dataset == "mnist" else 2 / 255
         if c.init != "default" and c.init not in SCHEMES:
             raise ValueError(f"init must be 'default' or one of {SCHEMES}, got {c.init!r}")
-        if c.eps_warmup < 0:
-            raise ValueError(f"eps_warmup must be >= 0 epochs, got {c.eps_warmup}")
-        if c.epochs < 0 or c.batch_size < 1:
-            raise ValueError(f"epochs must be >= 0 and batch size >= 1, got {c.epochs} and {c.batch_size}")
+        check_number("epochs", c.epochs, minimum=0, integer=True)
+        check_number("batch_size", c.batch_size, minimum=1, integer=True)
+        check_number("lr", c.lr, minimum=0, strict=True)
+        check_number("weight_decay", c.weight_decay, minimum=0)
+        check_number("seed", c.seed, minimum=0, integer=True)
+        check_number("train_limit", c.train_limit, minimum=1, integer=True, allow_none=True)
+        check_number("holdout", c.holdout, minimum=0, integer=True)
+        check_number("eps_warmup", c.eps_warmup, minimum=0)
+        if c.adv != "none":
+            check_number("eps", c.eps, minimum=0, strict=True)
+            check_number("alpha", c.alpha, minimum=0, strict=True)
+            check_number("steps", c.steps, minimum=1, integer=True)
         return c
 
 
@@ -120,19 +140,53 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
     return perturb
 
 
-def run_training(config, out_dir, resume=False, progress=True, epoch_end=None):
+def _claimed(config, out_dir, resume, overwrite):
+    """The run folder held for the run (see ``run_folder``), or a no-op without ``out_dir``.
+    In a data-parallel run rank 0 alone claims and locks it, and every rank gets its verdict."""
+    if out_dir is None:
+        return contextlib.nullcontext()
+    comm = world()
+    if comm.size == 1:
+        return claim_run_folder(out_dir, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
+    return _claimed_by_root(comm, out_dir, dataclasses.asdict(config), resume, overwrite)
+
+
+@contextlib.contextmanager
+def _claimed_by_root(comm, out_dir, record, resume, overwrite):
+    claim, refusal = contextlib.ExitStack(), None
+    if comm.is_root:
+        try:
+            claim.enter_context(claim_run_folder(out_dir, record, resume=resume, overwrite=overwrite))
+        except RunFolderError as e:
+            refusal = str(e)
+    refusal = comm.broadcast_object(refusal)
+    if refusal is not None:
+        raise RunFolderError(refusal)
+    with claim:
+        yield
+
+
+def run_training(config, out_dir, resume=False, overwrite=False, progress=True, epoch_end=None):
     """Train the model a config describes on its dataset; checkpoint and metrics go to
-    ``out_dir``. Returns (model, history)."""
+    ``out_dir``. The folder is checked and locked before any data is loaded (see
+    :func:`train_on_arrays` for ``resume`` and ``overwrite``). Returns (model, history)."""
     config = config.resolved()
-    images, labels = load_arrays(config.dataset, config.data_dir, train=True, limit=config.train_limit)
-    (images, labels), held = split_holdout(images, labels, config.holdout)
-    test = held if held is not None else load_arrays(config.dataset, config.data_dir, train=False)
-    return train_on_arrays(config, (images, labels), test, out_dir, resume=resume, progress=progress,
-                           epoch_end=epoch_end, eval_split="holdout" if held is not None else "test")
+    with _claimed(config, out_dir, resume, overwrite):
+        images, labels = load_arrays(config.dataset, config.data_dir, train=True, limit=config.train_limit)
+        (images, labels), held = split_holdout(images, labels, config.holdout)
+        test = held if held is not None else load_arrays(config.dataset, config.data_dir, train=False)
+        return _train(config, (images, labels), test, out_dir, resume, progress, epoch_end,
+                      "holdout" if held is not None else "test")
 
 
-def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, epoch_end=None, eval_split="test"):
+def train_on_arrays(config, train, test, out_dir, resume=False, overwrite=False, progress=True, epoch_end=None,
+                    eval_split="test"):
     """Train on ``train`` = (images, labels), evaluating on ``test`` after each epoch.
+
+    ``out_dir`` (None: nothing is saved) becomes a run folder (``minidl.run_folder``): a
+    folder that holds another run is refused unless ``resume`` (same configuration, only
+    ``epochs`` may grow; a run stopped before its first checkpoint starts over) or
+    ``overwrite``; it is locked while the run lasts.
 
     Fast FGSM training gets the guard against catastrophic overfitting of Wong et al. (2020):
     after each epoch, PGD accuracy on a fixed training batch is measured; if it collapses
@@ -140,6 +194,11 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
     training stops.
     """
     config = config.resolved()
+    with _claimed(config, out_dir, resume, overwrite):
+        return _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split)
+
+
+def _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split):
     device = backend.normalize_device(config.device)
     backend.manual_seed(config.seed)
     comm = world()
@@ -165,8 +224,7 @@ def train_on_arrays(config, train, test, out_dir, resume=False, progress=True, e
     record["in_channels"], record["image_size"] = int(images.shape[1]), int(images.shape[2])
     if comm.size > 1:
         record["world_size"] = comm.size
-    if resume and not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
-        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+    resume = resume and os.path.exists(os.path.join(out_dir, CHECKPOINT))  # no checkpoint yet: start over
     if config.adv == "fgsm":
         guard = OverfittingGuard(model, images[:256], labels[:256], config)
         epoch_end = _chain(guard, epoch_end)
@@ -215,15 +273,21 @@ def load_model(checkpoint_path, device="cpu"):
         raise FileNotFoundError(f"checkpoint {checkpoint_path!r} does not exist")
     state = load(checkpoint_path)
     config = state.get("config") or {}
-    if "model" not in config:
-        raise ValueError(f"{checkpoint_path} has no recorded model name (not a minidl training checkpoint?)")
-    model = get_model(config["model"], in_channels=int(config.get("in_channels", 1)),
-                      image_size=int(config.get("image_size", 28)))
-    model.load_state_dict(state["model"])
+    if not isinstance(config, dict) or "model" not in config or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{checkpoint_path} has no recorded model (not a minidl training checkpoint?)")
+    try:
+        model = get_model(config["model"], in_channels=int(config.get("in_channels", 1)),
+                          image_size=int(config.get("image_size", 28)))
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError, TypeError) as e:  # a tampered or foreign checkpoint: name the file
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{checkpoint_path}: does not hold a usable {config['model']!r} model ({message})") from None
     return model.to(device).eval(), state
 
 
 def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="test", limit=None, progress=True):
+    check_choice("split", split, ("test", "holdout"))
+    check_number("limit", limit, minimum=1, integer=True, allow_none=True)
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     data_dir = data_dir or config.get("data_dir")
@@ -248,19 +312,26 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM or PGD,
     plus the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
     from .adversarial import fgsm, pgd, robust_accuracy, sanity_checks
+    # Every argument is checked before the model and the data are loaded.
+    check_choice("attack", attack, ATTACKS)
+    check_number("eps", eps, minimum=0, strict=True)
+    check_number("steps", steps, minimum=1, integer=True)
+    check_number("alpha", alpha, minimum=0, strict=True, allow_none=True)
+    check_number("restarts", restarts, minimum=1, integer=True)
+    check_number("eot_samples", eot_samples, minimum=1, integer=True)
+    check_number("limit", limit, minimum=1, integer=True, allow_none=True)
+    check_number("batch_size", batch_size, minimum=1, integer=True)
+    alpha = 2.5 * eps / steps if alpha is None else alpha
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    alpha = 2.5 * eps / steps if alpha is None else alpha
     if attack == "fgsm":
         run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
-    elif attack == "pgd":
+    else:
         run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
                                   eot_samples=eot_samples)
-    else:
-        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
     result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress)
     out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,

@@ -6,6 +6,7 @@ values (ints, floats, strings, lists of those) are kept as JSON in a reserved ke
 a checkpoint can record the epoch, the metrics or the attack settings.
 """
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -15,6 +16,8 @@ import numpy
 from . import backend
 
 _JSON_KEY = "__minidl_json__"
+# The most bytes load() allocates for one file's arrays; a header claiming more is refused.
+MAX_LOAD_BYTES = 1 << 36
 
 
 def _flatten(obj, prefix, arrays, extras):
@@ -67,14 +70,53 @@ def save(state, path):
         raise
 
 
-def load(path):
-    """Read a file written by :func:`save` back into a nested dict of NumPy arrays and values."""
+def _check_sizes(path, max_bytes):
+    """Read every array's .npy header in the archive and check, before anything is allocated,
+    that the data it announces is really in the file: an uncompressed member must hold exactly
+    header + data bytes, its size in the zip directory must match its stored size, and the
+    stored sizes cannot add up to more than the file. A header claiming terabytes is thus
+    refused instead of being allocated."""
+    file_size = os.path.getsize(path)
+    total = stored = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise ValueError(f"member {info.filename!r} is compressed; minidl writes uncompressed arrays")
+            stored += info.compress_size
+            with archive.open(info) as member:
+                version = numpy.lib.format.read_magic(member)
+                read_header = (numpy.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else numpy.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                header = member.tell()
+            if dtype.hasobject:
+                raise ValueError(f"member {info.filename!r} holds Python objects")
+            nbytes = math.prod(shape) * dtype.itemsize
+            total += nbytes
+            if info.file_size != header + nbytes:
+                raise ValueError(f"member {info.filename!r}: header says shape {shape} of {dtype} ({nbytes} bytes) "
+                                 f"but the member holds {info.file_size - header} data bytes")
+    if stored > file_size:
+        raise ValueError(f"its zip directory claims {stored} bytes of arrays, more than the file's {file_size}")
+    if total > max_bytes:
+        raise ValueError(f"its arrays need {total} bytes, more than the limit of {max_bytes} (max_bytes)")
+
+
+def load(path, max_bytes=None):
+    """Read a file written by :func:`save` back into a nested dict of NumPy arrays and values.
+
+    Array sizes are checked against the file's size and against ``max_bytes`` (default
+    :data:`MAX_LOAD_BYTES`) before anything is allocated; every failure is one ValueError
+    naming the file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"load: {path} is a folder, not a minidl .npz file")
     try:
+        _check_sizes(path, MAX_LOAD_BYTES if max_bytes is None else max_bytes)
         with numpy.load(path, allow_pickle=False) as f:
             flat = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, MemoryError) as e:
         raise ValueError(f"load: {path} is not a valid minidl .npz file (corrupt or truncated?): {e}") from None
     try:
         extras = json.loads(bytes(flat.pop(_JSON_KEY)).decode()) if _JSON_KEY in flat else {}

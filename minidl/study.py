@@ -236,7 +236,7 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
                 _same_json(os.path.join(folder, "settings.json"), settings)
             write_json(os.path.join(folder, "settings.json"), settings)
             model, history = train_on_arrays(config, train, (test[0][:p.eval_n], test[1][:p.eval_n]), folder,
-                                             resume=resume, progress=progress)
+                                             resume=resume, overwrite=not resume, progress=progress)
             write_json(marker, {"settings": settings})
         model.eval()
         models[name] = {"model": model, "history": history, "config": settings,

@@ -19,8 +19,26 @@ from .autograd import no_grad
 from .distributed import world
 from .functional import cross_entropy
 from .serialization import load, save
+from .validation import check_number
 
 CHECKPOINT = "checkpoint.npz"
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights became NaN or infinite."""
+
+
+def _finite(value):
+    return bool(numpy.isfinite(float(value)))
+
+
+def _weights_finite(model):
+    xp = None
+    for p in model.parameters():
+        xp = xp or backend.get_array_module(p.data)
+        if not bool(xp.isfinite(p.data).all()):
+            return False
+    return True
 
 
 def _count_correct(logits, y):
@@ -78,6 +96,10 @@ def train_epoch(model, loader, optimizer, schedule=None, perturb=None, progress=
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct += _count_correct(logits, y)
         seen += len(y)
+        # The divergence guard reads the running sum (a host sync) only every 20 batches: a
+        # NaN or infinity in any batch's loss stays in the sum.
+        if (i % 20 == 0 or i == len(loader) - 1) and not _finite(loss_sum):
+            raise TrainingDiverged(f"the training loss became {float(loss_sum) / seen} by batch {i + 1} of {desc}")
         if progress and (i % 20 == 0 or i == len(loader) - 1):
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{float(correct) / seen:.4f}",
@@ -147,11 +169,14 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
     In a data-parallel run (``minidl.distributed.world()`` of N > 1 ranks, loaders built with
     ``shard=``) every rank calls ``fit``; metrics are summed over the ranks, rank 0 alone shows
     progress and writes files, and rank 0's ``epoch_end`` decision holds for all.
+
+    Divergence guard: when the training loss or a weight becomes NaN or infinite, training
+    stops with :class:`TrainingDiverged`; the checkpoint of the last good epoch (if any) is
+    left as it was.
     """
+    check_number("fit: epochs", epochs, minimum=0, integer=True)
     comm = world()
     progress = progress and comm.is_root
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
     history, first_epoch = [], 0
     ckpt = os.path.join(out_dir, CHECKPOINT) if out_dir else None
     if resume:
@@ -162,9 +187,17 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
         first_epoch = int(state["epoch"])
     for epoch in range(first_epoch, epochs):
         record = {"epoch": epoch + 1}
-        record.update({f"train_{k}": v for k, v in train_epoch(
-            model, train_loader, optimizer, schedule, perturb, progress, desc=f"epoch {epoch + 1}/{epochs}",
-            schedule_per_batch=schedule_per_batch).items()})
+        try:
+            record.update({f"train_{k}": v for k, v in train_epoch(
+                model, train_loader, optimizer, schedule, perturb, progress, desc=f"epoch {epoch + 1}/{epochs}",
+                schedule_per_batch=schedule_per_batch).items()})
+            if not _weights_finite(model):
+                raise TrainingDiverged(f"a weight became NaN or infinite in epoch {epoch + 1}/{epochs}")
+        except TrainingDiverged as e:
+            kept = (f"the checkpoint of epoch {epoch} in {out_dir} is kept" if out_dir and epoch > 0
+                    else "no checkpoint was written")
+            raise TrainingDiverged(f"training diverged: {e} (lr {optimizer.lr:.3g}); {kept}; "
+                                   "try a smaller learning rate") from None
         if eval_loader is not None:
             record.update({f"test_{k}": v for k, v in evaluate(model, eval_loader, progress).items()})
         stop = bool(epoch_end(epoch + 1, record)) if epoch_end is not None else False

@@ -391,6 +391,80 @@ def test_forbidden_global_raises_and_does_not_run(tmp_path):
     np.testing.assert_array_equal(safe_load(pickle.dumps({"a": arr}, protocol=2))["a"], arr)
 
 
+def test_unpickler_allowlist_is_exactly_what_arrays_need():
+    """Any extra entry widens what a pickle may call (one ``builtins.getattr`` is enough to
+    reach ``eval``, see the gadget below), so the list is pinned, entries and objects."""
+    from minidl.data import safe_pickle
+    assert set(safe_pickle.ALLOWED_GLOBALS) == {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    allowed = safe_pickle.ALLOWED_GLOBALS
+    assert allowed[("numpy", "ndarray")] is np.ndarray and allowed[("numpy", "dtype")] is np.dtype
+    assert allowed[("_codecs", "encode")] is safe_pickle._latin1_encode
+    assert allowed[("numpy.core.multiarray", "_reconstruct")] is safe_pickle._empty_array
+    assert allowed[("numpy._core.multiarray", "_reconstruct")] is safe_pickle._empty_array
+    with pytest.raises(pickle.UnpicklingError, match="only empty ndarrays"):
+        safe_pickle._empty_array(np.ndarray, (1 << 40,), b"b")  # would allocate what the file says
+
+
+def _marker_payload(marker):
+    """Python source that creates the file ``marker``: the proof that a pickle ran code."""
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+@pytest.mark.parametrize("module, name", [("builtins", "getattr"), ("builtins", "__import__"), ("builtins", "exec"),
+                                          ("builtins", "eval"), ("posix", "system"), ("os", "system"),
+                                          ("subprocess", "Popen"), ("builtins", "open")])
+def test_dangerous_globals_are_refused(module, name, tmp_path):
+    marker = tmp_path / "marker"
+    arg = f"touch {marker}" if name in ("system", "Popen") else _marker_payload(marker)
+    evil = f"c{module}\n{name}\n(V{arg}\ntR.".encode()  # protocol 0: module.name(arg)
+    with pytest.raises(pickle.UnpicklingError, match=f"forbidden global {module}.{name}"):
+        safe_load(evil)
+    folder = tmp_path / "cifar-10-batches-py"
+    write_files(folder, {"test_batch": evil})
+    with pytest.raises(pickle.UnpicklingError, match=f"test_batch.*forbidden global {module}.{name}"):
+        CIFAR10(root=tmp_path, train=False, download=False)
+    assert not marker.exists()
+
+
+def _getattr_gadget(marker):
+    """A protocol-0 pickle that, given ``builtins.getattr``, reaches ``eval`` through the
+    globals of the allowed ``_codecs.encode`` stand-in: getattr(encode, '__globals__')
+    .get('__builtins__').get('eval')(payload)."""
+    return ("cbuiltins\ngetattr\np0\n"
+            "(c_codecs\nencode\nV__globals__\ntRp1\n"
+            "g0\n(g1\nVget\ntR(V__builtins__\ntRp2\n"
+            "g0\n(g2\nVget\ntR(Veval\ntR"
+            f"(V{_marker_payload(marker)}\ntR.").encode()
+
+
+def test_getattr_gadget_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    from minidl.data import safe_pickle
+    marker = tmp_path / "marker"
+    gadget = _getattr_gadget(marker)
+    with pytest.raises(pickle.UnpicklingError, match="forbidden global builtins.getattr"):
+        safe_load(gadget)
+    write_files(tmp_path / "cifar-10-batches-py", {"test_batch": gadget})
+    with pytest.raises(pickle.UnpicklingError, match="test_batch.*forbidden global builtins.getattr"):
+        CIFAR10(root=tmp_path, train=False, download=False)
+    assert not marker.exists()
+    # The gadget is live: with the one extra entry it does run code. This is what the
+    # refusal above protects against.
+    monkeypatch.setitem(safe_pickle.ALLOWED_GLOBALS, ("builtins", "getattr"), getattr)
+    safe_load(gadget)
+    assert marker.exists()
+
+
+def test_pickle_length_fields_do_not_allocate(tmp_path):
+    """BINBYTES8 claiming 2**40 bytes: the file is read whole and unpickled from memory, so
+    the claim meets the end of the data (a one-line error) instead of an allocation."""
+    evil = b"\x80\x04\x8e" + (1 << 40).to_bytes(8, "little") + b"abc"
+    write_files(tmp_path / "cifar-10-batches-py", {"test_batch": evil})
+    with pytest.raises((pickle.UnpicklingError, ValueError), match="test_batch"):
+        CIFAR10(root=tmp_path, train=False, download=False)
+
+
 # --- augmentation -----------------------------------------------------------------------------
 
 class _FixedRng:

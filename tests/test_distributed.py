@@ -257,7 +257,7 @@ def test_cli_train_and_attack_under_mpirun(tmp_path):
                "--train-limit", "96", "--out", str(out), "--quiet")
     _ok(proc)
     assert md.load(str(out / CHECKPOINT))["world_size"] == 2
-    assert sorted(os.listdir(out)) == sorted([CHECKPOINT, "metrics.json"])
+    assert sorted(os.listdir(out)) == sorted([CHECKPOINT, "config.json", "metrics.json"])  # lock released
     attack = ["attack", "--checkpoint", str(out / CHECKPOINT), "--attack", "fgsm", "--eps", "0.1", "--no-checks",
               "--limit", "50"]
     two = run(2, *attack, "--json", str(tmp_path / "two.json"), "--quiet")

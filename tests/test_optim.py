@@ -131,8 +131,15 @@ def test_convergence_on_a_quadratic(make):
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="empty parameter list"):
         SGD([], 0.1)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match=r"Adam: lr: expected a finite number > 0, got 0.0"):
         Adam([Parameter(np.ones(1))], 0.0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="SGD: lr: expected a finite number > 0"):
+            SGD([Parameter(np.ones(1))], bad)
+    with pytest.raises(ValueError, match="Adam: betas.1.: expected"):
+        Adam([Parameter(np.ones(1))], 0.1, betas=(0.9, float("nan")))
+    with pytest.raises(ValueError, match="SGD: weight_decay: expected"):
+        SGD([Parameter(np.ones(1))], 0.1, weight_decay=float("nan"))
     with pytest.raises(ValueError, match="nesterov"):
         SGD([Parameter(np.ones(1))], 0.1, nesterov=True)
     with pytest.raises(ValueError, match="momentum"):

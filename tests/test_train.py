@@ -100,14 +100,13 @@ def test_unknown_model_is_a_clear_error():
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--dataset", "mnist", "--model", "nope", "--out", "x"], "invalid choice"),
-    (["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "-1", "--out", "x"], "--epochs must be >= 0"),
+    (["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "-1", "--out", "x"],
+     "--epochs: expected an integer >= 1, got -1"),
 ])
 def test_cli_bad_arguments_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli_main(argv)
-    assert exc.value.code == 2
+    assert cli_main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_missing_data_folder(tmp_path, capsys):
@@ -166,7 +165,7 @@ def test_eps_warmup_ramps_the_training_attack():
         assert size <= expected + 1e-6 and size > 0.9 * expected, (t, size, expected)
     with pytest.raises(ValueError, match="eps_warmup needs the optimizer"):
         make_perturb(config)
-    with pytest.raises(ValueError, match="eps_warmup must be >= 0"):
+    with pytest.raises(ValueError, match="eps_warmup: expected a finite number >= 0, got -1"):
         TrainConfig(eps_warmup=-1).resolved()
     with pytest.raises(ValueError, match="init must be 'default' or one of"):
         TrainConfig(init="xavier").resolved()
@@ -204,3 +203,32 @@ def test_training_applies_init_and_warmup(tmp_path, monkeypatch):
     for module in dense:
         bound = 1 / np.sqrt(module.weight.shape[1])
         assert np.abs(module.weight.numpy()).max() <= bound and np.abs(module.bias.numpy()).max() > 0
+
+
+@pytest.mark.parametrize("adv", ["pgd", "fgsm"])
+def test_eps_warmup_scales_alpha_with_eps(adv, monkeypatch):
+    """The training attack receives eps_t = eps * min(1, (t + 1) / (E * steps/epoch)) and
+    alpha_t = alpha * eps_t / eps at step t. Checking the perturbation's size alone cannot see a
+    wrong alpha (the projection caps the step whatever alpha is), so the arguments are recorded."""
+    import minidl.adversarial as adversarial
+    from minidl.experiment import make_perturb
+    received = []
+
+    def recorder(model, x, y, eps, alpha, **kwargs):
+        received.append((eps, alpha))
+        return x
+    monkeypatch.setattr(adversarial, "pgd" if adv == "pgd" else "fgsm_random_start", recorder)
+    config = TrainConfig(dataset="synthetic", model="mlp", adv=adv, eps=0.2, alpha=0.05, steps=3,
+                         eps_warmup=2).resolved()
+
+    class Steps:
+        steps = 0
+    perturb = make_perturb(config, Steps, steps_per_epoch=5)
+    x, y = synthetic(4)
+    for t in [0, 1, 4, 8, 9, 30]:
+        Steps.steps = t
+        perturb(None, x, y)
+        f = min(1.0, (t + 1) / 10)
+        eps, alpha = received[-1]
+        assert eps == pytest.approx(0.2 * f) and alpha == pytest.approx(0.05 * f), (t, eps, alpha)
+        assert alpha / eps == pytest.approx(0.05 / 0.2)

@@ -18,7 +18,6 @@ The model runs in eval mode during the attack (its previous mode is restored), a
 parameters are frozen so they receive no gradient.
 """
 import contextlib
-import numbers
 
 import numpy
 
@@ -26,6 +25,7 @@ from .. import backend
 from ..autograd import enable_grad, no_grad
 from ..functional import cross_entropy
 from ..tensor import Tensor
+from ..validation import check_finite_array, check_number
 
 NORMS = {"inf": "inf", "linf": "inf", numpy.inf: "inf", "2": "2", "l2": "2", 2: "2"}
 
@@ -46,6 +46,7 @@ def prepare_inputs(model, x, y, op):
         raise TypeError(f"{op}: x must be floating point in [0, 1], got dtype {xd.dtype}")
     if xd.ndim < 2:
         raise ValueError(f"{op}: x must have a batch axis, got shape {xd.shape}")
+    check_finite_array(f"{op}: x", xd)  # NaN compares False with 0 and 1, so check it first
     lo, hi = float(xd.min()), float(xd.max())
     if lo < 0 or hi > 1:
         raise ValueError(f"{op}: x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
@@ -64,14 +65,6 @@ def _norm(norm, op):
     if key not in NORMS:
         raise ValueError(f"{op}: norm must be 'inf' or '2', got {norm!r}")
     return NORMS[key]
-
-
-def _check_number(op, name, value, minimum, strict=False, integer=False):
-    kind = numbers.Integral if integer else numbers.Real
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        raise ValueError(f"{op}: {name} must be {'>' if strict else '>='} {minimum}, got {value}")
 
 
 @contextlib.contextmanager
@@ -192,7 +185,7 @@ def fgsm(model, x, y, eps, norm="inf", targeted=False, loss="ce"):
     """Fast gradient sign method (Goodfellow et al. 2015); with norm='2', the fast gradient
     method x + s * eps * g / ||g||. Returns a detached Tensor of adversarial inputs."""
     norm = _norm(norm, "fgsm")
-    _check_number("fgsm", "eps", eps, 0)
+    check_number("fgsm: eps", eps, minimum=0)
     x, y = prepare_inputs(model, x, y, "fgsm")
     s = -1 if targeted else 1
     with attack_mode(model):
@@ -212,11 +205,11 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
     (most of an MNIST image), which brings back the zero-start FGSM whose training collapses
     ("catastrophic overfitting")."""
     norm = _norm(norm, "fgsm_random_start")
-    _check_number("fgsm_random_start", "eps", eps, 0)
+    check_number("fgsm_random_start: eps", eps, minimum=0)
     if alpha is None:
         alpha = 1.25 * eps
     else:
-        _check_number("fgsm_random_start", "alpha", alpha, 0, strict=True)
+        check_number("fgsm_random_start: alpha", alpha, minimum=0, strict=True)
     x, y = prepare_inputs(model, x, y, "fgsm_random_start")
     with attack_mode(model):
         start = Tensor(random_start_point(x.data, eps, norm, clip=False))
@@ -239,11 +232,11 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
     """
     op = "pgd"
     norm = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "alpha", alpha, 0, strict=True)
-    _check_number(op, "steps", steps, 1, integer=True)
-    _check_number(op, "restarts", restarts, 1, integer=True)
-    _check_number(op, "eot_samples", eot_samples, 1, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    check_number(f"{op}: restarts", restarts, minimum=1, integer=True)
+    check_number(f"{op}: eot_samples", eot_samples, minimum=1, integer=True)
     if loss not in ("ce", "margin"):
         raise ValueError(f"{op}: loss must be 'ce' or 'margin', got {loss!r}")
     x, y = prepare_inputs(model, x, y, op)

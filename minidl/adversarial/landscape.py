@@ -25,7 +25,8 @@ from .. import backend
 from ..backend import as_generator as _rng
 from ..autograd import no_grad
 from ..tensor import Tensor, to_host as _host
-from .attacks import (_check_number, _model_device, _norm, _step_direction, attack_loss, attack_mode,
+from ..validation import check_number
+from .attacks import (_model_device, _norm, _step_direction, attack_loss, attack_mode,
                       input_gradient, prepare_inputs, project)
 from .plots import plot_cosine_histograms, plot_loss_landscape
 
@@ -56,9 +57,9 @@ def pgd_trajectories(model, images, labels, eps, alpha, steps, norm="2", loss="c
     entry 0 is x, entry t the t-th iterate (plain iterates, not the best point found)."""
     op = "pgd_trajectories"
     norm = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "alpha", alpha, 0, strict=True)
-    _check_number(op, "steps", steps, 1, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
     x, y = prepare_inputs(model, images, labels, op)
     x0 = x.data
     cur = x0.copy()
@@ -146,12 +147,11 @@ def loss_grid(model, image, label, u, v, extent, resolution=21, clip=False, loss
     predicted classes, same layout).
     """
     op = "loss_grid"
-    _check_number(op, "resolution", resolution, 2, integer=True)
+    check_number(f"{op}: resolution", resolution, minimum=2, integer=True)
     x, y = _single(image, label, op)
     prepare_inputs(model, x, y, op)
     if isinstance(extent, numbers.Real):
-        if not extent > 0:
-            raise ValueError(f"{op}: extent must be > 0, got {extent}")
+        check_number(f"{op}: extent", extent, minimum=0, strict=True)
         extent = (-extent, extent, -extent, extent)
     if len(extent) != 4:
         raise ValueError(f"{op}: extent must be a number or (a_min, a_max, b_min, b_max), got {extent!r}")
@@ -243,8 +243,8 @@ def gradient_cosine_similarities(model, image, label, eps, n_points=20, norm="in
     vanishing gradient). Close to 1: the loss is nearly linear around the image."""
     op = "gradient_cosine_similarities"
     norm = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "n_points", n_points, 2, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
     x, y = _single(image, label, op)
     g = _ball_gradients(model, x, y, eps, n_points, norm, loss, _rng(rng), batch_size)[0]
     return _pairwise_cosines(g)
@@ -257,8 +257,8 @@ def gradient_cosine_similarities_many(model, images, labels, eps, n_points=20, n
     and per_image_mean (N,) (NaN-aware means)."""
     op = "gradient_cosine_similarities_many"
     norm = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "n_points", n_points, 2, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
     x, y = _host(images), _host(labels)
     if y.shape != (len(x),):
         raise ValueError(f"{op}: labels must have shape ({len(x)},), got {y.shape}")

@@ -25,7 +25,8 @@ from .. import backend
 from ..models.ensemble import Ensemble
 from ..nn.noise import noise_layers
 from ..tensor import Tensor
-from .attacks import _check_number, _norm, pgd, prepare_inputs
+from ..validation import check_number
+from .attacks import _norm, pgd, prepare_inputs
 from .evaluate import _batches, is_randomized, predict
 
 RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need expectation "
@@ -57,12 +58,12 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     op = "evaluate_rse"
     inner = model.model if isinstance(model, Ensemble) else model
     norm_key = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "alpha", alpha, 0, strict=True)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
     for name, value in (("steps", steps), ("n_ensemble", n_ensemble), ("eot_samples", eot_samples),
                         ("restarts", restarts), ("batch_size", batch_size)):
-        _check_number(op, name, value, 1, integer=True)
-    _check_number(op, "check_n", check_n, 0, integer=True)
+        check_number(f"{op}: {name}", value, minimum=1, integer=True)
+    check_number(f"{op}: check_n", check_n, minimum=0, integer=True)
     ens = Ensemble(inner, n_ensemble)
     sigmas = [m.sigma for m in noise_layers(inner) if m.enabled]
 

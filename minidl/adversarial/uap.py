@@ -43,7 +43,8 @@ from .. import backend
 from ..backend import as_generator as _rng
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor, to_host as _host
-from .attacks import _check_number, _model_device, _norm, attack_loss, attack_mode, input_gradient, pgd, \
+from ..validation import check_finite_array, check_number
+from .attacks import _model_device, _norm, attack_loss, attack_mode, input_gradient, pgd, \
     prepare_inputs
 
 __all__ = ["per_example_perturbations", "per_example_gradients", "by_class", "singular_spectrum", "uap_average",
@@ -60,6 +61,7 @@ def _images_labels(images, labels, op):
         raise TypeError(f"{op}: images must be floating point in [0, 1], got dtype {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{op}: images must have a batch axis, got shape {x.shape}")
+    check_finite_array(f"{op}: images", x)
     if labels is None:
         return x, None
     y = _host(labels)
@@ -141,9 +143,9 @@ def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, 
     Returns a float32 host array; reshape rows with ``images.shape[1:]``.
     """
     op = "per_example_perturbations"
-    _check_number(op, "eps", eps, 0, strict=True)
-    _check_number(op, "steps", steps, 1, integer=True)
-    _check_number(op, "batch_size", batch_size, 1, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0, strict=True)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
     alpha = 2.5 * eps / steps if alpha is None else alpha
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
@@ -163,7 +165,7 @@ def per_example_gradients(model, images, labels, normalize=True, batch_size=200,
     image; with ``normalize`` each row is divided by its L2 norm (rows that vanish stay zero).
     Returns a float32 host array."""
     op = "per_example_gradients"
-    _check_number(op, "batch_size", batch_size, 1, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
     bar = tqdm(total=len(x), desc="gradients", leave=False, disable=not progress)
@@ -202,7 +204,7 @@ def singular_spectrum(matrix, center=False):
 def uap_average(matrix, eps, normalize_rows=False):
     """The averaging UAP: the mean row of ``matrix`` rescaled to L2 norm ``eps`` (flat, float32).
     With ``normalize_rows`` every row is first scaled to unit norm (each image votes equally)."""
-    _check_number("uap_average", "eps", eps, 0)
+    check_number("uap_average: eps", eps, minimum=0)
     m = _matrix(matrix, "uap_average")
     if normalize_rows:
         n = numpy.sqrt((m ** 2).sum(axis=1, keepdims=True))
@@ -278,8 +280,8 @@ def uap_svd(matrix, k=1, eps=1.0, center=False, model=None, images=None, labels=
     mean direction itself is then removed). Returns an :class:`SVDUAP`.
     """
     op = "uap_svd"
-    _check_number(op, "k", k, 1, integer=True)
-    _check_number(op, "eps", eps, 0)
+    check_number(f"{op}: k", k, minimum=1, integer=True)
+    check_number(f"{op}: eps", eps, minimum=0)
     m = _matrix(matrix, op)
     mean = m.mean(axis=0)
     a = m - mean if center else m
@@ -320,7 +322,7 @@ def random_direction(shape, eps, rng=None, norm="2"):
     L-inf cube (entries +-eps). ``shape`` is an int (flat) or an image shape; ``rng`` None
     (the library's generator), a seed, or a numpy Generator. Returns float32."""
     norm = _norm(norm, "random_direction")
-    _check_number("random_direction", "eps", eps, 0)
+    check_number("random_direction: eps", eps, minimum=0)
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     gen = _rng(rng)
     if norm == "inf":
@@ -340,7 +342,7 @@ def fooling_rate(model, images, labels, perturbation, batch_size=200):
     None).
     """
     op = "fooling_rate"
-    _check_number(op, "batch_size", batch_size, 1, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
     x, y = _images_labels(images, labels, op)
     if len(x) == 0:
         raise ValueError(f"{op}: no images")
@@ -489,14 +491,13 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
     """
     op = "iterative_uap"
     norm = _norm(norm, op)
-    _check_number(op, "eps", eps, 0)
-    _check_number(op, "max_passes", max_passes, 1, integer=True)
-    _check_number(op, "batch_size", batch_size, 1, integer=True)
-    _check_number(op, "deepfool_steps", deepfool_steps, 1, integer=True)
-    _check_number(op, "num_candidates", num_candidates, 2, integer=True)
-    _check_number(op, "overshoot", overshoot, 0)
-    if not 0 <= target_fooling <= 1:
-        raise ValueError(f"{op}: target_fooling must be in [0, 1], got {target_fooling}")
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: max_passes", max_passes, minimum=1, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
+    check_number(f"{op}: deepfool_steps", deepfool_steps, minimum=1, integer=True)
+    check_number(f"{op}: num_candidates", num_candidates, minimum=2, integer=True)
+    check_number(f"{op}: overshoot", overshoot, minimum=0)
+    check_number(f"{op}: target_fooling", target_fooling, minimum=0, maximum=1)
     if aggregate not in ("sequential", "mean"):
         raise ValueError(f"{op}: aggregate must be 'sequential' or 'mean', got {aggregate!r}")
     x, _ = _images_labels(images, labels, op)

@@ -63,7 +63,8 @@ def _unpickle(path):
         obj = safe_load(path)
     except pickle.UnpicklingError as e:  # forbidden globals, truncated pickles: keep the type
         raise pickle.UnpicklingError(f"{path}: {e}") from e
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            OverflowError, RecursionError) as e:
         raise CIFARFormatError(f"{path}: not a valid CIFAR-10 pickle ({type(e).__name__}: {e})") from e
     return _str_keys(obj, path)
 

@@ -19,6 +19,13 @@ import numpy as np
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# The most data bytes read_idx accepts from one file (MNIST's largest holds 47 MB).
+MAX_IDX_BYTES = 1 << 32
+# Deflate never compresses by more than about 1032:1, so a .gz file of n bytes cannot hold
+# more than this many times n: a header claiming more is a lie, refused before reading.
+_DEFLATE_RATIO = 1100
+
+
 class IDXFormatError(ValueError):
     """An IDX file (or its gzip wrapper) is malformed or truncated."""
 
@@ -54,13 +61,34 @@ def parse_idx(data, name="<bytes>", expected_magic=None):
     return np.frombuffer(data, dtype, offset=header).reshape(shape)
 
 
-def read_idx(path, expected_magic=None):
-    """Parse the IDX file at ``path``, gzip-compressed when its name ends in ``.gz``."""
+def read_idx(path, expected_magic=None, max_bytes=MAX_IDX_BYTES):
+    """Parse the IDX file at ``path``, gzip-compressed when its name ends in ``.gz``.
+
+    The header is read first; the data size it announces is checked against ``max_bytes``
+    and against what the file can hold before the data is read, so a forged header (or a
+    gzip bomb) is refused without allocating its size."""
     path = Path(path)
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({e})") from e
+    compressed = path.suffix == ".gz"
+    size = path.stat().st_size
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) == 4:
+                head += f.read(4 * head[3])
+            if len(head) >= 4 and int.from_bytes(head[:2], "big") == 0 and head[2] in _IDX_TYPES \
+                    and len(head) == 4 + 4 * head[3]:
+                shape = tuple(int(s) for s in np.frombuffer(head, ">u4", offset=4))
+                expected = math.prod(shape) * np.dtype(_IDX_TYPES[head[2]]).itemsize
+                room = size * _DEFLATE_RATIO if compressed else size - len(head)
+                if expected > max_bytes:
+                    raise IDXFormatError(f"{path}: header says shape {shape} ({expected} data bytes), more "
+                                         f"than the limit of {max_bytes} bytes")
+                if expected > room:
+                    raise IDXFormatError(f"{path}: truncated, header says shape {shape} ({expected} data bytes) "
+                                         f"but the file can hold at most {room}")
+                raw = head + f.read(expected + 1)  # one byte more reveals trailing garbage
+            else:
+                raw = head  # parse_idx names what is wrong with it
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({e})") from e
     return parse_idx(raw, str(path), expected_magic)

@@ -4,8 +4,14 @@ A pickle names callables (``module.name`` globals) that the unpickler imports an
 ``pickle.load`` will call *any* of them, so a tampered file could run ``os.system``.
 :class:`RestrictedUnpickler` resolves only the few globals that a pickled NumPy array
 needs and refuses everything else, before anything is called.
+
+Sizes: a file is read whole (at most :data:`MAX_PICKLE_BYTES`) and unpickled from memory, so a
+length field claiming terabytes meets the end of the data instead of an allocation of that
+size; arrays are rebuilt only the way NumPy pickles them (empty, then filled from bytes that
+are in the file).
 """
 import io
+import os
 import pickle
 
 import numpy as np
@@ -23,10 +29,23 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+MAX_PICKLE_BYTES = 1 << 30  # a CIFAR-10 batch is 31 MB
+
+
+def _empty_array(subtype, shape, dtype):
+    """``_reconstruct`` as a pickled array calls it: an empty ndarray (shape (0,)) that the
+    array's ``__setstate__`` then fills from bytes in the pickle. Any other call could
+    allocate a size given by the file, so it is refused."""
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"_reconstruct({getattr(subtype, '__name__', subtype)!r}, {shape!r}) "
+                                     "is not allowed: only empty ndarrays are rebuilt")
+    return _reconstruct(subtype, shape, dtype)
+
+
 # (module, name) -> object returned to the unpickler
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
@@ -59,4 +78,8 @@ def safe_load(source, encoding="bytes"):
     if hasattr(source, "read"):
         return RestrictedUnpickler(source, encoding=encoding).load()
     with open(source, "rb") as f:
-        return RestrictedUnpickler(f, encoding=encoding).load()
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_PICKLE_BYTES:
+            raise pickle.UnpicklingError(f"{size} bytes, more than the limit of {MAX_PICKLE_BYTES} for a pickle")
+        data = f.read()
+    return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()

@@ -73,7 +73,8 @@ class Communicator:
     def barrier(self):
         raise NotImplementedError
 
-    def abort(self, message, code=1):
+    def abort(self, message=None, code=1):
+        """Print ``message`` (if any) and end every rank with exit status ``code``."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -105,8 +106,9 @@ class SingleProcess(Communicator):
     def barrier(self):
         pass
 
-    def abort(self, message, code=1):
-        print(message, file=sys.stderr, flush=True)
+    def abort(self, message=None, code=1):
+        if message:
+            print(message, file=sys.stderr, flush=True)
         os._exit(code)
 
 
@@ -190,8 +192,9 @@ class MPICommunicator(Communicator):
     def barrier(self):
         self.comm.Barrier()
 
-    def abort(self, message, code=1):
-        print(message, file=sys.stderr, flush=True)
+    def abort(self, message=None, code=1):
+        if message:
+            print(message, file=sys.stderr, flush=True)
         self.comm.Abort(code)
         os._exit(code)  # MPI_Abort may return before the launcher ends this process
 

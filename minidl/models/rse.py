@@ -21,10 +21,10 @@ Default noise levels (inputs in [0, 1]):
   0.1 as in the paper: their inputs are post-ReLU activations of order one.
 """
 import copy
-import numbers
 
 from .. import nn
 from ..nn.noise import GaussianNoise
+from ..validation import check_number
 from .cifar import cifar_cnn
 from .mnist import madry_mnist, wong_mnist
 
@@ -41,8 +41,7 @@ def rse(model_or_builder, init_sigma, inner_sigma, **builder_kwargs):
     model already has noise layers.
     """
     for name, s in (("init_sigma", init_sigma), ("inner_sigma", inner_sigma)):
-        if not isinstance(s, numbers.Real) or isinstance(s, bool) or not s >= 0:
-            raise ValueError(f"rse: {name} must be a number >= 0, got {s!r}")
+        check_number(f"rse: {name}", s, minimum=0)
     if isinstance(model_or_builder, nn.Module):
         if builder_kwargs:
             raise TypeError("rse: keyword arguments are for a builder, not a built model")

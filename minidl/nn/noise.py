@@ -25,6 +25,7 @@ import numpy
 
 from .. import backend
 from ..tensor import Tensor
+from ..validation import check_number
 from .module import Module
 
 _streams = None  # list of generators while a replica_streams block is active
@@ -88,10 +89,7 @@ class GaussianNoise(Module):
 
     def __init__(self, sigma, enabled=True):
         super().__init__()
-        sigma = float(sigma)
-        if not numpy.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"GaussianNoise: sigma must be a finite number >= 0, got {sigma}")
-        self.sigma = sigma
+        self.sigma = float(check_number("GaussianNoise: sigma", sigma, minimum=0))
         self.enabled = bool(enabled)
 
     def forward(self, x):

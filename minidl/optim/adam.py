@@ -1,6 +1,7 @@
 """Adam (Kingma and Ba, 2015)."""
 import math
 
+from ..validation import check_number
 from .optimizer import Optimizer
 
 
@@ -11,6 +12,10 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         self.b1, self.b2 = betas
+        check_number("Adam: betas[0]", self.b1, minimum=0, maximum=1)
+        check_number("Adam: betas[1]", self.b2, minimum=0, maximum=1)
+        check_number("Adam: eps", eps, minimum=0, strict=True)
+        check_number("Adam: weight_decay", weight_decay, minimum=0)
         self.eps, self.weight_decay = eps, weight_decay
 
     def update(self, p, g, state):

@@ -1,5 +1,6 @@
 """Optimizer base: a list of parameters, a learning rate, and per-parameter state."""
 from .. import backend
+from ..validation import check_number
 
 
 class Optimizer:
@@ -7,9 +8,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
-        self.lr = lr
+        self.lr = check_number(f"{type(self).__name__}: lr", lr, minimum=0, strict=True)
         self.state = [{} for _ in self.params]
         self.steps = 0
 

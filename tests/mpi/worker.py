@@ -86,14 +86,13 @@ def case_fail(out, comm):
     """Rank 1 fails while rank 0 waits in a collective: the job must end, not hang."""
     from minidl import cli
 
-    class Args:
-        @staticmethod
-        def run(args):
-            if comm.rank == 1:
-                raise ValueError("planted failure")
-            comm.barrier()
-            return 0
-    return cli._run(Args)
+    def planted(args):
+        if comm.rank == 1:
+            raise ValueError("planted failure")
+        comm.barrier()
+        return 0
+    cli.cmd_info = planted  # the parser binds the command when main() builds it
+    sys.exit(cli.main(["info"]))
 
 
 def case_wrong_size_resume(out, comm):
