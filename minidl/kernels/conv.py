@@ -38,6 +38,7 @@ import numpy
 
 from ..backend import get_array_module
 from . import conv_fft, parallel, workspace
+from .cuda_sources import launch
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,7 +215,6 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
         if algorithm == "fft" or (algorithm is None and layout is None and use_fft(N, C, F, (kh, kw), stride)):
             return conv_fft.forward(x, w, padding, (Ho, Wo), dtype)
         return _forward_cpu(x, w, stride, padding, (Ho, Wo), dtype, layout)
-    from .cuda_sources import launch
     return _forward_gpu(x, w, stride, padding, (Ho, Wo), dtype, xp, launch)
 
 
@@ -234,7 +234,6 @@ def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):
         if cache.algorithm == "fft":
             return conv_fft.backward(grad_y, cache, need_x_grad, need_w_grad)
         return _backward_cpu(grad_y, cache, need_x_grad, need_w_grad)
-    from .cuda_sources import launch
     return _backward_gpu(grad_y, cache, need_x_grad, need_w_grad,
                          get_array_module(grad_y, cache.cols), launch)
 

@@ -29,6 +29,7 @@ import numpy
 
 from ..backend import get_array_module
 from . import parallel, workspace
+from .cuda_sources import launch
 from .conv import check_nchw, conv_output_size, float_dtype, gpu_dtype
 
 
@@ -104,7 +105,6 @@ def max_pool2d_forward(x, kernel, stride, padding):
     xp = get_array_module(x)
     if xp is numpy:
         return _max_forward_cpu(x, kernel, stride, padding, out_hw)
-    from .cuda_sources import launch
     return _max_forward_gpu(x, kernel, stride, padding, out_hw, xp, launch)
 
 
@@ -113,7 +113,6 @@ def max_pool2d_backward(grad_y, cache):
     _check_grad_shape(grad_y, cache, "max_pool2d")
     if cache.device == "cpu":
         return _max_backward_cpu(grad_y, cache)
-    from .cuda_sources import launch
     return _max_backward_gpu(grad_y, cache, get_array_module(grad_y, cache.argmax), launch)
 
 
@@ -254,7 +253,6 @@ def avg_pool2d_backward(grad_y, cache):
     _check_grad_shape(grad_y, cache, "avg_pool2d")
     if cache.device == "cpu":
         return _avg_backward_cpu(grad_y, cache)
-    from .cuda_sources import launch
     return _avg_backward_gpu(grad_y, cache, get_array_module(grad_y), launch)
 
 
