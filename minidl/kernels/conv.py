@@ -60,9 +60,9 @@ def conv_output_size(in_hw, kernel, stride, padding, what="conv2d"):
     Wo = (W + 2 * pw - kw) // sw + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(
-            f"{what}: output size would be {Ho}x{Wo} (< 1): input {H}x{W}, kernel {kh}x{kw}, "
-            f"stride {sh}x{sw}, padding {ph}x{pw}; the padded input "
-            f"{H + 2 * ph}x{W + 2 * pw} must be at least as large as the kernel")
+            f"{what}: the window does not fit: input {H}x{W}, kernel {kh}x{kw}, stride {sh}x{sw}, "
+            f"padding {ph}x{pw}; the padded input {H + 2 * ph}x{W + 2 * pw} must be at least as "
+            f"large as the kernel (the output would be {Ho}x{Wo})")
     return Ho, Wo
 
 
@@ -198,8 +198,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
     N, C, H, W = x.shape
     F, Cw, kh, kw = w.shape
     if Cw != C:
-        raise ValueError(f"conv2d: input has {C} channels but weight expects {Cw} "
-                         f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
+        raise ValueError(f"conv2d: x has {C} channels (shape {tuple(x.shape)}) but weight expects {Cw} "
+                         f"(weight shape {tuple(w.shape)})")
     stride, padding = tuple(stride), tuple(padding)
     Ho, Wo = conv_output_size((H, W), (kh, kw), stride, padding)
     dtype = float_dtype(x, w)
