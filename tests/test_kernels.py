@@ -1,4 +1,4 @@
-"""Tests of the array-level conv/pool kernels against plain-loop float64 references.
+"""Tests of the array-level conv/pool kernels against the float64 reference kernels.
 
 * NumPy path: every function, forward and backward, over random configurations
   (hypothesis), both internal CPU layouts of conv, float64 and float32.
@@ -23,88 +23,39 @@ from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_back
 from minidl.kernels import conv as conv_mod
 from minidl.kernels import cuda_sources
 from minidl.kernels import pool as pool_mod
+from minidl.kernels import reference
 from minidl.kernels import workspace
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
 # ---------------------------------------------------------------------------------------
-# plain-loop float64 references
+# the oracle: the reference kernels (tested on their own in test_reference.py), in float64
 # ---------------------------------------------------------------------------------------
 def out_size(n, k, s, p):
     return (n + 2 * p - k) // s + 1
 
 
-def pad(x, ph, pw, value=0.0):
-    N, C, H, W = x.shape
-    out = np.full((N, C, H + 2 * ph, W + 2 * pw), value)
-    out[:, :, ph:ph + H, pw:pw + W] = x
-    return out
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
 
 
 def ref_conv(x, w, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
-    xp = pad(x.astype(np.float64), ph, pw)
-    y = np.zeros((N, F, Ho, Wo))
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    y[n, f, i, j] = np.sum(xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] * w[f])
-    return y
+    return reference.conv2d_forward(_f64(x), _f64(w), stride, padding)
 
 
 def ref_conv_grads(x, w, gy, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    Ho, Wo = gy.shape[2:]
-    xp = pad(x.astype(np.float64), ph, pw)
-    gxp = np.zeros_like(xp)
-    gw = np.zeros(w.shape)
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    win = (n, slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
-                    gxp[win] += gy[n, f, i, j] * w[f]
-                    gw[f] += gy[n, f, i, j] * xp[win]
-    return gxp[:, :, ph:ph + H, pw:pw + W], gw
+    return reference.conv2d_backward(_f64(x), _f64(w), _f64(gy), stride, padding)
 
 
-def ref_pool(x, kernel, stride, padding, gy=None, mode="max"):
-    """Forward, and with ``gy`` also the gradient. Max: padding is -inf and the gradient
-    goes to the first maximum in row-major window order. Avg: divisor kh*kw."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    N, C, H, W = x.shape
-    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
-    xp = pad(x.astype(np.float64), ph, pw, -np.inf if mode == "max" else 0.0)
-    y = np.zeros((N, C, Ho, Wo))
-    gxp = np.zeros_like(xp)
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    if mode == "max":
-                        best, arg = None, None
-                        for p in range(kh):
-                            for q in range(kw):
-                                v = xp[n, c, i * sh + p, j * sw + q]
-                                if best is None or v > best:
-                                    best, arg = v, (p, q)
-                        y[n, c, i, j] = best
-                        if gy is not None:
-                            gxp[n, c, i * sh + arg[0], j * sw + arg[1]] += gy[n, c, i, j]
-                    else:
-                        win = xp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]
-                        y[n, c, i, j] = win.sum() / (kh * kw)
-                        if gy is not None:
-                            gxp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += \
-                                gy[n, c, i, j] / (kh * kw)
-    return y, gxp[:, :, ph:ph + H, pw:pw + W]
+def ref_pool(x, kernel, stride, padding, gy, mode):
+    """(forward, gradient) of max or avg pooling by the reference kernels."""
+    x, gy = _f64(x), _f64(gy)
+    if mode == "max":
+        return (reference.max_pool2d_forward(x, kernel, stride, padding),
+                reference.max_pool2d_backward(x, gy, kernel, stride, padding))
+    return (reference.avg_pool2d_forward(x, kernel, stride, padding),
+            reference.avg_pool2d_backward(x, gy, kernel, stride, padding))
 
 
 # ---------------------------------------------------------------------------------------
