@@ -21,8 +21,9 @@ from minidl.backend import cuda_available
 from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_backward,
                             conv2d_forward, max_pool2d_backward, max_pool2d_forward)
 from minidl.kernels import conv as conv_mod
+from minidl.kernels import conv_cuda
 from minidl.kernels import cuda_sources
-from minidl.kernels import pool as pool_mod
+from minidl.kernels import pool_cuda
 from minidl.kernels import reference
 from minidl.kernels import workspace
 
@@ -445,8 +446,8 @@ class TestCudaSourcesOnHost:
         x, w, gy = conv_data(cfg, dtype)
         stride, padding = cfg["stride"], cfg["padding"]
         out_hw = gy.shape[2:]
-        y, cache = conv_mod._forward_gpu(x, w, stride, padding, out_hw, np.dtype(dtype), np, host_launch)
-        gx, gw = conv_mod._backward_gpu(gy, cache, True, True, np, host_launch)
+        y, cache = conv_cuda.forward(x, w, stride, padding, out_hw, np.dtype(dtype), xp=np, launch=host_launch)
+        gx, gw = conv_cuda.backward(gy, cache, True, True, xp=np, launch=host_launch)
         tol = TOL64 if dtype == np.float64 else TOL32
         np.testing.assert_allclose(y, ref_conv(x, w, stride, padding), **tol)
         rgx, rgw = ref_conv_grads(x, w, gy, stride, padding)
@@ -459,21 +460,22 @@ class TestCudaSourcesOnHost:
         x, gy = pool_data(cfg, dtype)
         args = (cfg["kernel"], cfg["stride"], cfg["padding"])
         out_hw = gy.shape[2:]
-        y, cache = pool_mod._max_forward_gpu(x, *args, out_hw, np, host_launch)
+        y, cache = pool_cuda.max_forward(x, *args, out_hw, xp=np, launch=host_launch)
         y_cpu, cache_cpu = max_pool2d_forward(x, *args)
         np.testing.assert_array_equal(y, y_cpu)
         np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)
-        gx = pool_mod._max_backward_gpu(gy, cache, np, host_launch)
+        gx = pool_cuda.max_backward(gy, cache, xp=np, launch=host_launch)
         np.testing.assert_array_equal(gx, max_pool2d_backward(gy, cache_cpu))
-        _, acache = avg_pool2d_forward(x, *args)
-        gx = pool_mod._avg_backward_gpu(gy, acache, np, host_launch)
+        ya, acache = avg_pool2d_forward(x, *args)
+        np.testing.assert_allclose(pool_cuda.avg_forward(x, *args, out_hw, xp=np)[0], ya, rtol=1e-6, atol=1e-6)
+        gx = pool_cuda.avg_backward(gy, acache, xp=np, launch=host_launch)
         np.testing.assert_array_equal(gx, avg_pool2d_backward(gy, acache))
 
     def test_max_pool_nan_and_padding(self, host_launch):
         x = np.array([[1.0, np.nan, 5.0], [3.0, 2.0, np.nan], [-1.0, -2.0, -3.0]])[None, None]
         for args in (((2, 2), (1, 1), (0, 0)), ((3, 3), (2, 2), (1, 1))):
-            y, cache = pool_mod._max_forward_gpu(x, *args, conv_mod.conv_output_size((3, 3), *args),
-                                                 np, host_launch)
+            y, cache = pool_cuda.max_forward(x, *args, conv_mod.conv_output_size((3, 3), *args),
+                                             xp=np, launch=host_launch)
             y_cpu, cache_cpu = max_pool2d_forward(x, *args)
             np.testing.assert_array_equal(y, y_cpu)
             np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)

@@ -1,6 +1,6 @@
 """2-D convolution by FFT on the CPU, for stride-1 convolutions with large kernels.
 
-The same operation as ``conv.py`` (cross-correlation, zero padding, NCHW)::
+The same operation as ``reference.conv2d_forward`` (cross-correlation, zero padding, NCHW)::
 
     y[n, f, i, j] = sum_{c, p, q} xpad[n, c, i + p, j + q] * w[f, c, p, q]
 
@@ -84,7 +84,7 @@ def _irfft2(a, fft_hw, workers):
     return scipy.fft.irfft2(a, s=fft_hw, axes=(1, 2), workers=workers)
 
 
-def forward(x, w, padding, out_hw, dtype):
+def forward(x, w, stride, padding, out_hw, dtype):
     """Stride-1 conv2d of x (N, C, H, W) with w (F, C, kh, kw): returns (y (N, F, Ho, Wo), cache)."""
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
