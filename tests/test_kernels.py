@@ -360,20 +360,32 @@ class TestPoolNumpy:
 
 
 class TestWorkspace:
-    def test_buffers_are_reused_only_when_free(self):
-        a = workspace.empty((512, 1024), np.float32)      # 2 MB: pooled
-        a_id = a.base.__array_interface__["data"][0]
-        b = workspace.empty((512, 1024), np.float32)      # a is alive: new buffer
-        assert b.base.__array_interface__["data"][0] != a_id
-        view = a[::2]
-        del a
-        c = workspace.empty((512, 1024), np.float32)      # a's view still holds it
-        assert c.base.__array_interface__["data"][0] != a_id
-        del view
-        d = workspace.empty((1024, 512), np.float32)      # now free: same bytes reused
-        assert d.base.__array_interface__["data"][0] == a_id
-        del b, c, d
+    def test_buffers_are_reused_only_after_their_block(self):
+        def address(a):
+            return a.__array_interface__["data"][0]
+        workspace.release()
+        with workspace.Scratch() as s1:
+            a = s1.empty((512, 1024), np.float32)          # 2 MB: pooled
+            with workspace.Scratch() as s2:
+                b = s2.empty((512, 1024), np.float32)      # a is taken: another buffer
+                assert address(b) != address(a)
+            with workspace.Scratch() as s3:
+                c = s3.empty((1024, 512), np.float32)      # b's block ended: b's bytes
+                assert address(c) == address(b)
+                assert address(s3.empty((512, 1024), np.float32)) not in (address(a), address(b))
+        with workspace.Scratch() as s4:
+            small = s4.empty((4, 4), np.float32)           # below MIN_BYTES: never pooled
+            assert address(s4.empty((512, 1024), np.float32)) in (address(a), address(b), address(c))
+        assert small.base is None
         assert workspace.release() >= 3 * 2**21
+        assert workspace.release() == 0
+        workspace.enabled = False
+        try:
+            with workspace.Scratch() as s5:
+                d = s5.empty((512, 1024), np.float32)
+            assert workspace.release() == 0 and d.base is None
+        finally:
+            workspace.enabled = True
 
     def test_live_outputs_and_caches_are_not_overwritten(self):
         rng = np.random.default_rng(5)

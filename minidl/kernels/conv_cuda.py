@@ -10,11 +10,6 @@ from . import cuda_sources
 from .arrays import Cache, gpu_dtype
 
 
-def __init__(self, **kw):
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-
 def forward(x, w, stride, padding, out_hw, dtype, *, xp=None, launch=cuda_sources.launch):
     """y = conv2d(x, w) by im2col on CuPy arrays; returns ``(y, cache)``."""
     xp = xp or get_array_module(x, w)

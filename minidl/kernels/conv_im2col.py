@@ -82,11 +82,6 @@ def _rows(start, count, step):
 # ---------------------------------------------------------------------------------------
 # forward and backward
 # ---------------------------------------------------------------------------------------
-def __init__(self, **kw):
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-
 def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     """y = conv2d(x, w) by im2col on NumPy arrays; returns ``(y, cache)``.
 
@@ -98,35 +93,36 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
     lay = _LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
 
-    # Zero-padded input in the internal layout: the transpose and the padding are one copy.
-    # (Large CPU arrays come from ``workspace``, which reuses buffers to avoid page faults.)
-    xpad = workspace.empty(lay.shape(N, C, H + 2 * ph, W + 2 * pw), dtype)
-    x_int = x.transpose(lay.perm)
+    with workspace.Scratch() as scratch:
+        # Zero-padded input in the internal layout: the transpose and the padding are one copy.
+        # (Temporaries come from a ``workspace.Scratch``, which reuses buffers across calls.)
+        xpad = scratch.empty(lay.shape(N, C, H + 2 * ph, W + 2 * pw), dtype)
+        x_int = x.transpose(lay.perm)
 
-    # im2col: cols[p, q] is the (C, spatial...) block that kernel offset (p, q) reads,
-    # i.e. cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]. One contiguous block
-    # write per offset; K is ordered (p, q, c) and M follows the layout's spatial order.
-    # Channels are independent, so threads take disjoint channel ranges (``parallel``).
-    cols = workspace.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)
+        # im2col: cols[p, q] is the (C, spatial...) block that kernel offset (p, q) reads,
+        # i.e. cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]. One contiguous block
+        # write per offset; K is ordered (p, q, c) and M follows the layout's spatial order.
+        # Channels are independent, so threads take disjoint channel ranges (``parallel``).
+        cols = numpy.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)  # kept in the cache
 
-    def im2col(c0, c1):
-        if ph or pw:
-            xpad[c0:c1].fill(0)
-        lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
-        for p in range(kh):
-            for q in range(kw):
-                cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
-    parallel.parallel_for(C, im2col, cols.nbytes)
+        def im2col(c0, c1):
+            if ph or pw:
+                xpad[c0:c1].fill(0)
+            lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
+            for p in range(kh):
+                for q in range(kw):
+                    cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
+        parallel.parallel_for(C, im2col, cols.nbytes)
 
-    K, M = kh * kw * C, N * Ho * Wo
-    # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
-    wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
-    y_int = numpy.matmul(wmat, cols.reshape(K, M), out=workspace.empty((F, M), dtype))
-    # Split along F, the outer axis of y_int in both layouts.
-    y = workspace.copy(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv), axis=1)
+        K, M = kh * kw * C, N * Ho * Wo
+        # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
+        wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
+        y_int = numpy.matmul(wmat, cols.reshape(K, M), out=scratch.empty((F, M), dtype))
+        # Split along F, the outer axis of y_int in both layouts.
+        y = workspace.copy(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv), axis=1)
     cache = Cache(device="cpu", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
-                       w_shape=tuple(w.shape), stride=stride, padding=padding,
-                       out_hw=out_hw, layout=lay, dtype=dtype, algorithm="im2col")
+                  w_shape=tuple(w.shape), stride=stride, padding=padding,
+                  out_hw=out_hw, layout=lay, dtype=dtype, algorithm="im2col")
     return y, cache
 
 
@@ -138,31 +134,32 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
     lay, cols, wmat, dtype = cache.layout, cache.cols, cache.wmat, cache.dtype
     K, M = kh * kw * C, N * Ho * Wo
 
-    # dy in the internal layout as an (F, M) matrix whose columns match those of cols.
-    g = workspace.copy(grad_y.transpose(lay.perm), dtype).reshape(F, M)
+    with workspace.Scratch() as scratch:
+        # dy in the internal layout as an (F, M) matrix whose columns match those of cols.
+        g = scratch.copy(grad_y.transpose(lay.perm), dtype).reshape(F, M)
 
-    grad_w = None
-    if need_w_grad:
-        # A product with a long inner dimension M and a small output. OpenBLAS is
-        # sensitive to its orientation: with fewer output rows than columns it can be far
-        # slower, worst when another process competes for the cores (figures in
-        # benchmarks/README.md). So the larger of K and F is made the row dimension.
-        if K >= F:
-            gw = numpy.matmul(cols.reshape(K, M), g.T).T                # (F, K)
-        else:
-            gw = numpy.matmul(g, cols.reshape(K, M).T)                  # (F, K)
-        # K is ordered (p, q, c): back to (F, C, kh, kw)
-        grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
+        grad_w = None
+        if need_w_grad:
+            # A product with a long inner dimension M and a small output. OpenBLAS is
+            # sensitive to its orientation: with fewer output rows than columns it can be far
+            # slower, worst when another process competes for the cores (figures in
+            # benchmarks/README.md). So the larger of K and F is made the row dimension.
+            if K >= F:
+                gw = numpy.matmul(cols.reshape(K, M), g.T).T                # (F, K)
+            else:
+                gw = numpy.matmul(g, cols.reshape(K, M).T)                  # (F, K)
+            # K is ordered (p, q, c): back to (F, C, kh, kw)
+            grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
 
-    grad_x = None
-    if need_x_grad:
-        gcols = numpy.matmul(wmat.T, g, out=workspace.empty((K, M), dtype))
-        gcols = gcols.reshape(cols.shape)                              # (kh, kw, C, ...)
-        grad_x = _col2im_cpu(gcols, lay, (N, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), dtype)
+        grad_x = None
+        if need_x_grad:
+            gcols = numpy.matmul(wmat.T, g, out=scratch.empty((K, M), dtype))
+            gcols = gcols.reshape(cols.shape)                              # (kh, kw, C, ...)
+            grad_x = _col2im_cpu(gcols, lay, (N, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), dtype, scratch)
     return grad_x, grad_w
 
 
-def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
+def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype, scratch):
     """Fold ``gcols`` (kh, kw, C, spatial...) back onto the input: the adjoint of im2col.
 
     dxpad[window(p, q)] += gcols[p, q] for every offset, done in two stages so that most
@@ -181,8 +178,8 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
     (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
     kh, kw = gcols.shape[:2]
     Hpad, Wpad = H + 2 * ph, W + 2 * pw
-    gxpad = workspace.empty(lay.shape(N, C, Hpad, Wpad), dtype)
-    strip = workspace.empty(lay.shape(N, C, Hpad, Wo), dtype)
+    gxpad = scratch.empty(lay.shape(N, C, Hpad, Wpad), dtype)
+    strip = scratch.empty(lay.shape(N, C, Hpad, Wo), dtype)
     all_cols = slice(None)
 
     def fold(c0, c1):  # channels c0..c1-1; threads take disjoint channel ranges
