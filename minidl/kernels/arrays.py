@@ -54,6 +54,17 @@ def window(a, p, q, out_hw, stride):
     return a[:, :, p:p + sh * (Ho - 1) + 1:sh, q:q + sw * (Wo - 1) + 1:sw]
 
 
+def window_mean(xpad, kernel, stride, out):
+    """``out`` (N, C, Ho, Wo) = the mean of every window of ``xpad``: a sum of kh*kw strided
+    views, then one division (NumPy and CuPy alike)."""
+    kh, kw = kernel
+    out[...] = window(xpad, 0, 0, out.shape[2:], stride)
+    for k in range(1, kh * kw):
+        out += window(xpad, k // kw, k % kw, out.shape[2:], stride)
+    out /= kh * kw  # a Python int keeps the array's dtype (no float64 upcast)
+    return out
+
+
 class Cache:
     """What a backward pass needs from its forward pass; opaque to callers."""
 

@@ -9,7 +9,7 @@ backward pass selects gradients with a bit mask instead of a multiply (exact for
 import numpy
 
 from . import parallel, workspace
-from .arrays import Cache, window
+from .arrays import Cache, window, window_mean
 
 
 def _pad(x, padding, value, scratch):
@@ -124,13 +124,9 @@ def max_backward(grad_y, cache):
 
 def avg_forward(x, kernel, stride, padding, out_hw):
     """Average pooling: a sum of kh*kw strided views, then one division."""
-    kh, kw = kernel
     with workspace.Scratch() as scratch:
         xpad = _pad(x, padding, 0, scratch)
-        y = workspace.copy(window(xpad, 0, 0, out_hw, stride))
-        for k in range(1, kh * kw):
-            y += window(xpad, k // kw, k % kw, out_hw, stride)
-    y /= kh * kw  # a Python int keeps the array's dtype (no float64 upcast)
+        y = window_mean(xpad, kernel, stride, numpy.empty(x.shape[:2] + tuple(out_hw), x.dtype))
     cache = Cache(device="cpu", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
                   padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache

@@ -7,7 +7,7 @@ import numpy
 
 from ..backend import get_array_module
 from . import cuda_sources
-from .arrays import Cache, gpu_dtype, window
+from .arrays import Cache, gpu_dtype, window_mean
 
 
 def max_forward(x, kernel, stride, padding, out_hw, *, xp=None, launch=cuda_sources.launch):
@@ -44,13 +44,9 @@ def max_backward(grad_y, cache, *, xp=None, launch=cuda_sources.launch):
 def avg_forward(x, kernel, stride, padding, out_hw, *, xp=None):
     """Average pooling: a sum of kh*kw strided views, then one division."""
     xp = xp or get_array_module(x)
-    kh, kw = kernel
     (ph, pw) = padding
     xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    y = xp.array(window(xpad, 0, 0, out_hw, stride), copy=True)
-    for k in range(1, kh * kw):
-        y += window(xpad, k // kw, k % kw, out_hw, stride)
-    y /= kh * kw  # a Python int keeps the array's dtype (no float64 upcast)
+    y = window_mean(xpad, kernel, stride, xp.empty(x.shape[:2] + tuple(out_hw), x.dtype))
     cache = Cache(device="cuda", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
                   padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache
