@@ -25,6 +25,7 @@ from minidl.kernels import conv_cuda
 from minidl.kernels import cuda_sources
 from minidl.kernels import pool_cuda
 from minidl.kernels import reference
+from minidl.kernels.arrays import Cache
 from minidl.kernels import workspace
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -202,6 +203,44 @@ class TestConvNumpy:
             conv2d_forward(np.zeros((2, 3, 3)), np.zeros((1, 2, 1, 1)), (1, 1), (0, 0))
         with pytest.raises(TypeError):
             conv2d_forward(np.zeros((1, 1, 3, 3), int), np.zeros((1, 1, 1, 1), int), (1, 1), (0, 0))
+
+
+class TestConvDispatch:
+    """``conv.ALGORITHMS`` is the one table the dispatcher reads: a new row is a new algorithm."""
+
+    def test_a_new_algorithm_plugs_in(self, monkeypatch):
+        calls = []
+
+        class Doubled:  # the reference convolution, times two, recording its calls
+            @staticmethod
+            def forward(x, w, stride, padding, out_hw, dtype):
+                calls.append("forward")
+                y = 2 * reference.conv2d_forward(x, w, stride, padding)
+                return y, Cache(device="cpu", algorithm="doubled", x=x, w=w, stride=stride,
+                                padding=padding, x_shape=x.shape, w_shape=w.shape, out_hw=out_hw)
+
+            @staticmethod
+            def backward(grad_y, c, need_x_grad, need_w_grad):
+                calls.append("backward")
+                return reference.conv2d_backward(c.x, c.w, 2 * grad_y, c.stride, c.padding)
+
+        monkeypatch.setitem(conv_mod.ALGORITHMS, "doubled", conv_mod.Algorithm({"cpu": Doubled}))
+        x, w, gy = conv_data(dict(N=1, C=2, F=2, H=5, W=5, kernel=(3, 3), stride=(1, 1),
+                                  padding=(1, 1), seed=0))
+        y, cache = conv2d_forward(x, w, (1, 1), (1, 1), algorithm="doubled")
+        np.testing.assert_allclose(y, 2 * ref_conv(x, w, (1, 1), (1, 1)), **TOL64)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
+        np.testing.assert_allclose(gx, 2 * rgx, **TOL64)
+        assert calls == ["forward", "backward"]
+        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'doubled'"):
+            conv2d_forward(x, w, (1, 1), (1, 1), algorithm="winograd")
+
+    def test_layout_is_checked(self):
+        x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
+        with pytest.raises(ValueError, match="layout must be 'cnhw' or 'chwn', got 'nchw'"):
+            conv2d_forward(x, w, (1, 1), (0, 0), layout="nchw")
+        assert conv2d_forward(x, w, (1, 1), (0, 0), layout="chwn")[1].layout.name == "chwn"
 
 
 @st.composite

@@ -110,6 +110,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
         if algorithm != "im2col" or device != "cpu":
             raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm on the CPU, "
                              f"not to {algorithm} on {device}")
+        if layout not in conv_im2col.LAYOUTS:
+            raise ValueError(f"conv2d: layout must be 'cnhw' or 'chwn', got {layout!r}")
         options["layout"] = layout
     return chosen.modules[device].forward(x, w, stride, padding, out_hw, dtype, **options)
 

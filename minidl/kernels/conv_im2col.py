@@ -57,7 +57,7 @@ class _Layout:
         return a[tuple(index)]
 
 
-_LAYOUTS = {name: _Layout(name) for name in ("cnhw", "chwn")}
+LAYOUTS = {name: _Layout(name) for name in ("cnhw", "chwn")}
 
 
 def _choose_layout(C, F, kh, kw, Wo, sw):
@@ -69,8 +69,8 @@ def _choose_layout(C, F, kh, kw, Wo, sw):
     not contiguous at all (sw > 1).
     """
     if kh * kw * C >= 2 * (C + F) and (Wo < 32 or sw > 1):
-        return _LAYOUTS["chwn"]
-    return _LAYOUTS["cnhw"]
+        return LAYOUTS["chwn"]
+    return LAYOUTS["cnhw"]
 
 
 def _rows(start, count, step):
@@ -91,7 +91,7 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    lay = _LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
+    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
 
     with workspace.Scratch() as scratch:
         # Zero-padded input in the internal layout: the transpose and the padding are one copy.
