@@ -38,7 +38,6 @@ PENDING = {
     "minidl/cli.py": "command modules imported on demand (issues 11/14)",
     "minidl/experiment.py": "adversarial imported inside functions (issue 15b)",
     "minidl/study.py": "to become the minidl/study/ package (issue 15b)",
-    "minidl/adversarial/plots.py": "Tensor imported inside a function (issue 15b)",
 }
 
 
