@@ -28,8 +28,8 @@ def forward(x, w, stride, padding, out_hw, dtype, *, xp=None, launch=cuda_source
     y = xp.matmul(wmat, cols).reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3)
     y = xp.ascontiguousarray(y, dtype=dtype)
     cache = Cache(device="cuda", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
-                       w_shape=tuple(w.shape), stride=stride, padding=padding,
-                       out_hw=out_hw, layout=None, dtype=dtype, algorithm="im2col")
+                  w_shape=tuple(w.shape), stride=stride, padding=padding,
+                  out_hw=out_hw, layout=None, dtype=dtype, algorithm="im2col")
     return y, cache
 
 

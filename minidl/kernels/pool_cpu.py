@@ -52,6 +52,7 @@ def _argmax_dtype(kernel):
 
 
 def max_forward(x, kernel, stride, padding, out_hw):
+    """Max pooling: a running maximum over the kh*kw offsets; returns ``(y, cache)``."""
     kh, kw = kernel
     with workspace.Scratch() as scratch:
         xpad = _pad(x, padding, -numpy.inf, scratch)
@@ -89,6 +90,7 @@ def max_forward(x, kernel, stride, padding, out_hw):
 
 
 def max_backward(grad_y, cache):
+    """Each output's gradient to its window's first maximum (argmax from the cache)."""
     (kh, kw), padding, dtype = cache.kernel, cache.padding, cache.dtype
     N, C, H, W = cache.x_shape
     ph, pw = padding
@@ -133,6 +135,7 @@ def avg_forward(x, kernel, stride, padding, out_hw):
 
 
 def avg_backward(grad_y, cache):
+    """Every input of a window receives grad_y / (kh*kw)."""
     (kh, kw), padding = cache.kernel, cache.padding
     N, C, H, W = cache.x_shape
     ph, pw = padding

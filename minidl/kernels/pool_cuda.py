@@ -11,6 +11,7 @@ from .arrays import Cache, gpu_dtype, window_mean
 
 
 def max_forward(x, kernel, stride, padding, out_hw, *, xp=None, launch=cuda_sources.launch):
+    """Max pooling by the ``minidl_maxpool_fwd`` kernel; returns ``(y, cache)``."""
     xp = xp or get_array_module(x)
     N, C, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, out_hw
@@ -23,11 +24,12 @@ def max_forward(x, kernel, stride, padding, out_hw, *, xp=None, launch=cuda_sour
     launch("minidl_maxpool_fwd", wdt, total,
            x, y, argmax, total, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, float("-inf"))
     cache = Cache(device="cuda", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
-                       stride=stride, padding=padding, out_hw=out_hw, dtype=dtype)
+                  stride=stride, padding=padding, out_hw=out_hw, dtype=dtype)
     return y.astype(dtype, copy=False), cache
 
 
 def max_backward(grad_y, cache, *, xp=None, launch=cuda_sources.launch):
+    """Gradient of :func:`max_forward` (each input gathers from the windows it won)."""
     xp = xp or get_array_module(grad_y, cache.argmax)
     N, C, H, W = cache.x_shape
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = cache.kernel, cache.stride, cache.padding, \
@@ -53,6 +55,7 @@ def avg_forward(x, kernel, stride, padding, out_hw, *, xp=None):
 
 
 def avg_backward(grad_y, cache, *, xp=None, launch=cuda_sources.launch):
+    """Gradient of :func:`avg_forward` (each input gathers from the windows holding it)."""
     xp = xp or get_array_module(grad_y)
     N, C, H, W = cache.x_shape
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = cache.kernel, cache.stride, cache.padding, \
