@@ -414,3 +414,10 @@ def test_absent_optional_input_is_passed_as_none():
     y.sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.full((4, 3), 2.0))
     np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 4.0))
+
+
+def test_device_error_names_variadic_inputs():
+    a = md.ones(2)
+    b = _ElsewhereTensor(np.ones(2, dtype=np.float32))
+    with pytest.raises(RuntimeError, match=r"Concatenate: .*\w+\[0\] on 'cpu', \w+\[1\] on 'cuda'"):
+        md.concatenate([a, b])
