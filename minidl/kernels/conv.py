@@ -34,9 +34,9 @@ from typing import NamedTuple
 
 import numpy
 
-from ..backend import get_array_module, device_of
+from ..backend import device_of, get_array_module
 from . import conv_cuda, conv_fft, conv_im2col
-from .arrays import check_nchw, conv_output_size, float_dtype  # noqa: F401 (conv_output_size: public)
+from .arrays import check_nchw, conv_output_size, float_dtype, gpu_dtype  # noqa: F401 (public names)
 
 
 class Algorithm(NamedTuple):
