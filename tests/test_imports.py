@@ -8,8 +8,9 @@ minidl's own modules become edges of a graph, and three rules are checked:
 3. imports of minidl's own modules sit at module level, never inside a function or
    class, except in the files listed in ``PENDING`` (owned by other work in progress).
 
-Third-party imports may be deferred freely (CuPy, torch, matplotlib). A failure names the
-file and line of each violation. A new module needs a layer here: add its prefix to LAYERS.
+Third-party imports may be deferred only for the packages in ``DEFERRED`` (optional or
+heavy ones: CuPy, torch, matplotlib, ...). A failure names the file and line of each
+violation. A new module needs a layer here: add its prefix to LAYERS.
 """
 import ast
 import pathlib
@@ -38,6 +39,17 @@ PENDING = {
     "minidl/cli.py": "command modules imported on demand (issues 11/14)",
     "minidl/experiment.py": "adversarial imported inside functions (issue 15b)",
     "minidl/study.py": "to become the minidl/study/ package (issue 15b)",
+}
+
+# Third-party packages that may be imported inside a function, and why.
+DEFERRED = {
+    "cupy": "optional (extra 'gpu'); absent on CPU-only machines",
+    "cupyx": "optional, part of CuPy",
+    "torch": "optional reference for benchmarks and cross-checks, never a runtime dependency",
+    "torchattacks": "optional reference, as torch",
+    "mpi4py": "optional (extra 'distributed')",
+    "matplotlib": "heavy, and it must pick the Agg backend first; only the plots need it",
+    "tqdm": "progress bars, needed only while downloading",
 }
 
 
@@ -130,6 +142,25 @@ def test_pending_entries_are_still_needed():
     stale = sorted(set(PENDING) - nested_files)
     assert not stale, (f"PENDING lists files without function-level imports of minidl modules (clean, "
                        f"moved or gone): {stale}; remove them from PENDING in tests/test_imports.py")
+
+
+def test_deferred_third_party_imports_are_optional_ones():
+    found = []
+    for path in MODULES.values():
+        tree = ast.parse(path.read_text(), str(path))
+        for scope in ast.walk(tree):
+            if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Import):
+                    found += [(path, node.lineno, a.name) for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    found.append((path, node.lineno, node.module))
+    bad = sorted({f"{_where(path, line)}: imports {name} inside a function or class"
+                  for path, line, name in found
+                  if name.split(".")[0] not in DEFERRED and name.split(".")[0] != "minidl"})
+    assert not bad, ("import these at the top of the module, or add the package to DEFERRED with "
+                     "the reason:\n" + "\n".join(bad))
 
 
 def _find_cycle(graph):
