@@ -11,8 +11,14 @@ requires a gradient and gradients are enabled, records the Function as the ``_ct
 output Tensor. ``Tensor.backward`` then walks that graph from the output to the leaves in
 reverse topological order (:func:`run_backward`), without recursion, so chains of any
 length work.
+
+This module sits below the ops and below ``tensor.py`` (which imports the ops), so it never
+imports ``Tensor``: the graph is made of :class:`Variable` nodes, and ``Tensor`` is the
+Variable subclass that adds the array API. A Function makes its result with
+``first_input._new(array)``, which ``Tensor`` overrides to return a Tensor.
 """
 import contextlib
+import inspect
 
 from . import backend
 
@@ -48,6 +54,34 @@ class enable_grad(no_grad):
         return self
 
 
+class Variable:
+    """A node of the graph: an array and what the backward walk needs.
+
+    ``data`` is the NumPy or CuPy array (used without copying), ``requires_grad`` whether
+    gradients flow into it, ``grad`` the accumulated gradient of a leaf after ``backward``,
+    and ``_ctx`` the Function that produced it (None for leaves).
+    """
+
+    def __init__(self, data, requires_grad=False):
+        if not backend.is_array(data):
+            raise TypeError(f"Tensor(data): expected a numpy or cupy array, got {type(data).__name__}; "
+                            "use minidl.tensor(...) to convert other data")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self.data = data
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    device = property(lambda self: backend.device_of(self.data))
+
+    def _new(self, data, requires_grad=False):
+        """A new node of the user-facing kind for ``data`` (``Tensor`` overrides this)."""
+        return Variable(data, requires_grad=requires_grad)
+
+
 class Function:
     """Base class of differentiable ops.
 
@@ -69,31 +103,37 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        from .tensor import Tensor, as_tensor
+        """Run ``forward`` on the inputs' arrays and record the graph edge.
 
+        ``inputs`` are Tensors, Python numbers or arrays (made constants of the tensors'
+        dtype), or None for an absent optional input such as a bias (it gets no gradient).
+        """
         fn = cls(**params)
-        tensors = [x for x in inputs if isinstance(x, Tensor)]
-        if not tensors:
+        variables = [x for x in inputs if isinstance(x, Variable)]
+        if not variables:
             raise TypeError(f"{fn.op_name}: expected at least one Tensor argument")
-        device = tensors[0].device
-        for t in tensors[1:]:
-            if t.device != device:
-                raise RuntimeError(
-                    f"{fn.op_name}: all tensors must be on the same device, got {device!r} and {t.device!r} "
-                    f"(move them with .to({device!r}))")
-        dtype = next((t.dtype for t in tensors if t.dtype.kind == "f"), tensors[0].dtype)
+        first = variables[0]
+        device = first.device
+        if any(v.device != device for v in variables[1:]):
+            names = _input_names(fn, len(inputs))
+            listing = ", ".join(f"{name} on {x.device!r}" for name, x in zip(names, inputs)
+                                if isinstance(x, Variable))
+            raise RuntimeError(f"{fn.op_name}: all tensors must be on the same device, got {listing} "
+                               f"(move them with .to({device!r}))")
+        dtype = next((v.dtype for v in variables if v.dtype.kind == "f"), first.dtype)
         # Python numbers take the tensors' dtype (x * 2.5 stays float32), except that a float
         # constant must not be truncated to an integer tensor's dtype (int tensor + 0.5).
-        inputs = [x if isinstance(x, Tensor) else
-                  as_tensor(x, dtype=None if dtype.kind != "f" and isinstance(x, float) else dtype, device=device)
+        inputs = [x if x is None or isinstance(x, Variable) else
+                  first._new(backend.as_array(x, dtype=None if dtype.kind != "f" and isinstance(x, float)
+                                              else dtype, device=device))
                   for x in inputs]
-        fn.needs_grad = tuple(x.requires_grad for x in inputs)
-        arrays = [x.data for x in inputs]
+        fn.needs_grad = tuple(x is not None and x.requires_grad for x in inputs)
+        arrays = [None if x is None else x.data for x in inputs]
         out_data = fn.forward(*arrays)
         if not backend.is_array(out_data):  # NumPy reductions return scalars, not 0-d arrays
             out_data = backend.get_array_module(*arrays).asarray(out_data)
         requires_grad = _grad_enabled and any(fn.needs_grad)
-        out = Tensor(out_data, requires_grad=requires_grad)
+        out = first._new(out_data, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
             out._ctx = fn
@@ -102,6 +142,14 @@ class Function:
     @property
     def op_name(self):
         return self.name or type(self).__name__
+
+
+def _input_names(fn, count):
+    """Names of ``fn.forward``'s array parameters (``x``, ``weight``, ...), for error messages."""
+    params = list(inspect.signature(fn.forward).parameters.values())
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    rest = next((p.name for p in params if p.kind is p.VAR_POSITIONAL), "input")
+    return [names[i] if i < len(names) else f"{rest}[{i - len(names)}]" for i in range(count)]
 
 
 def _topological_order(root):
@@ -119,7 +167,7 @@ def _topological_order(root):
         stack.append((node, True))
         if node._ctx is not None:
             for parent in node._ctx.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+                if parent is not None and parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
 
@@ -129,8 +177,6 @@ def run_backward(root, grad):
 
     Leaves accumulate into ``.grad`` (summing over calls, as in PyTorch, until zeroed).
     """
-    from .tensor import Tensor
-
     grads = {id(root): grad}
     for node in reversed(_topological_order(root)):
         g = grads.pop(id(node), None)
@@ -141,7 +187,7 @@ def run_backward(root, grad):
         fn = node._ctx
         if fn is None:  # a leaf: store the gradient
             if node.grad is None:
-                node.grad = Tensor(g.astype(node.dtype, copy=True))
+                node.grad = node._new(g.astype(node.dtype, copy=True))
             else:
                 node.grad.data = backend.get_array_module(g).asarray(node.grad.data + g)
             continue
@@ -150,7 +196,7 @@ def run_backward(root, grad):
             raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "
                                f"for {len(fn.inputs)} inputs")
         for parent, pg in zip(fn.inputs, input_grads):
-            if pg is None or not parent.requires_grad:
+            if pg is None or parent is None or not parent.requires_grad:
                 continue
             if pg.shape != parent.shape:
                 raise RuntimeError(f"{fn.op_name}.backward produced a gradient of shape {pg.shape} "

@@ -7,6 +7,8 @@ Chainer does it, instead of ``if gpu:`` branches scattered through the code.
 Devices are named ``"cpu"`` and ``"cuda"`` (``"cuda:0"`` is accepted and means
 the current CuPy device).
 """
+import numbers
+
 import numpy
 
 try:  # CuPy is the optional ``gpu`` extra; importing it must never be required.
@@ -77,6 +79,54 @@ def to_numpy(array):
     if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy.asnumpy(array)
     return numpy.asarray(array)
+
+
+# --- making arrays from user data -------------------------------------------------------------
+def resolve_dtype(dtype):
+    """``numpy.dtype(dtype)``, or None for None; a clear TypeError for anything else."""
+    if dtype is None:
+        return None
+    try:
+        return numpy.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from None
+
+
+def new_array(data, dtype=None, device="cpu"):
+    """A new array on ``device`` holding a copy of ``data`` (list, scalar, NumPy/CuPy array).
+
+    Python floats become float32 (the library default); NumPy arrays keep their dtype;
+    Python ints become int64.
+    """
+    device = normalize_device(device)
+    dtype = resolve_dtype(dtype)
+    if is_array(data):
+        array = data
+    else:
+        array = numpy.asarray(data)
+        if array.dtype == numpy.float64:
+            array = array.astype(numpy.float32)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"tensor(data): cannot make a numeric tensor from {type(data).__name__} "
+                            f"(NumPy dtype {array.dtype})")
+    xp = xp_for(device)
+    return xp.array(array if device_of(array) == device else to_device(array, device), dtype=dtype, copy=True)
+
+
+def as_array(data, dtype=None, device="cpu"):
+    """``data`` as an array on ``device``, not copied when it is already an array there.
+
+    A floating array is cast to a floating ``dtype``; other data goes through :func:`new_array`.
+    """
+    dtype = resolve_dtype(dtype)
+    if is_array(data):
+        array = to_device(data, device)
+        if dtype is not None and array.dtype.kind == "f" and dtype.kind == "f":
+            array = array.astype(dtype, copy=False)
+        return array
+    if isinstance(data, numbers.Number) and dtype is not None and dtype.kind == "f":
+        return xp_for(device).asarray(data, dtype=dtype)
+    return new_array(data, dtype=dtype, device=device)
 
 
 # --- random numbers -------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The functional API (``import minidl.functional as F``): stateless layers on Tensors.
 
-Every function checks its arguments first, so that a wrong shape, dtype or device is
-reported with the op's name, the expected and the actual value instead of surfacing as
-a NumPy error deep inside a kernel.
+Every function checks its arguments first, so that a wrong type, dtype or shape is reported
+with the op's name, the expected and the actual value instead of surfacing as a NumPy error
+deep inside a kernel. Each contract is checked once, where it belongs: here the Tensors
+(types, floating dtypes, dimensions, bias shapes); in ``Function.apply`` (autograd) that all
+inputs share one device; in the kernels the array shapes (channels, whether the window fits).
 """
 import numbers
 
@@ -19,13 +21,6 @@ def _check_tensor(op, name, x, ndim=None, floating=True):
         raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {x.shape}")
     if floating and x.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be a floating-point tensor (float32 or float64), got dtype {x.dtype}")
-
-
-def _check_same_device(op, **tensors):
-    devices = {k: t.device for k, t in tensors.items() if t is not None}
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{k} on {d!r}" for k, d in devices.items())
-        raise RuntimeError(f"{op}: tensors must be on one device, got {listing}")
 
 
 def pair(value, name, op, minimum=0):
@@ -45,7 +40,6 @@ def linear(x, weight, bias=None):
     """y = x W^T + b for x (..., in), W (out, in), b (out,) -> (..., out)."""
     _check_tensor("linear", "x", x)
     _check_tensor("linear", "weight", weight, ndim=2)
-    _check_same_device("linear", x=x, weight=weight, bias=bias)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: x has {x.shape[-1]} features (shape {x.shape}) but weight expects "
                          f"{weight.shape[1]} (weight shape {weight.shape})")
@@ -53,8 +47,7 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     lead = x.shape[:-1]
     x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-    args = (x2, weight) if bias is None else (x2, weight, bias)
-    y = matmul.Linear.apply(*args)
+    y = matmul.Linear.apply(x2, weight, bias)
     return y if x.ndim == 2 else y.reshape(lead + (weight.shape[0],))
 
 
@@ -68,35 +61,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """
     _check_tensor("conv2d", "x", x, ndim=4)
     _check_tensor("conv2d", "weight", weight, ndim=4)
-    _check_same_device("conv2d", x=x, weight=weight, bias=bias)
-    stride = pair(stride, "stride", "conv2d", minimum=1)
-    padding = pair(padding, "padding", "conv2d", minimum=0)
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {x.shape}) but weight expects "
-                         f"{weight.shape[1]} (weight shape {weight.shape})")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    _check_window("conv2d", x.shape, weight.shape[2:], stride, padding)
-    args = (x, weight) if bias is None else (x, weight, bias)
-    return conv.Conv2d.apply(*args, stride=stride, padding=padding)
-
-
-def _check_window(op, x_shape, kernel, stride, padding):
-    for axis, size, k, s, p in zip("HW", x_shape[2:], kernel, stride, padding):
-        if (size + 2 * p - k) // s + 1 < 1 or size + 2 * p < k:
-            raise ValueError(f"{op}: a {k}-wide window does not fit {axis}={size} with padding {p} "
-                             f"(input shape {tuple(x_shape)})")
+    # Channels, window fit and the ranges of stride and padding are the kernel's contract.
+    return conv.Conv2d.apply(x, weight, bias, stride=pair(stride, "stride", "conv2d"),
+                             padding=pair(padding, "padding", "conv2d"))
 
 
 def _pool_args(op, x, kernel_size, stride, padding):
     _check_tensor(op, "x", x, ndim=4)
-    kernel = pair(kernel_size, "kernel_size", op, minimum=1)
-    stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
-    padding = pair(padding, "padding", op, minimum=0)
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
-    _check_window(op, x.shape, kernel, stride, padding)
-    return dict(kernel=kernel, stride=stride, padding=padding)
+    kernel = pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else pair(stride, "stride", op)
+    # Ranges, window fit and the padding limit are checked by the kernels.
+    return dict(kernel=kernel, stride=stride, padding=pair(padding, "padding", op))
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):

@@ -18,6 +18,8 @@ import os
 import socket
 import time
 
+from .serialization import load
+from .train import write_json
 from .validation import check_writable_folder
 
 CONFIG = "config.json"
@@ -46,7 +48,6 @@ def saved_config(folder):
             return _as_record(record, path)
     path = os.path.join(folder, "checkpoint.npz")
     if os.path.isfile(path):
-        from .serialization import load
         return _as_record(load(path).get("config"), path)
     return None
 
@@ -180,7 +181,6 @@ def claim_run_folder(folder, config, resume=False, overwrite=False):
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(folder, name))
-        from .train import write_json
         write_json(os.path.join(folder, CONFIG), config)
         yield folder
     finally:

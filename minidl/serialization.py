@@ -14,6 +14,7 @@ import zipfile
 import numpy
 
 from . import backend
+from .tensor import Tensor
 
 _JSON_KEY = "__minidl_json__"
 # The most bytes load() allocates for one file's arrays; a header claiming more is refused.
@@ -21,7 +22,6 @@ MAX_LOAD_BYTES = 1 << 36
 
 
 def _flatten(obj, prefix, arrays, extras):
-    from .tensor import Tensor
     for key, value in obj.items():
         if not isinstance(key, str) or "/" in key or key == _JSON_KEY:
             raise ValueError(f"save: keys must be strings without '/', got {key!r}")

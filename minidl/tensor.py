@@ -4,39 +4,30 @@ import numbers
 import numpy
 
 from . import backend
-from .autograd import run_backward
-from .ops import arithmetic, matmul, reduce, shape, unary
+from .autograd import Variable, run_backward
+from .ops import activation, arithmetic, matmul, reduce, shape, unary
+from .ops.conversion import Cast, Transfer
 
 float32, float64, int32, int64, bool_ = numpy.float32, numpy.float64, numpy.int32, numpy.int64, numpy.bool_
 
 
-class Tensor:
+class Tensor(Variable):
     """An n-dimensional array that can record the ops applied to it.
 
-    ``data`` is the underlying NumPy or CuPy array (used without copying), ``grad`` the
-    accumulated gradient (a Tensor) of a leaf after ``backward``, and ``_ctx`` the Function
-    that produced it (None for leaves).
+    ``Tensor(data, requires_grad=False)`` wraps a NumPy or CuPy array without copying.
+    ``data`` is that array, ``grad`` the accumulated gradient (a Tensor) of a leaf after
+    ``backward``, and ``_ctx`` the Function that produced it (None for leaves); these come
+    from :class:`minidl.autograd.Variable`, the graph node. Tensor adds the array API.
     """
 
     __array_priority__ = 1000  # so that ``ndarray + Tensor`` defers to Tensor.__radd__
 
-    def __init__(self, data, requires_grad=False):
-        if not backend.is_array(data):
-            raise TypeError(f"Tensor(data): expected a numpy or cupy array, got {type(data).__name__}; "
-                            "use minidl.tensor(...) to convert other data")
-        if requires_grad and data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
-        self.data = data
-        self.requires_grad = bool(requires_grad)
-        self.grad = None
-        self._ctx = None
+    def _new(self, data, requires_grad=False):
+        return Tensor(data, requires_grad=requires_grad)
 
-    # --- basic properties -----------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
+    # --- basic properties (shape, dtype and device come from Variable) -----------------------
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
-    device = property(lambda self: backend.device_of(self.data))
     is_leaf = property(lambda self: self._ctx is None)
 
     def __len__(self):
@@ -196,16 +187,13 @@ class Tensor:
         return arithmetic.Maximum.apply(self, other)
 
     def relu(self):
-        from .ops.activation import ReLU
-        return ReLU.apply(self)
+        return activation.ReLU.apply(self)
 
     def sigmoid(self):
-        from .ops.activation import Sigmoid
-        return Sigmoid.apply(self)
+        return activation.Sigmoid.apply(self)
 
     def tanh(self):
-        from .ops.activation import Tanh
-        return Tanh.apply(self)
+        return activation.Tanh.apply(self)
 
     # --- reductions ---------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False):
@@ -269,93 +257,29 @@ def _unwrap_index(index):
     return index
 
 
-# --- device and dtype changes are ops too, so gradients flow through them ---------------------
-from .autograd import Function  # noqa: E402
-
-
-class Transfer(Function):
-    """y = x on another device;  dL/dx = g moved back."""
-
-    def __init__(self, device):
-        self.device = device
-
-    def forward(self, x):
-        self.source = backend.device_of(x)
-        return backend.to_device(x, self.device)
-
-    def backward(self, g):
-        return (backend.to_device(g, self.source),)
-
-
-class Cast(Function):
-    """y = x converted to ``dtype``;  dL/dx = g converted back."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-    def forward(self, x):
-        self.source = x.dtype
-        return x.astype(self.dtype)
-
-    def backward(self, g):
-        return (g.astype(self.source),)
-
-
 # --- construction ---------------------------------------------------------------------------
-def _resolve_dtype(dtype):
-    if dtype is None:
-        return None
-    try:
-        return numpy.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from None
-
-
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """A new Tensor holding a copy of ``data`` (list, scalar, NumPy/CuPy array or Tensor).
 
     Python floats become float32 (the library default); NumPy arrays keep their dtype;
     Python ints become int64.
     """
-    device = backend.normalize_device(device)
-    dtype = _resolve_dtype(dtype)
     if isinstance(data, Tensor):
         data = data.data
-    if backend.is_array(data):
-        array = data
-    else:
-        array = numpy.asarray(data)
-        if array.dtype == numpy.float64:
-            array = array.astype(float32)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"tensor(data): cannot make a numeric tensor from {type(data).__name__} "
-                            f"(NumPy dtype {array.dtype})")
-    xp = backend.xp_for(device)
-    array = xp.array(array if backend.device_of(array) == device else backend.to_device(array, device),
-                     dtype=dtype, copy=True)
-    return Tensor(array, requires_grad=requires_grad)
+    return Tensor(backend.new_array(data, dtype=dtype, device=device), requires_grad=requires_grad)
 
 
 def as_tensor(data, dtype=None, device="cpu"):
     """``data`` as a constant Tensor, without copying when it is already an array there."""
     if isinstance(data, Tensor):
         return data
-    dtype = _resolve_dtype(dtype)
-    if backend.is_array(data):
-        array = backend.to_device(data, device)
-        if dtype is not None and array.dtype.kind == "f" and dtype.kind == "f":
-            array = array.astype(dtype, copy=False)
-        return Tensor(array)
-    xp = backend.xp_for(device)
-    if isinstance(data, numbers.Number) and dtype is not None and dtype.kind == "f":
-        return Tensor(xp.asarray(data, dtype=dtype))
-    return tensor(data, dtype=dtype, device=device)
+    return Tensor(backend.as_array(data, dtype=dtype, device=device))
 
 
 def _factory(make, shape, dtype, device, requires_grad):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    dtype = _resolve_dtype(dtype) or numpy.dtype(float32)
+    dtype = backend.resolve_dtype(dtype) or numpy.dtype(float32)
     xp = backend.xp_for(device)
     return Tensor(make(xp, shape).astype(dtype, copy=False), requires_grad=requires_grad)
 

@@ -1,5 +1,6 @@
 """Shared test configuration: the hypothesis profile, the backends every device-aware test
-runs on, and small helpers.
+runs on, and helpers and small models that several test files use (put new shared ones here;
+``from conftest import ...`` in a test file).
 
 * ``BACKENDS`` is ``["cpu", "cuda"]``; the ``"cuda"`` case is skipped (cleanly, with a reason)
   unless ``minidl.backend.cuda_available()``. A test opts in by taking an argument named
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minidl import backend
+from minidl import backend, nn
 from minidl.tensor import Tensor
 
 settings.register_profile("minidl", deadline=None, print_blob=True,
@@ -81,3 +82,25 @@ def numeric_grad(f, x, eps=1e-6):
         flat[j] = old
         gflat[j] = (plus - minus) / (2 * eps)
     return g
+
+
+# --- small models and data shared by the attack and evaluation tests -------------------------
+def linear_model(W, b, dtype=np.float64):
+    """nn.Linear with the given weight (out, in) and bias, in ``dtype``."""
+    W = np.asarray(W, dtype=dtype)
+    m = nn.Linear(W.shape[1], W.shape[0])
+    m.weight.data = W.copy()
+    m.bias.data = np.asarray(b, dtype=dtype).copy()
+    return m
+
+
+def make_blocks(n, seed):
+    """4x4 images of 3 classes: class k is bright (0.75 on 0.25) in row k, plus a little noise.
+    L-inf eps = 0.5 turns one class's template into another's."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = np.full((n, 1, 4, 4), 0.25)
+    for k in range(3):
+        x[y == k, 0, k, :] = 0.75
+    x += rng.normal(scale=0.06, size=x.shape)
+    return np.clip(x, 0, 1).astype(np.float32), y

@@ -20,19 +20,12 @@ from minidl.adversarial import attacks as A
 from minidl.adversarial import fgsm, fgsm_random_start, input_gradient, pgd
 from minidl.tensor import Tensor
 
+from conftest import linear_model, make_blocks
+
 F64 = np.float64
 
 
 # --- helpers ------------------------------------------------------------------------------
-def linear_model(W, b, dtype=F64):
-    """nn.Linear with the given weight (out, in) and bias, in ``dtype``."""
-    W = np.asarray(W, dtype=dtype)
-    m = nn.Linear(W.shape[1], W.shape[0])
-    m.weight.data = W.copy()
-    m.bias.data = np.asarray(b, dtype=dtype).copy()
-    return m
-
-
 def to_dtype(model, dtype):
     for p in model.parameters():
         p.data = p.data.astype(dtype)
@@ -666,18 +659,6 @@ def test_pgd_with_eot_runs_and_stays_in_the_ball():
 
 
 # --- a small trained network ------------------------------------------------------------------
-def make_blocks(n, seed):
-    """4x4 images of 3 classes: class k is bright (0.75 on 0.25) in row k, plus a little noise.
-    L-inf eps = 0.5 turns one class's template into another's."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = np.full((n, 1, 4, 4), 0.25)
-    for k in range(3):
-        x[y == k, 0, k, :] = 0.75
-    x += rng.normal(scale=0.06, size=x.shape)
-    return np.clip(x, 0, 1).astype(np.float32), y
-
-
 @pytest.fixture(scope="module")
 def trained_mlp():
     md.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 
 import minidl as md
 import minidl.functional as F
-from minidl.ops import arithmetic
+from minidl.ops import arithmetic, matmul
 from minidl.tensor import Tensor
 
 from conftest import host, leaf
@@ -226,10 +226,11 @@ def test_mixing_devices_is_reported_by_function_apply():
         a * b
 
 
-def test_mixing_devices_is_reported_by_functional_checks():
+def test_mixing_devices_is_reported_with_the_argument_names():
+    # One device check, in Function.apply; it names the op's forward arguments.
     x = md.ones(2, 3)
     w = _ElsewhereTensor(np.ones((4, 3), dtype=np.float32))
-    with pytest.raises(RuntimeError, match=r"linear: tensors must be on one device.*x on 'cpu'.*weight on 'cuda'"):
+    with pytest.raises(RuntimeError, match=r"Linear: all tensors must be on the same device.*x on 'cpu'.*weight on 'cuda'"):
         F.linear(x, w)
 
 
@@ -403,3 +404,20 @@ def test_comparisons_and_argmax_are_outside_the_graph():
     assert (x > 1.5).tolist() == [False, True, True]
     assert not (x > 1.5).requires_grad
     assert x.argmax().item() == 1
+
+
+def test_absent_optional_input_is_passed_as_none():
+    # An optional bias is an explicit None input, not a shorter argument list.
+    x, w = md.ones(2, 3, requires_grad=True), md.ones(4, 3, requires_grad=True)
+    y = matmul.Linear.apply(x, w, None)
+    assert y._ctx.needs_grad == (True, True, False) and y._ctx.inputs[2] is None
+    y.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.full((4, 3), 2.0))
+    np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 4.0))
+
+
+def test_device_error_names_variadic_inputs():
+    a = md.ones(2)
+    b = _ElsewhereTensor(np.ones(2, dtype=np.float32))
+    with pytest.raises(RuntimeError, match=r"Concatenate: .*\w+\[0\] on 'cpu', \w+\[1\] on 'cuda'"):
+        md.concatenate([a, b])

@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 import minidl as md
 import minidl.functional as F
 from minidl.autograd import Function
+from minidl.kernels import reference
 from minidl.tensor import Cast, Tensor, Transfer
 from minidl.testing import GradcheckError, gradcheck, numerical_gradient
 from minidl.testing.strategies import broadcastable_shapes, conv_configs, pool_configs, shapes, tensors
@@ -316,32 +317,14 @@ def test_mse_loss(device, reduction, data, shape):
 
 # --- layers ------------------------------------------------------------------------------------------
 def conv2d_ref(x, w, stride, padding):
-    """Direct loops over the definition y[n,f,i,j] = sum_{c,p,q} xpad[n,c,i*sh+p,j*sw+q] w[f,c,p,q]."""
-    (sh, sw), (ph, pw) = stride, padding
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    n, _, hp, wp = xp.shape
-    f, _, kh, kw = w.shape
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    y = np.zeros((n, f, ho, wo))
-    for i in range(ho):
-        for j in range(wo):
-            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
-            y[:, :, i, j] = np.einsum("ncpq,fcpq->nf", patch, w)
-    return y
+    """The oracle: the reference kernel (im2col and one product, minidl/kernels/reference.py)."""
+    return reference.conv2d_forward(x, w, stride, padding)
 
 
 def pool_ref(x, kernel, stride, padding, kind):
-    """Direct loops: max over the -inf-padded window, or mean over the zero-padded window."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    fill = -np.inf if kind == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    y = np.zeros(x.shape[:2] + (ho, wo))
-    for i in range(ho):
-        for j in range(wo):
-            win = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
-            y[:, :, i, j] = win.max(axis=(2, 3)) if kind == "max" else win.mean(axis=(2, 3))
-    return y
+    """The oracle: max over the -inf-padded window or mean over the zero-padded one (reference.py)."""
+    fn = reference.max_pool2d_forward if kind == "max" else reference.avg_pool2d_forward
+    return fn(x, kernel, stride, padding)
 
 
 @FAST

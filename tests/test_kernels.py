@@ -1,4 +1,4 @@
-"""Tests of the array-level conv/pool kernels against plain-loop float64 references.
+"""Tests of the array-level conv/pool kernels against the float64 reference kernels.
 
 * NumPy path: every function, forward and backward, over random configurations
   (hypothesis), both internal CPU layouts of conv, float64 and float32.
@@ -21,90 +21,43 @@ from minidl.backend import cuda_available
 from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_backward,
                             conv2d_forward, max_pool2d_backward, max_pool2d_forward)
 from minidl.kernels import conv as conv_mod
+from minidl.kernels import conv_cuda
 from minidl.kernels import cuda_sources
-from minidl.kernels import pool as pool_mod
+from minidl.kernels import pool_cuda
+from minidl.kernels import reference
+from minidl.kernels.arrays import Cache
 from minidl.kernels import workspace
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
 # ---------------------------------------------------------------------------------------
-# plain-loop float64 references
+# the oracle: the reference kernels (tested on their own in test_reference.py), in float64
 # ---------------------------------------------------------------------------------------
 def out_size(n, k, s, p):
     return (n + 2 * p - k) // s + 1
 
 
-def pad(x, ph, pw, value=0.0):
-    N, C, H, W = x.shape
-    out = np.full((N, C, H + 2 * ph, W + 2 * pw), value)
-    out[:, :, ph:ph + H, pw:pw + W] = x
-    return out
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
 
 
 def ref_conv(x, w, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
-    xp = pad(x.astype(np.float64), ph, pw)
-    y = np.zeros((N, F, Ho, Wo))
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    y[n, f, i, j] = np.sum(xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] * w[f])
-    return y
+    return reference.conv2d_forward(_f64(x), _f64(w), stride, padding)
 
 
 def ref_conv_grads(x, w, gy, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    Ho, Wo = gy.shape[2:]
-    xp = pad(x.astype(np.float64), ph, pw)
-    gxp = np.zeros_like(xp)
-    gw = np.zeros(w.shape)
-    for n in range(N):
-        for f in range(F):
-            for i in range(Ho):
-                for j in range(Wo):
-                    win = (n, slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
-                    gxp[win] += gy[n, f, i, j] * w[f]
-                    gw[f] += gy[n, f, i, j] * xp[win]
-    return gxp[:, :, ph:ph + H, pw:pw + W], gw
+    return reference.conv2d_backward(_f64(x), _f64(w), _f64(gy), stride, padding)
 
 
-def ref_pool(x, kernel, stride, padding, gy=None, mode="max"):
-    """Forward, and with ``gy`` also the gradient. Max: padding is -inf and the gradient
-    goes to the first maximum in row-major window order. Avg: divisor kh*kw."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    N, C, H, W = x.shape
-    Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
-    xp = pad(x.astype(np.float64), ph, pw, -np.inf if mode == "max" else 0.0)
-    y = np.zeros((N, C, Ho, Wo))
-    gxp = np.zeros_like(xp)
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    if mode == "max":
-                        best, arg = None, None
-                        for p in range(kh):
-                            for q in range(kw):
-                                v = xp[n, c, i * sh + p, j * sw + q]
-                                if best is None or v > best:
-                                    best, arg = v, (p, q)
-                        y[n, c, i, j] = best
-                        if gy is not None:
-                            gxp[n, c, i * sh + arg[0], j * sw + arg[1]] += gy[n, c, i, j]
-                    else:
-                        win = xp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw]
-                        y[n, c, i, j] = win.sum() / (kh * kw)
-                        if gy is not None:
-                            gxp[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw] += \
-                                gy[n, c, i, j] / (kh * kw)
-    return y, gxp[:, :, ph:ph + H, pw:pw + W]
+def ref_pool(x, kernel, stride, padding, gy, mode):
+    """(forward, gradient) of max or avg pooling by the reference kernels."""
+    x, gy = _f64(x), _f64(gy)
+    if mode == "max":
+        return (reference.max_pool2d_forward(x, kernel, stride, padding),
+                reference.max_pool2d_backward(x, gy, kernel, stride, padding))
+    return (reference.avg_pool2d_forward(x, kernel, stride, padding),
+            reference.avg_pool2d_backward(x, gy, kernel, stride, padding))
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,6 +203,44 @@ class TestConvNumpy:
             conv2d_forward(np.zeros((2, 3, 3)), np.zeros((1, 2, 1, 1)), (1, 1), (0, 0))
         with pytest.raises(TypeError):
             conv2d_forward(np.zeros((1, 1, 3, 3), int), np.zeros((1, 1, 1, 1), int), (1, 1), (0, 0))
+
+
+class TestConvDispatch:
+    """``conv.ALGORITHMS`` is the one table the dispatcher reads: a new row is a new algorithm."""
+
+    def test_a_new_algorithm_plugs_in(self, monkeypatch):
+        calls = []
+
+        class Doubled:  # the reference convolution, times two, recording its calls
+            @staticmethod
+            def forward(x, w, stride, padding, out_hw, dtype):
+                calls.append("forward")
+                y = 2 * reference.conv2d_forward(x, w, stride, padding)
+                return y, Cache(device="cpu", algorithm="doubled", x=x, w=w, stride=stride,
+                                padding=padding, x_shape=x.shape, w_shape=w.shape, out_hw=out_hw)
+
+            @staticmethod
+            def backward(grad_y, c, need_x_grad, need_w_grad):
+                calls.append("backward")
+                return reference.conv2d_backward(c.x, c.w, 2 * grad_y, c.stride, c.padding)
+
+        monkeypatch.setitem(conv_mod.ALGORITHMS, "doubled", conv_mod.Algorithm({"cpu": Doubled}))
+        x, w, gy = conv_data(dict(N=1, C=2, F=2, H=5, W=5, kernel=(3, 3), stride=(1, 1),
+                                  padding=(1, 1), seed=0))
+        y, cache = conv2d_forward(x, w, (1, 1), (1, 1), algorithm="doubled")
+        np.testing.assert_allclose(y, 2 * ref_conv(x, w, (1, 1), (1, 1)), **TOL64)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
+        np.testing.assert_allclose(gx, 2 * rgx, **TOL64)
+        assert calls == ["forward", "backward"]
+        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'doubled'"):
+            conv2d_forward(x, w, (1, 1), (1, 1), algorithm="winograd")
+
+    def test_layout_is_checked(self):
+        x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
+        with pytest.raises(ValueError, match="layout must be 'cnhw' or 'chwn', got 'nchw'"):
+            conv2d_forward(x, w, (1, 1), (0, 0), layout="nchw")
+        assert conv2d_forward(x, w, (1, 1), (0, 0), layout="chwn")[1].layout.name == "chwn"
 
 
 @st.composite
@@ -408,20 +399,32 @@ class TestPoolNumpy:
 
 
 class TestWorkspace:
-    def test_buffers_are_reused_only_when_free(self):
-        a = workspace.empty((512, 1024), np.float32)      # 2 MB: pooled
-        a_id = a.base.__array_interface__["data"][0]
-        b = workspace.empty((512, 1024), np.float32)      # a is alive: new buffer
-        assert b.base.__array_interface__["data"][0] != a_id
-        view = a[::2]
-        del a
-        c = workspace.empty((512, 1024), np.float32)      # a's view still holds it
-        assert c.base.__array_interface__["data"][0] != a_id
-        del view
-        d = workspace.empty((1024, 512), np.float32)      # now free: same bytes reused
-        assert d.base.__array_interface__["data"][0] == a_id
-        del b, c, d
+    def test_buffers_are_reused_only_after_their_block(self):
+        def address(a):
+            return a.__array_interface__["data"][0]
+        workspace.release()
+        with workspace.Scratch() as s1:
+            a = s1.empty((512, 1024), np.float32)          # 2 MB: pooled
+            with workspace.Scratch() as s2:
+                b = s2.empty((512, 1024), np.float32)      # a is taken: another buffer
+                assert address(b) != address(a)
+            with workspace.Scratch() as s3:
+                c = s3.empty((1024, 512), np.float32)      # b's block ended: b's bytes
+                assert address(c) == address(b)
+                assert address(s3.empty((512, 1024), np.float32)) not in (address(a), address(b))
+        with workspace.Scratch() as s4:
+            small = s4.empty((4, 4), np.float32)           # below MIN_BYTES: never pooled
+            assert address(s4.empty((512, 1024), np.float32)) in (address(a), address(b), address(c))
+        assert small.base is None
         assert workspace.release() >= 3 * 2**21
+        assert workspace.release() == 0
+        workspace.enabled = False
+        try:
+            with workspace.Scratch() as s5:
+                d = s5.empty((512, 1024), np.float32)
+            assert workspace.release() == 0 and d.base is None
+        finally:
+            workspace.enabled = True
 
     def test_live_outputs_and_caches_are_not_overwritten(self):
         rng = np.random.default_rng(5)
@@ -494,8 +497,8 @@ class TestCudaSourcesOnHost:
         x, w, gy = conv_data(cfg, dtype)
         stride, padding = cfg["stride"], cfg["padding"]
         out_hw = gy.shape[2:]
-        y, cache = conv_mod._forward_gpu(x, w, stride, padding, out_hw, np.dtype(dtype), np, host_launch)
-        gx, gw = conv_mod._backward_gpu(gy, cache, True, True, np, host_launch)
+        y, cache = conv_cuda.forward(x, w, stride, padding, out_hw, np.dtype(dtype), xp=np, launch=host_launch)
+        gx, gw = conv_cuda.backward(gy, cache, True, True, xp=np, launch=host_launch)
         tol = TOL64 if dtype == np.float64 else TOL32
         np.testing.assert_allclose(y, ref_conv(x, w, stride, padding), **tol)
         rgx, rgw = ref_conv_grads(x, w, gy, stride, padding)
@@ -508,21 +511,22 @@ class TestCudaSourcesOnHost:
         x, gy = pool_data(cfg, dtype)
         args = (cfg["kernel"], cfg["stride"], cfg["padding"])
         out_hw = gy.shape[2:]
-        y, cache = pool_mod._max_forward_gpu(x, *args, out_hw, np, host_launch)
+        y, cache = pool_cuda.max_forward(x, *args, out_hw, xp=np, launch=host_launch)
         y_cpu, cache_cpu = max_pool2d_forward(x, *args)
         np.testing.assert_array_equal(y, y_cpu)
         np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)
-        gx = pool_mod._max_backward_gpu(gy, cache, np, host_launch)
+        gx = pool_cuda.max_backward(gy, cache, xp=np, launch=host_launch)
         np.testing.assert_array_equal(gx, max_pool2d_backward(gy, cache_cpu))
-        _, acache = avg_pool2d_forward(x, *args)
-        gx = pool_mod._avg_backward_gpu(gy, acache, np, host_launch)
+        ya, acache = avg_pool2d_forward(x, *args)
+        np.testing.assert_allclose(pool_cuda.avg_forward(x, *args, out_hw, xp=np)[0], ya, rtol=1e-6, atol=1e-6)
+        gx = pool_cuda.avg_backward(gy, acache, xp=np, launch=host_launch)
         np.testing.assert_array_equal(gx, avg_pool2d_backward(gy, acache))
 
     def test_max_pool_nan_and_padding(self, host_launch):
         x = np.array([[1.0, np.nan, 5.0], [3.0, 2.0, np.nan], [-1.0, -2.0, -3.0]])[None, None]
         for args in (((2, 2), (1, 1), (0, 0)), ((3, 3), (2, 2), (1, 1))):
-            y, cache = pool_mod._max_forward_gpu(x, *args, conv_mod.conv_output_size((3, 3), *args),
-                                                 np, host_launch)
+            y, cache = pool_cuda.max_forward(x, *args, conv_mod.conv_output_size((3, 3), *args),
+                                             xp=np, launch=host_launch)
             y_cpu, cache_cpu = max_pool2d_forward(x, *args)
             np.testing.assert_array_equal(y, y_cpu)
             np.testing.assert_array_equal(cache.argmax, cache_cpu.argmax)

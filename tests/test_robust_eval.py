@@ -10,32 +10,15 @@ from minidl.adversarial import (accuracy_vs_eps, fgsm, is_randomized, pgd, robus
 from minidl.adversarial.evaluate import predict
 from minidl.tensor import Tensor
 
+from conftest import linear_model, make_blocks
+
 F64 = np.float64
-
-
-def linear_model(W, b, dtype=F64):
-    W = np.asarray(W, dtype=dtype)
-    m = nn.Linear(W.shape[1], W.shape[0])
-    m.weight.data = W.copy()
-    m.bias.data = np.asarray(b, dtype=dtype).copy()
-    return m
 
 
 def predictions(model, x):
     model.eval()
     with md.no_grad():
         return model(Tensor(np.asarray(x))).numpy().argmax(1)
-
-
-def make_blocks(n, seed):
-    """4x4 images of 3 classes; class k is bright in row k."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = np.full((n, 1, 4, 4), 0.25)
-    for k in range(3):
-        x[y == k, 0, k, :] = 0.75
-    x += rng.normal(scale=0.06, size=x.shape)
-    return np.clip(x, 0, 1).astype(np.float32), y
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""2-D convolution (cross-correlation) on NCHW arrays: forward and backward kernels.
+"""2-D convolution (cross-correlation) on NCHW arrays: checks the shapes, then dispatches.
 
 Math (no bias; the caller adds it)::
 
@@ -15,153 +15,41 @@ Gradients, with g = dL/dy::
                              over all (f, i, j, p, q) with i*sh + p == h' and j*sw + q == w'
     dL/dx = dL/dxpad with the padding border cut off
 
-Both are computed with im2col: the input windows are unrolled into a matrix
-``cols`` of shape (K, M) with K = kh*kw*C rows (one per weight of a filter) and
-M = N*Ho*Wo columns (one per output pixel), so that
+Read ``reference.py`` first: im2col unrolls the windows into a matrix ``cols`` (one row per
+weight of a filter, one column per output pixel), and the three results are one matrix
+product each (``y = W @ cols``, ``dW = g @ cols.T``, ``dcols = W.T @ g``, folded back by col2im).
 
-    y     = W @ cols           (F, K) @ (K, M)
-    dW    = g @ cols.T         (F, M) @ (M, K)
-    dcols = W.T @ g            (K, F) @ (F, M),   then col2im folds dcols back onto dxpad.
+The algorithms that compute this, by name (``ALGORITHMS``):
 
-CPU (NumPy): cols is filled by one strided block copy per kernel offset (kh*kw Python
-iterations, never a loop over pixels or images) and every product is a single BLAS call.
-Which axis order the M columns use decides how fast those copies are; see ``_Layout``.
+* ``im2col``: on the CPU ``conv_im2col`` (internal layouts, pooled buffers, threads), on the
+  GPU ``conv_cuda`` (CUDA gather kernels and cuBLAS);
+* ``fft``: ``conv_fft``, CPU and stride 1 only, one complex product per frequency instead
+  of kh*kw per output pixel; chosen by default where ``use_fft`` says it pays.
 
-CPU, stride 1 with large kernels and batches (``use_fft``): the same convolution by FFT instead, in
-``conv_fft`` (one complex product per frequency instead of kh*kw per output pixel).
-Large copies and folds are split over cores by channel (``parallel``).
-
-GPU (CuPy): im2col and col2im are CUDA kernels (``cuda_sources``) that gather, one
-thread per output element, so results are deterministic; products go to cuBLAS.
+Every algorithm module has ``forward(x, w, stride, padding, out_hw, dtype, **options) ->
+(y, cache)`` and ``backward(grad_y, cache, need_x_grad, need_w_grad) -> (grad_x, grad_w)``;
+its cache records ``algorithm`` and ``device``, so the backward pass finds its way back.
 """
+from typing import NamedTuple
+
 import numpy
 
-from ..backend import get_array_module
-from . import conv_fft, parallel, workspace
+from ..backend import device_of, get_array_module
+from . import conv_cuda, conv_fft, conv_im2col
+from .arrays import check_nchw, conv_output_size, float_dtype, gpu_dtype  # noqa: F401 (public names)
 
 
-# ---------------------------------------------------------------------------------------
-# shapes and validation (shared with pool.py)
-# ---------------------------------------------------------------------------------------
-def conv_output_size(in_hw, kernel, stride, padding, what="conv2d"):
-    """Output (Ho, Wo) of a sliding window; ``ValueError`` if the window does not fit.
-
-    ``Ho = (H + 2*ph - kh) // sh + 1`` and the same for the width.
-    """
-    (H, W), (kh, kw), (sh, sw), (ph, pw) = in_hw, kernel, stride, padding
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{what}: kernel size must be >= 1, got {(kh, kw)}")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"{what}: stride must be >= 1, got {(sh, sw)}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"{what}: padding must be >= 0, got {(ph, pw)}")
-    Ho = (H + 2 * ph - kh) // sh + 1
-    Wo = (W + 2 * pw - kw) // sw + 1
-    if Ho < 1 or Wo < 1:
-        raise ValueError(
-            f"{what}: output size would be {Ho}x{Wo} (< 1): input {H}x{W}, kernel {kh}x{kw}, "
-            f"stride {sh}x{sw}, padding {ph}x{pw}; the padded input "
-            f"{H + 2 * ph}x{W + 2 * pw} must be at least as large as the kernel")
-    return Ho, Wo
+class Algorithm(NamedTuple):
+    """One way to compute a convolution: its module per device, and its limits."""
+    modules: dict                 # device ("cpu", "cuda") -> module with forward/backward
+    stride_1_only: bool = False
 
 
-def float_dtype(*arrays):
-    """The common floating dtype of ``arrays``; integer or bool inputs are rejected."""
-    dtype = numpy.result_type(*[a.dtype for a in arrays])
-    if dtype.kind != "f":
-        raise TypeError(f"expected floating-point arrays, got dtype {dtype}")
-    return dtype
+ALGORITHMS = {
+    "im2col": Algorithm({"cpu": conv_im2col, "cuda": conv_cuda}),
+    "fft": Algorithm({"cpu": conv_fft}, stride_1_only=True),
+}
 
-
-def gpu_dtype(dtype):
-    """The dtype the CUDA kernels compute in: float32/float64 as is, float16 via float32."""
-    return dtype if dtype in (numpy.float32, numpy.float64) else numpy.dtype(numpy.float32)
-
-
-def check_nchw(a, name):
-    if a.ndim != 4:
-        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(a.shape)}")
-
-
-# ---------------------------------------------------------------------------------------
-# CPU buffer layouts
-# ---------------------------------------------------------------------------------------
-class _Layout:
-    """Axis order of the internal CPU buffers (padded input, cols, gradients).
-
-    An NCHW array is transposed once into an internal order with the channel axis first,
-    so that ``cols[p, q]`` = the input block read by kernel offset (p, q) is one contiguous
-    (C, ...) block and the product with the weights is a single (F, K) @ (K, M) GEMM.
-
-    * ``cnhw`` (internal axes C, N, H, W; M ordered (n, i, j)): cheap transposes (only
-      the outer axes N and C swap) but every copy moves rows of only Wo elements.
-    * ``chwn`` (internal axes C, H, W, N; M ordered (i, j, n)): the batch is innermost,
-      so with stride 1 a window row is one run of Wo*N contiguous elements and the kh*kw
-      copies/adds run near memory speed; the price is transposing x, y and dy with N
-      moving between innermost and outermost, which is slow per byte.
-
-    Measured on the Madry MNIST network (2-core AVX-512 machine, batch 128, float32):
-    conv 32->64 5x5 on 14x14 (K=800): im2col 7.4 -> 5.3 ms and a one-add-per-offset
-    col2im 27 -> 11 ms with ``chwn`` (the two-stage col2im below: 26 -> 16 ms on a busy
-    machine); conv 1->32 5x5 on 28x28 (K=25): the y/dy transposes cost 12 ms with
-    ``chwn`` versus 2 ms with ``cnhw`` while the copies are small either way.
-    """
-
-    def __init__(self, name):
-        self.name = name
-        if name == "cnhw":
-            self.perm, self.inv, self.h_ax, self.w_ax = (1, 0, 2, 3), (1, 0, 2, 3), 2, 3
-        elif name == "chwn":
-            self.perm, self.inv, self.h_ax, self.w_ax = (1, 2, 3, 0), (3, 0, 1, 2), 1, 2
-        else:
-            raise ValueError(f"layout must be 'cnhw' or 'chwn', got {name!r}")
-
-    def shape(self, n, c, h, w):
-        """Internal shape of an (n, c, h, w) array."""
-        return (c, n, h, w) if self.name == "cnhw" else (c, h, w, n)
-
-    def view(self, a, rows, cols):
-        """``a`` sliced by ``rows`` along H and ``cols`` along W (a strided view)."""
-        index = [slice(None)] * a.ndim
-        index[self.h_ax] = rows
-        index[self.w_ax] = cols
-        return a[tuple(index)]
-
-
-_LAYOUTS = {name: _Layout(name) for name in ("cnhw", "chwn")}
-
-
-def _choose_layout(C, F, kh, kw, Wo, sw):
-    """Pick the CPU layout from the sizes (the measured trade-off in ``_Layout``).
-
-    The copies scale with the cols size K*M = kh*kw*C*M, the transposes with the
-    x/y/dy sizes (C + 2F)*M (about), so batch-innermost pays off when K is large
-    relative to C + F, and only when cnhw rows are short: fewer than 32 elements, or
-    not contiguous at all (sw > 1).
-    """
-    if kh * kw * C >= 2 * (C + F) and (Wo < 32 or sw > 1):
-        return _LAYOUTS["chwn"]
-    return _LAYOUTS["cnhw"]
-
-
-def _rows(start, count, step):
-    """Slice of ``count`` indices ``start, start+step, ...`` (the rows read by one offset)."""
-    return slice(start, start + step * (count - 1) + 1, step)
-
-
-class _ConvCache:
-    """What the backward pass needs; opaque to callers."""
-    __slots__ = ("device", "cols", "wmat", "x_shape", "w_shape", "stride", "padding",
-                 "out_hw", "layout", "dtype", "algorithm")
-
-    def __init__(self, **kw):
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-
-# ---------------------------------------------------------------------------------------
-# public API
-# ---------------------------------------------------------------------------------------
 # Below this batch size the per-frequency products are too small for the FFT path to pay.
 FFT_MIN_BATCH = 32
 
@@ -171,16 +59,20 @@ def use_fft(N, C, F, kernel, stride):
 
     Only stride 1, only where the im2col GEMMs are expensive per output pixel (a kernel of
     at least 5x5 and C*kh*kw >= 400 products per output), and only for batches of at least
-    ``FFT_MIN_BATCH``. Measured with ``python benchmarks/bench_conv_algorithms.py`` (2 cores,
-    forward and backward): the Madry network's 5x5 32->64 conv on 14x14 takes 49 ms by FFT
-    against 73 ms by im2col at batch 128, 12.8 against 18.2 ms at batch 32, but 11.4 against
-    9.6 ms at batch 16; its 5x5 1->32 conv (C*kh*kw = 25) takes 46 ms by FFT against 11 by
-    im2col. 3x3 convs with 48 and 96 channels (16x16 and 8x8 images, batch 128) came out
-    only 0.78x and 0.91x the im2col time by FFT, and slower at batch 16; that margin was
-    measured on one machine only, so they stay on im2col for now.
+    ``FFT_MIN_BATCH``. The measurements behind this rule (``python
+    benchmarks/bench_conv_algorithms.py``) are in ``benchmarks/README.md``; 3x3 convolutions
+    stay on im2col for now, their margin having been measured on one machine only.
     """
     kh, kw = kernel
     return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
+
+
+def choose_algorithm(x, w, stride):
+    """The default algorithm for these arrays: FFT where ``use_fft`` says so, else im2col."""
+    N, C = x.shape[:2]
+    F, _, kh, kw = w.shape
+    on_cpu = get_array_module(x, w) is numpy
+    return "fft" if on_cpu and use_fft(N, C, F, (kh, kw), stride) else "im2col"
 
 
 def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
@@ -188,34 +80,40 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
 
     x: (N, C, H, W), w: (F, C, kh, kw), stride=(sh, sw), padding=(ph, pw) (zero padding).
     y: (N, F, Ho, Wo) in the common float dtype of x and w, C-contiguous.
-    ``layout`` ('cnhw' or 'chwn') forces the internal CPU buffer layout of im2col, and
-    ``algorithm`` ('im2col' or 'fft', CPU and stride 1 only) the method (tests, tuning);
-    by default both are chosen from the shapes (``_choose_layout``, ``use_fft``).
+    ``algorithm`` (a name in ``ALGORITHMS``) forces the method and ``layout`` ('cnhw' or
+    'chwn') the CPU buffer layout of im2col (tests, tuning); by default both are chosen
+    from the shapes (``choose_algorithm``, ``conv_im2col._choose_layout``).
     """
     check_nchw(x, "conv2d input x")
     check_nchw(w, "conv2d weight w")
     N, C, H, W = x.shape
     F, Cw, kh, kw = w.shape
     if Cw != C:
-        raise ValueError(f"conv2d: input has {C} channels but weight expects {Cw} "
-                         f"(x {tuple(x.shape)}, w {tuple(w.shape)})")
+        raise ValueError(f"conv2d: x has {C} channels (shape {tuple(x.shape)}) but weight expects {Cw} "
+                         f"(weight shape {tuple(w.shape)})")
     stride, padding = tuple(stride), tuple(padding)
-    Ho, Wo = conv_output_size((H, W), (kh, kw), stride, padding)
+    out_hw = conv_output_size((H, W), (kh, kw), stride, padding)
     dtype = float_dtype(x, w)
-    xp = get_array_module(x, w)
-    if algorithm not in (None, "im2col", "fft"):
-        raise ValueError(f"conv2d: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
-    if algorithm == "fft" and layout is not None:
-        raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm, not to fft")
-    if algorithm == "fft" and (xp is not numpy or stride != (1, 1)):
-        raise ValueError(f"conv2d: the fft algorithm needs CPU arrays and stride 1, got "
-                         f"{'CuPy' if xp is not numpy else 'NumPy'} arrays and stride {stride}")
-    if xp is numpy:
-        if algorithm == "fft" or (algorithm is None and layout is None and use_fft(N, C, F, (kh, kw), stride)):
-            return conv_fft.forward(x, w, padding, (Ho, Wo), dtype)
-        return _forward_cpu(x, w, stride, padding, (Ho, Wo), dtype, layout)
-    from .cuda_sources import launch
-    return _forward_gpu(x, w, stride, padding, (Ho, Wo), dtype, xp, launch)
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        names = " or ".join(repr(name) for name in ALGORITHMS)
+        raise ValueError(f"conv2d: algorithm must be {names}, got {algorithm!r}")
+    if algorithm is None:
+        algorithm = "im2col" if layout is not None else choose_algorithm(x, w, stride)
+    chosen, device = ALGORITHMS[algorithm], device_of(x)
+    if device not in chosen.modules or (chosen.stride_1_only and stride != (1, 1)):
+        raise ValueError(f"conv2d: the {algorithm} algorithm needs "
+                         f"{' or '.join(d.upper() for d in chosen.modules)} arrays"
+                         f"{' and stride 1' if chosen.stride_1_only else ''}, got "
+                         f"{'CuPy' if device == 'cuda' else 'NumPy'} arrays and stride {stride}")
+    options = {}
+    if layout is not None:
+        if algorithm != "im2col" or device != "cpu":
+            raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm on the CPU, "
+                             f"not to {algorithm} on {device}")
+        if layout not in conv_im2col.LAYOUTS:
+            raise ValueError(f"conv2d: layout must be 'cnhw' or 'chwn', got {layout!r}")
+        options["layout"] = layout
+    return chosen.modules[device].forward(x, w, stride, padding, out_hw, dtype, **options)
 
 
 def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):
@@ -230,167 +128,5 @@ def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):
                          f"expected {expected}")
     if not (need_x_grad or need_w_grad):
         return None, None
-    if cache.device == "cpu":
-        if cache.algorithm == "fft":
-            return conv_fft.backward(grad_y, cache, need_x_grad, need_w_grad)
-        return _backward_cpu(grad_y, cache, need_x_grad, need_w_grad)
-    from .cuda_sources import launch
-    return _backward_gpu(grad_y, cache, need_x_grad, need_w_grad,
-                         get_array_module(grad_y, cache.cols), launch)
-
-
-# ---------------------------------------------------------------------------------------
-# CPU (NumPy)
-# ---------------------------------------------------------------------------------------
-def _forward_cpu(x, w, stride, padding, out_hw, dtype, layout):
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    lay = _LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
-
-    # Zero-padded input in the internal layout: the transpose and the padding are one copy.
-    # (Large CPU arrays come from ``workspace``, which reuses buffers to avoid page faults.)
-    xpad = workspace.empty(lay.shape(N, C, H + 2 * ph, W + 2 * pw), dtype)
-    x_int = x.transpose(lay.perm)
-
-    # im2col: cols[p, q] is the (C, spatial...) block that kernel offset (p, q) reads,
-    # i.e. cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]. One contiguous block
-    # write per offset; K is ordered (p, q, c) and M follows the layout's spatial order.
-    # Channels are independent, so threads take disjoint channel ranges (``parallel``).
-    cols = workspace.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)
-
-    def im2col(c0, c1):
-        if ph or pw:
-            xpad[c0:c1].fill(0)
-        lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
-        for p in range(kh):
-            for q in range(kw):
-                cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
-    parallel.parallel_for(C, im2col, cols.nbytes)
-
-    K, M = kh * kw * C, N * Ho * Wo
-    # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
-    wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
-    y_int = numpy.matmul(wmat, cols.reshape(K, M), out=workspace.empty((F, M), dtype))
-    # Split along F, the outer axis of y_int in both layouts.
-    y = workspace.copy(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv), axis=1)
-    cache = _ConvCache(device="cpu", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
-                       w_shape=tuple(w.shape), stride=stride, padding=padding,
-                       out_hw=out_hw, layout=lay, dtype=dtype, algorithm="im2col")
-    return y, cache
-
-
-def _backward_cpu(grad_y, cache, need_x_grad, need_w_grad):
-    N, C, H, W = cache.x_shape
-    F, _, kh, kw = cache.w_shape
-    (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
-    lay, cols, wmat, dtype = cache.layout, cache.cols, cache.wmat, cache.dtype
-    K, M = kh * kw * C, N * Ho * Wo
-
-    # dy in the internal layout as an (F, M) matrix whose columns match those of cols.
-    g = workspace.copy(grad_y.transpose(lay.perm), dtype).reshape(F, M)
-
-    grad_w = None
-    if need_w_grad:
-        # A product with a long inner dimension M and a small output. OpenBLAS (2 threads)
-        # is sensitive to its orientation: with fewer output rows than columns it
-        # measured up to 100x slower when another process competes for the cores
-        # ((25, M) @ (M, 32): 1.8 s instead of 12 ms), and ~20% slower when idle. So the
-        # larger of K and F is made the row dimension.
-        if K >= F:
-            gw = numpy.matmul(cols.reshape(K, M), g.T).T                # (F, K)
-        else:
-            gw = numpy.matmul(g, cols.reshape(K, M).T)                  # (F, K)
-        # K is ordered (p, q, c): back to (F, C, kh, kw)
-        grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
-
-    grad_x = None
-    if need_x_grad:
-        gcols = numpy.matmul(wmat.T, g, out=workspace.empty((K, M), dtype))
-        gcols = gcols.reshape(cols.shape)                              # (kh, kw, C, ...)
-        grad_x = _col2im_cpu(gcols, lay, (N, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), dtype)
-    return grad_x, grad_w
-
-
-def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype):
-    """Fold ``gcols`` (kh, kw, C, spatial...) back onto the input: the adjoint of im2col.
-
-    dxpad[window(p, q)] += gcols[p, q] for every offset, done in two stages so that most
-    adds run over long contiguous rows (a ufunc add into a strided view with short rows
-    measured ~3x slower per element than a contiguous one):
-
-      1. for each column offset q, a strip S_q of shape (C, Hpad, Wo) [in layout order]
-         collects sum_p gcols[p, q] shifted down by p rows (stride sh): along H the
-         blocks are whole Ho*Wo(*N) runs;
-      2. S_q is added into dxpad at columns q, q+sw, ... (kw strided adds in total
-         instead of kh*kw).
-
-    Additions happen in a fixed order, so the result is deterministic.
-    """
-    N, C, H, W = x_shape
-    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    kh, kw = gcols.shape[:2]
-    Hpad, Wpad = H + 2 * ph, W + 2 * pw
-    gxpad = workspace.empty(lay.shape(N, C, Hpad, Wpad), dtype)
-    strip = workspace.empty(lay.shape(N, C, Hpad, Wo), dtype)
-    all_cols = slice(None)
-
-    def fold(c0, c1):  # channels c0..c1-1; threads take disjoint channel ranges
-        gx, st = gxpad[c0:c1], strip[c0:c1]
-        gx.fill(0)
-        for q in range(kw):
-            st.fill(0)
-            for p in range(kh):
-                view = lay.view(st, _rows(p, Ho, sh), all_cols)
-                view += gcols[p, q, c0:c1]
-            view = lay.view(gx, slice(None), _rows(q, Wo, sw))
-            view += st
-    parallel.parallel_for(C, fold, gcols.nbytes)
-    interior = lay.view(gxpad, slice(ph, ph + H), slice(pw, pw + W))
-    return workspace.copy(interior.transpose(lay.inv), axis=1)  # C: outer in gxpad
-
-
-# ---------------------------------------------------------------------------------------
-# GPU (CuPy + CUDA kernels). Written against ``xp`` and a ``launch`` callable so that the
-# exact same code can be exercised on the host with the kernel sources compiled as C++.
-# ---------------------------------------------------------------------------------------
-def _forward_gpu(x, w, stride, padding, out_hw, dtype, xp, launch):
-    N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
-    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    wdt = gpu_dtype(dtype)
-    x = xp.ascontiguousarray(x, dtype=wdt)
-    w = xp.ascontiguousarray(w, dtype=wdt)
-    K, M = C * kh * kw, N * Ho * Wo
-    # cols[k, m] with k = (c*kh + p)*kw + q (w's own order) and m = (n*Ho + i)*Wo + j.
-    cols = xp.empty((K, M), wdt)
-    launch("minidl_im2col", wdt, K * M,
-           x, cols, K * M, N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
-    wmat = w.reshape(F, K)
-    y = xp.matmul(wmat, cols).reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3)
-    y = xp.ascontiguousarray(y, dtype=dtype)
-    cache = _ConvCache(device="cuda", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
-                       w_shape=tuple(w.shape), stride=stride, padding=padding,
-                       out_hw=out_hw, layout=None, dtype=dtype, algorithm="im2col")
-    return y, cache
-
-
-def _backward_gpu(grad_y, cache, need_x_grad, need_w_grad, xp, launch):
-    N, C, H, W = cache.x_shape
-    F, _, kh, kw = cache.w_shape
-    (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
-    cols, wmat, dtype = cache.cols, cache.wmat, cache.dtype
-    wdt = cols.dtype
-    M = N * Ho * Wo
-    g = xp.ascontiguousarray(grad_y.transpose(1, 0, 2, 3), dtype=wdt).reshape(F, M)
-    grad_w = grad_x = None
-    if need_w_grad:
-        grad_w = xp.matmul(g, cols.T).reshape(F, C, kh, kw).astype(dtype, copy=False)
-    if need_x_grad:
-        gcols = xp.ascontiguousarray(xp.matmul(wmat.T, g))               # (K, M)
-        grad_x = xp.empty((N, C, H, W), wdt)
-        total = N * C * H * W
-        launch("minidl_col2im", wdt, total,
-               gcols, grad_x, total, N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
-        grad_x = grad_x.astype(dtype, copy=False)
-    return grad_x, grad_w
+    module = ALGORITHMS[cache.algorithm].modules[cache.device]
+    return module.backward(grad_y, cache, need_x_grad, need_w_grad)

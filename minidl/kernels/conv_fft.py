@@ -1,6 +1,6 @@
 """2-D convolution by FFT on the CPU, for stride-1 convolutions with large kernels.
 
-The same operation as ``conv.py`` (cross-correlation, zero padding, NCHW)::
+The same operation as ``reference.conv2d_forward`` (cross-correlation, zero padding, NCHW)::
 
     y[n, f, i, j] = sum_{c, p, q} xpad[n, c, i + p, j + q] * w[f, c, p, q]
 
@@ -84,7 +84,7 @@ def _irfft2(a, fft_hw, workers):
     return scipy.fft.irfft2(a, s=fft_hw, axes=(1, 2), workers=workers)
 
 
-def forward(x, w, padding, out_hw, dtype):
+def forward(x, w, stride, padding, out_hw, dtype):
     """Stride-1 conv2d of x (N, C, H, W) with w (F, C, kh, kw): returns (y (N, F, Ho, Wo), cache)."""
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
@@ -92,25 +92,26 @@ def forward(x, w, padding, out_hw, dtype):
     Lh, Lw = fft_size(H + 2 * ph), fft_size(W + 2 * pw)
     workers = parallel.get_num_threads()
 
-    # x zero-extended to (N, Lh, Lw, C), channels last: the interior at offset (ph, pw),
-    # zeros elsewhere (the padding and the extension both read as zeros).
-    xpad = workspace.empty((N, Lh, Lw, C), dtype)
-    xpad.fill(0)
-    xpad[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
-    x_freq = _rfft2(xpad, workers)                                   # (N, Lh, Vw, C)
-    Vw = x_freq.shape[2]
-    UV = Lh * Vw
+    with workspace.Scratch() as scratch:
+        # x zero-extended to (N, Lh, Lw, C), channels last: the interior at offset (ph, pw),
+        # zeros elsewhere (the padding and the extension both read as zeros).
+        xpad = scratch.empty((N, Lh, Lw, C), dtype)
+        xpad.fill(0)
+        xpad[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+        x_freq = _rfft2(xpad, workers)                                   # (N, Lh, Vw, C)
+        Vw = x_freq.shape[2]
+        UV = Lh * Vw
 
-    # Weight spectra, one (F, C) matrix per frequency: (UV, kh*kw) @ (kh*kw, F*C).
-    E, _ = _kernel_dft((Lh, Lw), (kh, kw), numpy.dtype(dtype))
-    w_freq = (E @ w.reshape(F * C, kh * kw).T.astype(dtype, copy=False)).reshape(UV, F, C)
+        # Weight spectra, one (F, C) matrix per frequency: (UV, kh*kw) @ (kh*kw, F*C).
+        E, _ = _kernel_dft((Lh, Lw), (kh, kw), numpy.dtype(dtype))
+        w_freq = (E @ w.reshape(F * C, kh * kw).T.astype(dtype, copy=False)).reshape(UV, F, C)
 
-    # Y[uv] = X[uv] @ conj(Wf[uv])^T: (UV, N, C) @ (UV, C, F) -> (UV, N, F), written into an
-    # (N, UV, F) array so that the inverse FFT and the final transpose stay within each image.
-    y_freq = workspace.empty((N, UV, F), x_freq.dtype)
-    numpy.matmul(_per_freq(x_freq), w_freq.conj().transpose(0, 2, 1), out=y_freq.transpose(1, 0, 2))
-    y_full = _irfft2(y_freq.reshape(N, Lh, Vw, F), (Lh, Lw), workers)  # (N, Lh, Lw, F)
-    y = workspace.copy(y_full[:, :Ho, :Wo].transpose(0, 3, 1, 2), dtype)
+        # Y[uv] = X[uv] @ conj(Wf[uv])^T: (UV, N, C) @ (UV, C, F) -> (UV, N, F), written into an
+        # (N, UV, F) array so that the inverse FFT and the final transpose stay within each image.
+        y_freq = scratch.empty((N, UV, F), x_freq.dtype)
+        numpy.matmul(_per_freq(x_freq), w_freq.conj().transpose(0, 2, 1), out=y_freq.transpose(1, 0, 2))
+        y_full = _irfft2(y_freq.reshape(N, Lh, Vw, F), (Lh, Lw), workers)  # (N, Lh, Lw, F)
+        y = workspace.copy(y_full[:, :Ho, :Wo].transpose(0, 3, 1, 2), dtype)
     cache = FFTConvCache(device="cpu", x_freq=x_freq, w_freq=w_freq, x_shape=tuple(x.shape),
                          w_shape=tuple(w.shape), stride=(1, 1), padding=tuple(padding),
                          out_hw=tuple(out_hw), fft_hw=(Lh, Lw), dtype=dtype, algorithm="fft")
@@ -124,20 +125,21 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
     (ph, pw), (Ho, Wo), (Lh, Lw), dtype = cache.padding, cache.out_hw, cache.fft_hw, cache.dtype
     workers = parallel.get_num_threads()
 
-    gpad = workspace.empty((N, Lh, Lw, F), dtype)
-    gpad.fill(0)
-    gpad[:, :Ho, :Wo] = grad_y.transpose(0, 2, 3, 1)
-    g_freq = _rfft2(gpad, workers)                                   # (N, Lh, Vw, F)
-    Vw = g_freq.shape[2]
-    UV = Lh * Vw
+    with workspace.Scratch() as scratch:
+        gpad = scratch.empty((N, Lh, Lw, F), dtype)
+        gpad.fill(0)
+        gpad[:, :Ho, :Wo] = grad_y.transpose(0, 2, 3, 1)
+        g_freq = _rfft2(gpad, workers)                                   # (N, Lh, Vw, F)
+        Vw = g_freq.shape[2]
+        UV = Lh * Vw
 
-    grad_x = None
-    if need_x_grad:
-        # dXpad[uv] = G[uv] @ Wf[uv]: (UV, N, F) @ (UV, F, C) -> (UV, N, C), stored (N, UV, C)
-        dx_freq = workspace.empty((N, UV, C), g_freq.dtype)
-        numpy.matmul(_per_freq(g_freq), cache.w_freq, out=dx_freq.transpose(1, 0, 2))
-        dx_full = _irfft2(dx_freq.reshape(N, Lh, Vw, C), (Lh, Lw), workers)  # (N, Lh, Lw, C)
-        grad_x = workspace.copy(dx_full[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2), dtype)
+        grad_x = None
+        if need_x_grad:
+            # dXpad[uv] = G[uv] @ Wf[uv]: (UV, N, F) @ (UV, F, C) -> (UV, N, C), stored (N, UV, C)
+            dx_freq = scratch.empty((N, UV, C), g_freq.dtype)
+            numpy.matmul(_per_freq(g_freq), cache.w_freq, out=dx_freq.transpose(1, 0, 2))
+            dx_full = _irfft2(dx_freq.reshape(N, Lh, Vw, C), (Lh, Lw), workers)  # (N, Lh, Lw, C)
+            grad_x = workspace.copy(dx_full[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2), dtype)
 
     grad_w = None
     if need_w_grad:

@@ -1,10 +1,10 @@
 """Running the CPU kernels' copies and elementwise loops on several cores.
 
 OpenBLAS spreads every matrix product over all cores, but a NumPy copy or ufunc call runs
-on one. In a training step of the Madry MNIST network with 2 BLAS threads, these
-single-core loops (im2col and col2im, the layout transposes, pooling) are about half of
-the time. NumPy releases the GIL inside such loops, so the same loop run on disjoint
-slices of the arrays from a few Python threads uses the other cores.
+on one, and in a training step these single-core loops (im2col and col2im, the layout
+transposes, pooling) take a large share of the time (``benchmarks/README.md``). NumPy
+releases the GIL inside such loops, so the same loop run on disjoint slices of the arrays
+from a few Python threads uses the other cores.
 
 :func:`parallel_for` splits an index range ``range(n)`` (an axis of the arrays) into
 contiguous chunks and calls ``body(start, stop)`` for each, the first chunk on the calling

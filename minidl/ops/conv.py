@@ -13,16 +13,14 @@ class Conv2d(Function):
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
 
-    def forward(self, x, w, b=None):
-        y, self.cache = kernels.conv2d_forward(x, w, self.stride, self.padding)
-        if b is not None:
-            y += b.reshape(1, -1, 1, 1)
+    def forward(self, x, weight, bias):
+        y, self.cache = kernels.conv2d_forward(x, weight, self.stride, self.padding)
+        if bias is not None:  # None: the layer has no bias
+            y += bias.reshape(1, -1, 1, 1)
         return y
 
     def backward(self, g):
         gx, gw = kernels.conv2d_backward(g, self.cache, need_x_grad=self.needs_grad[0],
                                          need_w_grad=self.needs_grad[1])
-        if len(self.needs_grad) == 2:
-            return gx, gw
         gb = g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
         return gx, gw, gb

@@ -44,17 +44,15 @@ class Linear(Function):
     dL/dx = g W,  dL/dW = g^T x,  dL/db = sum_n g.
     """
 
-    def forward(self, x, w, b=None):
-        self.x, self.w = x, w
-        y = x @ w.T
-        if b is not None:
-            y += b
+    def forward(self, x, weight, bias):
+        self.x, self.w = x, weight
+        y = x @ weight.T
+        if bias is not None:  # None: the layer has no bias
+            y += bias
         return y
 
     def backward(self, g):
         gx = g @ self.w if self.needs_grad[0] else None
         gw = g.T @ self.x if self.needs_grad[1] else None
-        if len(self.needs_grad) == 2:
-            return gx, gw
         gb = g.sum(axis=0) if self.needs_grad[2] else None
         return gx, gw, gb
