@@ -11,12 +11,12 @@ import json
 import os
 import time
 
-import numpy
 from tqdm.auto import tqdm
 
 from . import backend
 from .autograd import no_grad
 from .functional import cross_entropy
+from .io import as_json, write_json
 from .serialization import load, save
 
 CHECKPOINT = "checkpoint.npz"
@@ -27,19 +27,15 @@ def _count_correct(logits, y):
 
 
 def evaluate(model, loader, progress=True, desc="eval"):
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``loader``."""
-    was_training = model.training
-    model.eval()
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode; every sub-module's own
+    mode restored afterwards) over ``loader``."""
     loss_sum, correct, seen = 0.0, 0, 0
-    try:
-        with no_grad():
-            for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
-                logits = model(x)
-                loss_sum += float(cross_entropy(logits, y, reduction="sum").item())
-                correct += int(_count_correct(logits, y))
-                seen += len(y)
-    finally:
-        model.train(was_training)
+    with model.mode(training=False), no_grad():
+        for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            logits = model(x)
+            loss_sum += float(cross_entropy(logits, y, reduction="sum").item())
+            correct += int(_count_correct(logits, y))
+            seen += len(y)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": seen}
 
 
@@ -85,7 +81,7 @@ def checkpoint_state(model, optimizer, schedule, loader, epoch, history, config)
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict() if schedule is not None else {},
         "loader": loader.state_dict(),
-        "rng": json.loads(json.dumps(backend.get_rng_state())),
+        "rng": as_json(backend.get_rng_state()),
         "epoch": epoch,
         "history": history,
         "config": config,
@@ -143,22 +139,3 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
         if stop:
             break
     return history
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (numpy.integer,)):
-        return int(value)
-    if isinstance(value, (numpy.floating,)):
-        return float(value)
-    if isinstance(value, numpy.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -20,7 +20,8 @@ from ..autograd import no_grad
 from .attacks import attack_mode, prepare_inputs
 
 
-def _batches(data, batch_size):
+def batches(data, batch_size):
+    """(images, labels) slices of ``batch_size`` of ``data`` ((images, labels) or a dataset)."""
     images, labels = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
     if len(images) != len(labels):
         raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
@@ -29,17 +30,9 @@ def _batches(data, batch_size):
 
 
 def predict(model, x):
-    """Predicted classes (host array) of ``model`` in eval mode."""
-    was_training = model.training
-    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
-    model.eval()
-    try:
-        with no_grad():
-            return backend.to_numpy(model(x).data.argmax(axis=1))
-    finally:
-        model.train(was_training)
-        for m, mode in modes:  # each sub-module's own mode, not the root's for all
-            m.training = mode
+    """Predicted classes (host array) of ``model`` in eval mode (its modes kept)."""
+    with model.mode(training=False), no_grad():
+        return backend.to_numpy(model(x).data.argmax(axis=1))
 
 
 def is_randomized(model, x, trials=2):
@@ -61,7 +54,7 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     clean, robust, points = [], [], []
     total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
     bar = tqdm(total=total, desc=desc, leave=False, disable=not progress)
-    for xb, yb in _batches(data, batch_size):
+    for xb, yb in batches(data, batch_size):
         x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
         y_host = backend.to_numpy(y.data)
         ok = predict(model, x) == y_host

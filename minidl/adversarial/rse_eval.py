@@ -25,8 +25,9 @@ from .. import backend
 from ..models.ensemble import Ensemble
 from ..nn.noise import noise_layers
 from ..tensor import Tensor
-from .attacks import _check_number, _norm, pgd, prepare_inputs
-from .evaluate import _batches, is_randomized, predict
+from .attacks import _check_number, pgd, prepare_inputs
+from .evaluate import batches, is_randomized, predict
+from .norms import resolve_norm
 
 RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need expectation "
                       "over transformation (eot_samples > 1) for an honest robust accuracy; report "
@@ -56,7 +57,7 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     """
     op = "evaluate_rse"
     inner = model.model if isinstance(model, Ensemble) else model
-    norm_key = _norm(norm, op)
+    norm_key = resolve_norm(norm, op)
     _check_number(op, "eps", eps, 0)
     _check_number(op, "alpha", alpha, 0, strict=True)
     for name, value in (("steps", steps), ("n_ensemble", n_ensemble), ("eot_samples", eot_samples),
@@ -73,7 +74,7 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     clean, single_clean, robust_single, robust_eot = [], [], [], []
     total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
     bar = tqdm(total=total, desc=op, leave=False, disable=not progress)
-    for xb, yb in _batches(data, batch_size):
+    for xb, yb in batches(data, batch_size):
         x, y = prepare_inputs(inner, xb, yb, op)
         y_host = backend.to_numpy(y.data)
         ok = predict(ens, x) == y_host

@@ -43,8 +43,8 @@ from .. import backend
 from ..backend import as_generator as _rng
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor, to_host as _host
-from .attacks import _check_number, _model_device, _norm, attack_loss, attack_mode, input_gradient, pgd, \
-    prepare_inputs
+from .attacks import _check_number, attack_loss, attack_mode, input_gradient, model_device, pgd, prepare_inputs
+from .norms import project_perturbation, resolve_norm
 
 __all__ = ["per_example_perturbations", "per_example_gradients", "by_class", "singular_spectrum", "uap_average",
            "uap_svd", "SVDUAP", "fooling_rate", "random_direction", "iterative_uap", "IterativeUAP",
@@ -91,20 +91,9 @@ def _as_perturbation(v, image_shape, op):
     return v.reshape(image_shape)
 
 
-def project_perturbation(v, eps, norm="2"):
-    """The nearest point to ``v`` in the eps-ball of the L2 or L-inf norm (one perturbation,
-    any shape; host or device array)."""
-    norm = _norm(norm, "project_perturbation")
-    xp = backend.get_array_module(v)
-    if norm == "inf":
-        return xp.clip(v, -eps, eps)
-    n = float(xp.sqrt((v.astype(xp.float64) ** 2).sum()))
-    return v * min(1.0, eps / n) if n > 0 else v
-
-
 def _predict_batches(model, images, batch_size, perturbation=None):
     """Host predictions of ``model`` on clip(images + perturbation) (model in eval mode)."""
-    device = _model_device(model)
+    device = model_device(model)
     v = None if perturbation is None else backend.to_device(perturbation, device)
     out = []
     with attack_mode(model), no_grad():
@@ -118,7 +107,7 @@ def _predict_batches(model, images, batch_size, perturbation=None):
 
 def _mean_loss(model, images, labels, perturbation, batch_size, loss="ce"):
     """Mean attack loss of ``model`` on clip(images + perturbation)."""
-    device = _model_device(model)
+    device = model_device(model)
     v = backend.to_device(perturbation, device)
     total = 0.0
     with attack_mode(model), no_grad():
@@ -319,7 +308,7 @@ def random_direction(shape, eps, rng=None, norm="2"):
     direction (normalised Gaussian) of L2 norm ``eps``; with norm='inf', a random vertex of the
     L-inf cube (entries +-eps). ``shape`` is an int (flat) or an image shape; ``rng`` None
     (the library's generator), a seed, or a numpy Generator. Returns float32."""
-    norm = _norm(norm, "random_direction")
+    norm = resolve_norm(norm, "random_direction")
     _check_number("random_direction", "eps", eps, 0)
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     gen = _rng(rng)
@@ -370,7 +359,7 @@ def deepfool(model, x, classes, norm="2", overshoot=0.02, max_iter=10, num_candi
     (r, converged): r = clip(x + (1 + overshoot) r_tot) - x as an array like x, and a boolean
     host array telling where the class changed within ``max_iter`` steps.
     """
-    norm = _norm(norm, "deepfool")
+    norm = resolve_norm(norm, "deepfool")
     xp = backend.get_array_module(x)
     n = len(x)
     classes = backend.to_device(_host(classes), backend.device_of(x)).astype(numpy.int64)
@@ -488,7 +477,7 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
     clean prediction). Returns an :class:`IterativeUAP`.
     """
     op = "iterative_uap"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     _check_number(op, "eps", eps, 0)
     _check_number(op, "max_passes", max_passes, 1, integer=True)
     _check_number(op, "batch_size", batch_size, 1, integer=True)
@@ -505,7 +494,7 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
     prepare_inputs(model, x[:1], numpy.zeros(1, dtype=numpy.int64), op)
     x = x.astype(numpy.float32)
     gen = _rng(rng)
-    device = _model_device(model)
+    device = model_device(model)
     xp = backend.xp_for(device)
     clean = _predict_batches(model, x, 256)
     v = xp.zeros(x.shape[1:], dtype=numpy.float32)
