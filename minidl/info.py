@@ -4,6 +4,7 @@ import platform
 import numpy
 
 from . import __version__, backend
+from .kernels import parallel
 
 
 def blas_name():
@@ -28,7 +29,6 @@ def describe():
             lines.append(f"{name} {module.__version__}")
         except Exception:
             lines.append(f"{name}: not installed")
-    from .kernels import parallel
     lines.append(f"backend cpu (numpy): available; kernel threads: {parallel.get_num_threads()} "
                  f"(MINIDL_NUM_THREADS, else OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else the cores)")
     if backend.cupy is None:

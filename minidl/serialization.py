@@ -13,12 +13,12 @@ import numpy
 
 from . import backend
 from .io import atomic_write
+from .tensor import Tensor
 
 _JSON_KEY = "__minidl_json__"
 
 
 def _flatten(obj, prefix, arrays, extras):
-    from .tensor import Tensor
     for key, value in obj.items():
         if not isinstance(key, str) or "/" in key or key == _JSON_KEY:
             raise ValueError(f"save: keys must be strings without '/', got {key!r}")

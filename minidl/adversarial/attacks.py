@@ -31,7 +31,8 @@ from ..tensor import Tensor
 from .norms import (NORMS, per_example_norm, pgd_step, project, random_start_point, resolve_norm,
                     step_direction, unit)
 
-# The names these helpers had before norms.py, for code written against them.
+# NORMS and project are re-exported here, and the helpers under the names they had before
+# norms.py, for code written against attacks.py; new code imports them from norms.
 _norm, _per_example_norm, _unit, _step_direction = resolve_norm, per_example_norm, unit, step_direction
 
 # --- argument checks ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 
 import numpy
 
-from .. import backend
+from ..tensor import to_host as _host
 
 
 def _pyplot():
@@ -34,11 +34,6 @@ def _save(fig, path, plt):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def _host(a):
-    from ..tensor import Tensor
-    return backend.to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
 def infer_image_shape(size):

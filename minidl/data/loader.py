@@ -4,6 +4,7 @@ import numbers
 import numpy as np
 
 from .. import backend
+from ..tensor import Tensor
 
 
 def _is_int(value):
@@ -90,13 +91,12 @@ class DataLoader:
 
     def __iter__(self):
         # Draw now (not lazily inside the generator) so iter() alone fixes the epoch.
-        from ..tensor import Tensor  # lazy: tensor.py imports the rest of the package
         n = self.num_examples
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         augment_seed = int(self._rng.integers(2**63))  # drawn even without transform: same orders
-        return self._epoch(Tensor, order, np.random.default_rng(augment_seed))
+        return self._epoch(order, np.random.default_rng(augment_seed))
 
-    def _epoch(self, Tensor, order, augment_rng):
+    def _epoch(self, order, augment_rng):
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             images, labels = self._gather(order[start:start + self.batch_size])
             if self.transform is not None:
