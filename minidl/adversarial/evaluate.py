@@ -19,6 +19,22 @@ from .. import backend
 from ..autograd import no_grad
 from .attacks import attack_mode, prepare_inputs
 
+# Accuracy at a huge eps may exceed chance (1 / classes) by this much before it counts as a sign
+# of masked gradients: the checks run on about 100 points, where 0.1 is three standard errors
+# of an accuracy near chance for 10 classes (sqrt(0.1 * 0.9 / 100) = 0.03).
+CHANCE_SLACK = 0.1
+RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need "
+                      "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
+
+
+def masked_gradient_warning(accuracy, num_classes, eps=None, slack=CHANCE_SLACK):
+    """The warning for an accuracy at a huge ``eps`` far above chance, or None when it is not."""
+    if not accuracy > 1.0 / num_classes + slack:
+        return None
+    at = "a huge eps" if eps is None else f"a huge eps ({eps})"
+    return (f"accuracy at {at} is {accuracy:.3f}, far above chance ({1.0 / num_classes:.2f}): "
+            "the gradients are probably masked")
+
 
 def batches(data, batch_size):
     """(images, labels) slices of ``batch_size`` of ``data`` ((images, labels) or a dataset)."""
@@ -108,14 +124,13 @@ def accuracy_vs_eps(model, data, make_attack, eps_values, plot_path=None, label=
 
 
 def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,
-                  batch_size=200, progress=False, chance_slack=0.1):
+                  batch_size=200, progress=False, chance_slack=CHANCE_SLACK):
     """Run the checks described in the module docstring; returns a list of warning strings
     (empty when everything looks right) and the numbers behind them."""
     warnings, numbers = [], {}
     images = data[0] if isinstance(data, (tuple, list)) else data.images
     if is_randomized(model, images[:min(len(images), 16)]):
-        warnings.append("the model is randomized (two forward passes differ): gradient attacks need "
-                        "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
+        warnings.append(RANDOMIZED_WARNING)
         numbers["randomized"] = True
     pgd_res = robust_accuracy(model, data, pgd_attack, batch_size, progress, desc="check: pgd")
     numbers["pgd_accuracy"] = pgd_res["robust_accuracy"]
@@ -130,7 +145,7 @@ def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=Non
     if huge_eps_attack is not None:
         huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps")
         numbers["huge_eps_accuracy"] = huge["robust_accuracy"]
-        if huge["robust_accuracy"] > 1.0 / num_classes + chance_slack:
-            warnings.append(f"accuracy at a huge eps is {huge['robust_accuracy']:.3f}, far above chance "
-                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+        masked = masked_gradient_warning(huge["robust_accuracy"], num_classes, slack=chance_slack)
+        if masked:
+            warnings.append(masked)
     return warnings, numbers

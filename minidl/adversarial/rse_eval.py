@@ -26,12 +26,11 @@ from ..models.ensemble import Ensemble
 from ..nn.noise import noise_layers
 from ..tensor import Tensor
 from .attacks import _check_number, pgd, prepare_inputs
-from .evaluate import batches, is_randomized, predict
+from . import evaluate
+from .evaluate import batches, is_randomized, masked_gradient_warning, predict
 from .norms import resolve_norm
 
-RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need expectation "
-                      "over transformation (eot_samples > 1) for an honest robust accuracy; report "
-                      "pgd_eot_accuracy, not pgd_single_pass_accuracy")
+RANDOMIZED_WARNING = evaluate.RANDOMIZED_WARNING + "; report pgd_eot_accuracy, not pgd_single_pass_accuracy"
 
 
 def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_samples=10, restarts=1,
@@ -116,9 +115,9 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
                           == backend.to_numpy(y.data)).mean())
         if num_classes is None:
             num_classes = ens.predict_proba(x[:1]).shape[1]
-        if huge_acc > 1.0 / num_classes + 0.1:
-            warnings.append(f"accuracy at a huge eps ({huge_eps}) is {huge_acc:.3f}, far above chance "
-                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+        masked = masked_gradient_warning(huge_acc, num_classes, eps=huge_eps)
+        if masked:
+            warnings.append(masked)
 
     settings = dict(eps=eps, alpha=alpha, steps=steps, norm=norm_key, n_ensemble=n_ensemble,
                     eot_samples=eot_samples, restarts=restarts, batch_size=batch_size, loss=loss,

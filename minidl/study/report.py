@@ -133,8 +133,7 @@ def write_report(path, m):
     for name in ("natural", "adversarial"):
         r = u[name]
         top = ", ".join(f"{v:.2f}" for v in r["top_singular_values"][:5])
-        lines.append(f"| {name} | {top} | {r['ratio_s1_s2']:.2f} | "
-                     f"{r['ratio_s1_s5']:.2f} |" if r["ratio_s1_s5"] else f"| {name} | {top} | {r['ratio_s1_s2']:.2f} | - |")
+        lines.append(f"| {name} | {top} | {_num(r['ratio_s1_s2'], 2)} | {_num(r['ratio_s1_s5'], 2)} |")
     methods = list(u["natural"]["fooling"])
     lines += ["", "| UAP | " + " | ".join(f"{n}: fooling rate / accuracy" for n in ("natural", "adversarial")) + " |",
               "| --- | --- | --- |"]
