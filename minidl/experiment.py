@@ -6,6 +6,7 @@ import os
 
 from . import backend
 from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
+from .adversarial.attacks import pgd_alpha
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
 from .nn.init import SCHEMES, init_model
@@ -240,7 +241,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    alpha = 2.5 * eps / steps if alpha is None else alpha
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     if attack == "fgsm":
         run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
     elif attack == "pgd":

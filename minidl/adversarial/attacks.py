@@ -35,6 +35,16 @@ from .norms import (NORMS, per_example_norm, pgd_step, project, random_start_poi
 # norms.py, for code written against attacks.py; new code imports them from norms.
 _norm, _per_example_norm, _unit, _step_direction = resolve_norm, per_example_norm, unit, step_direction
 
+# PGD's default step size is alpha = 2.5 eps / steps (Madry et al. 2018): large enough that the
+# attack can cross the whole ball and still turn back, whatever the number of steps.
+PGD_ALPHA_FACTOR = 2.5
+
+
+def pgd_alpha(eps, steps):
+    """The default PGD step size for radius ``eps`` and ``steps`` steps (the rule above)."""
+    return PGD_ALPHA_FACTOR * eps / steps
+
+
 # --- argument checks ----------------------------------------------------------------------------
 def model_device(model):
     """The device of ``model``'s parameters ("cpu" for a model without any)."""

@@ -43,7 +43,8 @@ from .. import backend
 from ..backend import as_generator as _rng
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor, to_host as _host
-from .attacks import _check_number, attack_loss, attack_mode, input_gradient, model_device, pgd, prepare_inputs
+from .attacks import (_check_number, attack_loss, attack_mode, input_gradient, model_device, pgd, pgd_alpha,
+                      prepare_inputs)
 from .norms import project_perturbation, resolve_norm
 
 __all__ = ["per_example_perturbations", "per_example_gradients", "by_class", "singular_spectrum", "uap_average",
@@ -133,7 +134,7 @@ def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, 
     _check_number(op, "eps", eps, 0, strict=True)
     _check_number(op, "steps", steps, 1, integer=True)
     _check_number(op, "batch_size", batch_size, 1, integer=True)
-    alpha = 2.5 * eps / steps if alpha is None else alpha
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
     bar = tqdm(total=len(x), desc="pgd perturbations", leave=False, disable=not progress)

@@ -7,12 +7,10 @@ import os
 import numpy
 
 from ..adversarial import fgsm, landscape, pgd, plots, robust_accuracy, sanity_checks, uap
+from ..adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
 from ..adversarial.rse_eval import evaluate_rse
 from ..nn.noise import noise_layers
 
-# PGD's step size is alpha = 2.5 eps / steps (Madry et al. 2018): large enough that the attack
-# can cross the whole ball and still turn back, whatever the number of steps.
-PGD_ALPHA_FACTOR = 2.5
 # Images of the evaluation set used for the sanity checks: each check runs three attacks, so
 # a slice keeps them cheap while 100 points still show a PGD that is weaker than FGSM.
 SANITY_N = 100
@@ -21,11 +19,6 @@ SANITY_N = 100
 # within the preset's PGD steps.
 HUGE_EPS = 1.0
 HUGE_ALPHA = 0.1
-
-
-def pgd_alpha(eps, steps):
-    """PGD's step size for radius ``eps`` and ``steps`` steps (the rule above)."""
-    return PGD_ALPHA_FACTOR * eps / steps
 
 
 def accuracy_table(p, models, data, num_classes, progress):

@@ -9,10 +9,10 @@ import dataclasses
 import os
 import time
 
+from ..adversarial.attacks import pgd_alpha
 from ..experiment import TrainConfig, load_model, train_on_arrays
 from ..io import as_json, read_json, write_json
 from ..train import CHECKPOINT
-from .analyses import pgd_alpha
 
 STAGES = "stages"
 
