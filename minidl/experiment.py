@@ -6,6 +6,8 @@ import functools
 import os
 
 from . import backend
+from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
+from .adversarial.attacks import pgd_alpha
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -126,7 +128,6 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
     run continues the ramp where it stopped."""
     if config.adv == "none":
         return None
-    from .adversarial import fgsm_random_start, pgd
     if config.eps_warmup > 0 and (optimizer is None or not steps_per_epoch):
         raise ValueError("make_perturb: eps_warmup needs the optimizer and steps_per_epoch")
     attack = (functools.partial(pgd, steps=config.steps, random_start=True) if config.adv == "pgd"
@@ -251,7 +252,6 @@ class OverfittingGuard:
         self.best, self.best_state = -1.0, None
 
     def __call__(self, epoch, record):
-        from .adversarial import pgd, robust_accuracy
         alpha = max(self.config.eps / 4, 1e-8)
         attack = lambda m, x, y: pgd(m, x, y, eps=self.config.eps, alpha=alpha, steps=self.steps)
         acc = robust_accuracy(self.model, (self.images, self.labels), attack, progress=False)["robust_accuracy"]
@@ -311,7 +311,6 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
                       checks=True, progress=True):
     """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM or PGD,
     plus the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
-    from .adversarial import fgsm, pgd, robust_accuracy, sanity_checks
     # Every argument is checked before the model and the data are loaded.
     check_choice("attack", attack, ATTACKS)
     check_number("eps", eps, minimum=0, strict=True)
@@ -321,7 +320,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     check_number("eot_samples", eot_samples, minimum=1, integer=True)
     check_number("limit", limit, minimum=1, integer=True, allow_none=True)
     check_number("batch_size", batch_size, minimum=1, integer=True)
-    alpha = 2.5 * eps / steps if alpha is None else alpha
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)

@@ -19,7 +19,7 @@ import socket
 import time
 
 from .serialization import load
-from .train import write_json
+from .io import write_json
 from .validation import check_writable_folder
 
 CONFIG = "config.json"

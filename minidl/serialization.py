@@ -8,12 +8,12 @@ a checkpoint can record the epoch, the metrics or the attack settings.
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy
 
 from . import backend
+from .io import atomic_write
 from .tensor import Tensor
 
 _JSON_KEY = "__minidl_json__"
@@ -48,26 +48,16 @@ def save(state, path):
     """Write ``state`` (a possibly nested dict) to ``path`` atomically.
 
     The data goes to a temporary file in the same folder, is flushed to disk, and only then
-    renamed over ``path``, so an interrupted save never leaves a truncated checkpoint.
+    renamed over ``path`` (:func:`minidl.io.atomic_write`), so an interrupted save never
+    leaves a truncated checkpoint.
     """
     if not isinstance(state, dict):
         raise TypeError(f"save: state must be a dict, got {type(state).__name__}")
     arrays, extras = {}, {}
     _flatten(state, "", arrays, extras)
     arrays[_JSON_KEY] = numpy.frombuffer(json.dumps(extras).encode(), dtype=numpy.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        numpy.savez(f, **arrays)
 
 
 def _check_sizes(path, max_bytes):

@@ -12,12 +12,14 @@ import os
 import time
 
 import numpy
+
 from tqdm.auto import tqdm
 
 from . import backend
 from .autograd import no_grad
 from .distributed import world
 from .functional import cross_entropy
+from .io import as_json, write_json
 from .serialization import load, save
 from .validation import check_number
 
@@ -54,19 +56,15 @@ def _sum_over_ranks(loader, *values):
 
 
 def evaluate(model, loader, progress=True, desc="eval"):
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``loader``."""
-    was_training = model.training
-    model.eval()
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode; every sub-module's own
+    mode restored afterwards) over ``loader``."""
     loss_sum, correct, seen = 0.0, 0, 0
-    try:
-        with no_grad():
-            for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
-                logits = model(x)
-                loss_sum += float(cross_entropy(logits, y, reduction="sum").item())
-                correct += int(_count_correct(logits, y))
-                seen += len(y)
-    finally:
-        model.train(was_training)
+    with model.mode(training=False), no_grad():
+        for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            logits = model(x)
+            loss_sum += float(cross_entropy(logits, y, reduction="sum").item())
+            correct += int(_count_correct(logits, y))
+            seen += len(y)
     loss_sum, correct, seen = _sum_over_ranks(loader, loss_sum, correct, seen)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "n": int(seen)}
 
@@ -117,7 +115,7 @@ def checkpoint_state(model, optimizer, schedule, loader, epoch, history, config,
     weights, optimizer and loader are the same on every rank, but each rank's library
     generator (random starts, dropout) is its own: all N are gathered under ``rng_ranks``."""
     comm = comm or world()
-    rng = json.loads(json.dumps(backend.get_rng_state()))
+    rng = as_json(backend.get_rng_state())
     state = {
         "model": dict(model.state_dict()),
         "optimizer": optimizer.state_dict(),
@@ -215,22 +213,3 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
         if stop:
             break
     return history
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (numpy.integer,)):
-        return int(value)
-    if isinstance(value, (numpy.floating,)):
-        return float(value)
-    if isinstance(value, numpy.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -162,7 +162,8 @@ def serve(routes, prefix, files):
 
 
 def no_part_files(folder):
-    return not list(Path(folder).rglob("*.part"))
+    """No temporary file of an unfinished write is left (minidl.io.atomic_write's ``.*.tmp``)."""
+    return not [p for p in Path(folder).rglob(".*") if p.suffix in (".tmp", ".part")]
 
 
 # --- data folder ------------------------------------------------------------------------------

@@ -37,8 +37,6 @@ LAYERS = [
 # issues; remove an entry once its file is clean.
 PENDING = {
     "minidl/cli.py": "command modules imported on demand (issues 11/14)",
-    "minidl/experiment.py": "adversarial imported inside functions (issue 15b)",
-    "minidl/study.py": "to become the minidl/study/ package (issue 15b)",
 }
 
 # Third-party packages that may be imported inside a function, and why.

@@ -81,6 +81,49 @@ def test_train_eval_propagate():
     assert net.training and net.bn.training and not net.head[2].training
 
 
+def _modes_and_flags(net):
+    return [m.training for m in net.modules()], [p.requires_grad for p in net.parameters()]
+
+
+def _mixed(net):
+    """A training net with its BatchNorm frozen in eval mode and one weight not trained."""
+    net.train()
+    net.bn.eval()
+    net.head[3].weight.requires_grad = False
+    return _modes_and_flags(net)
+
+
+@pytest.mark.parametrize("training, requires_grad", [(False, False), (False, None), (True, True), (None, None)])
+def test_mode_restores_each_submodule_and_parameter_exactly(training, requires_grad):
+    net = Net()
+    before = _mixed(net)
+    assert before[0] == [True, True, False, True, True, True, True, True] and not all(before[1])
+    with net.mode(training=training, requires_grad=requires_grad) as inside:
+        assert inside is net
+        modes, flags = _modes_and_flags(net)
+        assert modes == (before[0] if training is None else [training] * len(modes))
+        assert flags == (before[1] if requires_grad is None else [requires_grad] * len(flags))
+    assert _modes_and_flags(net) == before
+
+
+def test_mode_restores_after_an_error_inside():
+    net = Net()
+    before = _mixed(net)
+    with pytest.raises(ZeroDivisionError):
+        with net.mode(training=False, requires_grad=False):
+            1 / 0
+    assert _modes_and_flags(net) == before
+
+
+def test_mode_restores_a_module_the_block_switched_itself():
+    net = Net()
+    before = _mixed(net)
+    with net.mode(training=False):
+        net.train()           # the body changes modes again; the exit still restores the saved ones
+        net.conv.weight.requires_grad = False
+    assert _modes_and_flags(net) == before
+
+
 def test_forward_and_backward_reach_every_parameter():
     md.manual_seed(0)
     net = Net()

@@ -237,3 +237,15 @@ def test_pgd_weaker_than_fgsm_warning():
                                       num_classes=2)
     assert numbers["broken_by_fgsm_not_pgd"] > 0
     assert any("weaker than FGSM" in w for w in warnings)
+
+
+def test_masked_gradient_warning_threshold_and_wording():
+    """One helper words the huge-eps warning of sanity_checks and of evaluate_rse."""
+    from minidl.adversarial.evaluate import CHANCE_SLACK, masked_gradient_warning
+    assert CHANCE_SLACK == 0.1
+    assert masked_gradient_warning(0.19, 10) is None                 # within chance + slack
+    assert masked_gradient_warning(0.21, 10) == ("accuracy at a huge eps is 0.210, far above chance (0.10): "
+                                                 "the gradients are probably masked")
+    assert masked_gradient_warning(0.21, 10, eps=50.0).startswith("accuracy at a huge eps (50.0) is 0.210")
+    assert masked_gradient_warning(0.3, 2) is None and masked_gradient_warning(0.61, 2) is not None
+    assert masked_gradient_warning(0.21, 10, slack=0.2) is None

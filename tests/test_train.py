@@ -51,6 +51,21 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         _run(str(tmp_path / "none"), 2, resume=True)
 
 
+def test_evaluate_restores_each_submodule_mode():
+    """A training model with a layer frozen in eval mode comes back exactly as it was (the loop
+    once reset every sub-module to the root's mode)."""
+    x, y = synthetic(20)
+    model = md.nn.Sequential(md.nn.Flatten(), md.nn.Linear(64, 8), md.nn.Dropout(0.5), md.nn.Linear(8, 3))
+    model.train()
+    model[2].eval()
+    before = [m.training for m in model.modules()]
+    seen = []
+    model[1].forward = lambda t, f=model[1].forward: (seen.append([m.training for m in model.modules()]), f(t))[1]
+    evaluate(model, DataLoader((x, y), 10), progress=False)
+    assert seen and all(not any(modes) for modes in seen)
+    assert [m.training for m in model.modules()] == before == [True, True, True, False, True]
+
+
 def test_checkpoint_and_metrics_written_every_epoch(tmp_path):
     _run(str(tmp_path), 2)
     state = md.load(str(tmp_path / CHECKPOINT))
@@ -210,14 +225,14 @@ def test_eps_warmup_scales_alpha_with_eps(adv, monkeypatch):
     """The training attack receives eps_t = eps * min(1, (t + 1) / (E * steps/epoch)) and
     alpha_t = alpha * eps_t / eps at step t. Checking the perturbation's size alone cannot see a
     wrong alpha (the projection caps the step whatever alpha is), so the arguments are recorded."""
-    import minidl.adversarial as adversarial
+    import minidl.experiment as experiment
     from minidl.experiment import make_perturb
     received = []
 
     def recorder(model, x, y, eps, alpha, **kwargs):
         received.append((eps, alpha))
         return x
-    monkeypatch.setattr(adversarial, "pgd" if adv == "pgd" else "fgsm_random_start", recorder)
+    monkeypatch.setattr(experiment, "pgd" if adv == "pgd" else "fgsm_random_start", recorder)
     config = TrainConfig(dataset="synthetic", model="mlp", adv=adv, eps=0.2, alpha=0.05, steps=3,
                          eps_warmup=2).resolved()
 

@@ -11,11 +11,12 @@ for the target label (s = -1), i.e. moves toward the target. Norms are per examp
 * random start: uniform in the L-inf box; uniform in the L2 ball, i.e. radius eps * U^(1/d)
   along a uniform direction (not on the sphere's surface).
 
-Clipping to [0, 1] after projecting never leaves the ball: x0 is in [0, 1], so clipping only
-shrinks each coordinate of the perturbation.
+The norms, directions, projections and random starts live in :mod:`.norms`.
+For a randomized model, the gradient, logits and loss are averaged over ``eot_samples``
+forward passes (expectation over transformation, :func:`expected_pass`).
 
-The model runs in eval mode during the attack (its previous mode is restored), and its
-parameters are frozen so they receive no gradient.
+The model runs in eval mode during the attack (each sub-module's own mode is restored
+afterwards), and its parameters are frozen so they receive no gradient.
 """
 import contextlib
 
@@ -24,21 +25,39 @@ import numpy
 from .. import backend
 from ..autograd import enable_grad, no_grad
 from ..functional import cross_entropy
+from ..nn.module import Module
 from ..tensor import Tensor
 from ..validation import check_finite_array, check_number
+from .norms import (NORMS, per_example_norm, pgd_step, project, random_start_point, resolve_norm,
+                    step_direction, unit)
 
-NORMS = {"inf": "inf", "linf": "inf", numpy.inf: "inf", "2": "2", "l2": "2", 2: "2"}
+# NORMS and project are re-exported here, and the helpers under the names they had before
+# norms.py, for code written against attacks.py; new code imports them from norms.
+_norm, _per_example_norm, _unit, _step_direction = resolve_norm, per_example_norm, unit, step_direction
+
+# PGD's default step size is alpha = 2.5 eps / steps (Madry et al. 2018): large enough that the
+# attack can cross the whole ball and still turn back, whatever the number of steps.
+PGD_ALPHA_FACTOR = 2.5
+
+
+def pgd_alpha(eps, steps):
+    """The default PGD step size for radius ``eps`` and ``steps`` steps (the rule above)."""
+    return PGD_ALPHA_FACTOR * eps / steps
 
 
 # --- argument checks ----------------------------------------------------------------------------
-def _model_device(model):
+def model_device(model):
+    """The device of ``model``'s parameters ("cpu" for a model without any)."""
     params = model.parameters() if hasattr(model, "parameters") else []
     return params[0].device if params else "cpu"
 
 
+_model_device = model_device  # its name before it was shared
+
+
 def prepare_inputs(model, x, y, op):
     """(x, y) as Tensors on the model's device, after checking range, dtype and shapes."""
-    device = _model_device(model)
+    device = model_device(model)
     xd = x.data if isinstance(x, Tensor) else x
     if not backend.is_array(xd):
         xd = numpy.asarray(xd, dtype=numpy.float32)
@@ -60,33 +79,12 @@ def prepare_inputs(model, x, y, op):
     return Tensor(backend.to_device(xd, device)), Tensor(backend.to_device(yd, device).astype(numpy.int64))
 
 
-def _norm(norm, op):
-    key = norm.lower() if isinstance(norm, str) else norm
-    if key not in NORMS:
-        raise ValueError(f"{op}: norm must be 'inf' or '2', got {norm!r}")
-    return NORMS[key]
-
-
-@contextlib.contextmanager
 def attack_mode(model):
-    """Eval mode and frozen parameters for the duration of an attack; restored afterwards."""
-    was_training = getattr(model, "training", False)
-    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
-    params = model.parameters() if hasattr(model, "parameters") else []
-    flags = [p.requires_grad for p in params]
-    if hasattr(model, "eval"):
-        model.eval()
-    for p in params:
-        p.requires_grad = False
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad = flag
-        if hasattr(model, "train"):
-            model.train(was_training)
-        for m, mode in modes:  # each sub-module's own mode (e.g. a frozen BatchNorm in a training model)
-            m.training = mode
+    """Eval mode and frozen parameters for the duration of an attack; afterwards every
+    sub-module and parameter is as it was (:meth:`minidl.nn.Module.mode`)."""
+    if isinstance(model, Module):
+        return model.mode(training=False, requires_grad=False)
+    return contextlib.nullcontext()  # a plain function of x has no mode to keep
 
 
 # --- losses and gradients -------------------------------------------------------------------
@@ -110,69 +108,39 @@ def attack_loss(logits, y, loss="ce"):
     raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
 
 
+def _one_pass(model, x, y, loss, gradient):
+    """(d loss / dx or None, logits, per-example loss) arrays of one forward pass."""
+    if not gradient:
+        with no_grad():
+            logits = model(x)
+            return None, logits.data, attack_loss(logits, y, loss).data
+    xg = Tensor(x.data, requires_grad=True)
+    with enable_grad():
+        logits = model(xg)
+        losses = attack_loss(logits, y, loss)
+        if losses.requires_grad:  # a model that cuts x from its graph (masked gradients) gives 0
+            losses.sum().backward()
+    g = xg.grad.data if xg.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
+    return g, logits.data, losses.data
+
+
+def expected_pass(model, x, y, loss="ce", eot_samples=1, gradient=True):
+    """The mean over ``eot_samples`` forward passes of (gradient, logits, per-example loss):
+    expectation over transformation (Athalye et al. 2018) for a randomized model, one plain
+    pass for a deterministic one. With ``gradient`` False no graph is recorded and the
+    gradient is None."""
+    total = None
+    for _ in range(eot_samples):
+        sample = _one_pass(model, x, y, loss, gradient)
+        total = sample if total is None else [None if t is None else t + a for t, a in zip(total, sample)]
+    return tuple(None if t is None else t / eot_samples for t in total)
+
+
 def input_gradient(model, x, y, loss="ce", eot_samples=1):
     """d loss(model(x), y) / dx per example (the sum over examples separates), averaged over
     ``eot_samples`` forward passes: the expectation-over-transformation gradient of a
     randomized model. Returns (gradient array, mean logits array, per-example loss array)."""
-    grad = logits_sum = loss_sum = None
-    for _ in range(eot_samples):
-        xg = Tensor(x.data, requires_grad=True)
-        with enable_grad():
-            logits = model(xg)
-            losses = attack_loss(logits, y, loss)
-            if losses.requires_grad:  # a model that cuts x from its graph (masked gradients) gives 0
-                losses.sum().backward()
-        g = xg.grad.data if xg.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
-        grad = g if grad is None else grad + g
-        logits_sum = logits.data if logits_sum is None else logits_sum + logits.data
-        loss_sum = losses.data if loss_sum is None else loss_sum + losses.data
-    return grad / eot_samples, logits_sum / eot_samples, loss_sum / eot_samples
-
-
-def _per_example_norm(a):
-    xp = backend.get_array_module(a)
-    n = xp.sqrt((a.reshape(a.shape[0], -1).astype(xp.float64) ** 2).sum(axis=1))
-    return n.astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1))
-
-
-def _unit(g):
-    """g / ||g|| per example (zero where the gradient vanishes)."""
-    xp = backend.get_array_module(g)
-    n = _per_example_norm(g)
-    return g / xp.where(n > 0, n, 1)
-
-
-def _step_direction(g, norm):
-    return backend.get_array_module(g).sign(g) if norm == "inf" else _unit(g)
-
-
-def project(x_adv, x0, eps, norm):
-    """Nearest point to x_adv in the eps-ball around x0 (per example), then clipped to [0, 1]."""
-    xp = backend.get_array_module(x_adv)
-    delta = x_adv - x0
-    if norm == "inf":
-        delta = xp.clip(delta, -eps, eps)
-    else:
-        n = _per_example_norm(delta)
-        delta = delta * xp.minimum(1, eps / xp.where(n > 0, n, 1))
-    return xp.clip(x0 + delta, 0, 1)
-
-
-def random_start_point(x0, eps, norm, clip=True):
-    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to
-    [0, 1] unless ``clip`` is False."""
-    xp = backend.get_array_module(x0)
-    rng = backend.rng(xp)
-    if norm == "inf":
-        delta = rng.uniform(-eps, eps, x0.shape)
-    else:
-        n, d = x0.shape[0], x0[0].size
-        direction = rng.standard_normal(x0.shape)
-        direction /= xp.sqrt((direction.reshape(n, -1) ** 2).sum(axis=1)).reshape((-1,) + (1,) * (x0.ndim - 1))
-        radius = eps * rng.random(n) ** (1.0 / d)
-        delta = direction * radius.reshape((-1,) + (1,) * (x0.ndim - 1))
-    start = x0 + delta.astype(x0.dtype)
-    return xp.clip(start, 0, 1) if clip else start
+    return expected_pass(model, x, y, loss, eot_samples)
 
 
 def _success(logits, y, targeted):
@@ -184,14 +152,14 @@ def _success(logits, y, targeted):
 def fgsm(model, x, y, eps, norm="inf", targeted=False, loss="ce"):
     """Fast gradient sign method (Goodfellow et al. 2015); with norm='2', the fast gradient
     method x + s * eps * g / ||g||. Returns a detached Tensor of adversarial inputs."""
-    norm = _norm(norm, "fgsm")
+    norm = resolve_norm(norm, "fgsm")
     check_number("fgsm: eps", eps, minimum=0)
     x, y = prepare_inputs(model, x, y, "fgsm")
     s = -1 if targeted else 1
     with attack_mode(model):
         g, _, _ = input_gradient(model, x, y, loss)
         xp = backend.get_array_module(g)
-        out = xp.clip(x.data + (s * eps) * _step_direction(g, norm).astype(x.dtype), 0, 1)
+        out = xp.clip(x.data + (s * eps) * step_direction(g, norm).astype(x.dtype), 0, 1)
     return Tensor(out)
 
 
@@ -204,7 +172,7 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
     the start to [0, 1] first would zero half of the random offsets on every pixel at 0 or 1
     (most of an MNIST image), which brings back the zero-start FGSM whose training collapses
     ("catastrophic overfitting")."""
-    norm = _norm(norm, "fgsm_random_start")
+    norm = resolve_norm(norm, "fgsm_random_start")
     check_number("fgsm_random_start: eps", eps, minimum=0)
     if alpha is None:
         alpha = 1.25 * eps
@@ -214,7 +182,7 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
     with attack_mode(model):
         start = Tensor(random_start_point(x.data, eps, norm, clip=False))
         g, _, _ = input_gradient(model, start, y)
-        out = project(start.data + alpha * _step_direction(g, norm).astype(x.dtype), x.data, eps, norm)
+        out = pgd_step(start.data, g, x.data, eps, alpha, norm)
     return Tensor(out)
 
 
@@ -231,7 +199,7 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
     models). Returns a detached Tensor of adversarial inputs on the model's device.
     """
     op = "pgd"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
     check_number(f"{op}: steps", steps, minimum=1, integer=True)
@@ -266,13 +234,7 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
             for _ in range(steps):
                 g, logits, losses = input_gradient(model, Tensor(cur), yr, loss, eot_samples)
                 keep(cur, logits, losses, rows)
-                cur = project(cur + (s * alpha) * _step_direction(g, norm).astype(cur.dtype), x0, eps, norm)
-            with no_grad():
-                logits_sum = losses_sum = None
-                for _ in range(eot_samples):
-                    logits = model(Tensor(cur))
-                    losses = attack_loss(logits, yr, loss)
-                    logits_sum = logits.data if logits_sum is None else logits_sum + logits.data
-                    losses_sum = losses.data if losses_sum is None else losses_sum + losses.data
-            keep(cur, logits_sum / eot_samples, losses_sum / eot_samples, rows)
+                cur = pgd_step(cur, g, x0, eps, s * alpha, norm)
+            _, logits, losses = expected_pass(model, Tensor(cur), yr, loss, eot_samples, gradient=False)
+            keep(cur, logits, losses, rows)
     return Tensor(best)

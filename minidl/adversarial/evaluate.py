@@ -20,8 +20,25 @@ from ..autograd import no_grad
 from ..distributed import shard, world
 from .attacks import attack_mode, prepare_inputs
 
+# Accuracy at a huge eps may exceed chance (1 / classes) by this much before it counts as a sign
+# of masked gradients: the checks run on about 100 points, where 0.1 is three standard errors
+# of an accuracy near chance for 10 classes (sqrt(0.1 * 0.9 / 100) = 0.03).
+CHANCE_SLACK = 0.1
+RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need "
+                      "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
 
-def _batches(data, batch_size):
+
+def masked_gradient_warning(accuracy, num_classes, eps=None, slack=CHANCE_SLACK):
+    """The warning for an accuracy at a huge ``eps`` far above chance, or None when it is not."""
+    if not accuracy > 1.0 / num_classes + slack:
+        return None
+    at = "a huge eps" if eps is None else f"a huge eps ({eps})"
+    return (f"accuracy at {at} is {accuracy:.3f}, far above chance ({1.0 / num_classes:.2f}): "
+            "the gradients are probably masked")
+
+
+def batches(data, batch_size):
+    """(images, labels) slices of ``batch_size`` of ``data`` ((images, labels) or a dataset)."""
     images, labels = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
     if len(images) != len(labels):
         raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
@@ -30,17 +47,9 @@ def _batches(data, batch_size):
 
 
 def predict(model, x):
-    """Predicted classes (host array) of ``model`` in eval mode."""
-    was_training = model.training
-    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
-    model.eval()
-    try:
-        with no_grad():
-            return backend.to_numpy(model(x).data.argmax(axis=1))
-    finally:
-        model.train(was_training)
-        for m, mode in modes:  # each sub-module's own mode, not the root's for all
-            m.training = mode
+    """Predicted classes (host array) of ``model`` in eval mode (its modes kept)."""
+    with model.mode(training=False), no_grad():
+        return backend.to_numpy(model(x).data.argmax(axis=1))
 
 
 def is_randomized(model, x, trials=2):
@@ -74,7 +83,7 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     clean, robust, points = [], [], []
     total = len(data[0])
     bar = tqdm(total=total, desc=desc, leave=False, disable=not (progress and comm.is_root))
-    for xb, yb in _batches(data, batch_size):
+    for xb, yb in batches(data, batch_size):
         x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
         y_host = backend.to_numpy(y.data)
         ok = predict(model, x) == y_host
@@ -135,14 +144,13 @@ def accuracy_vs_eps(model, data, make_attack, eps_values, plot_path=None, label=
 
 
 def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,
-                  batch_size=200, progress=False, chance_slack=0.1):
+                  batch_size=200, progress=False, chance_slack=CHANCE_SLACK):
     """Run the checks described in the module docstring; returns a list of warning strings
     (empty when everything looks right) and the numbers behind them."""
     warnings, numbers = [], {}
     images = data[0] if isinstance(data, (tuple, list)) else data.images
     if is_randomized(model, images[:min(len(images), 16)]):
-        warnings.append("the model is randomized (two forward passes differ): gradient attacks need "
-                        "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
+        warnings.append(RANDOMIZED_WARNING)
         numbers["randomized"] = True
     pgd_res = robust_accuracy(model, data, pgd_attack, batch_size, progress, desc="check: pgd")
     numbers["pgd_accuracy"] = pgd_res["robust_accuracy"]
@@ -157,7 +165,7 @@ def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=Non
     if huge_eps_attack is not None:
         huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps")
         numbers["huge_eps_accuracy"] = huge["robust_accuracy"]
-        if huge["robust_accuracy"] > 1.0 / num_classes + chance_slack:
-            warnings.append(f"accuracy at a huge eps is {huge['robust_accuracy']:.3f}, far above chance "
-                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+        masked = masked_gradient_warning(huge["robust_accuracy"], num_classes, slack=chance_slack)
+        if masked:
+            warnings.append(masked)
     return warnings, numbers

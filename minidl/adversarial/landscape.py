@@ -26,8 +26,8 @@ from ..backend import as_generator as _rng
 from ..autograd import no_grad
 from ..tensor import Tensor, to_host as _host
 from ..validation import check_number
-from .attacks import (_model_device, _norm, _step_direction, attack_loss, attack_mode,
-                      input_gradient, prepare_inputs, project)
+from .attacks import attack_loss, attack_mode, input_gradient, model_device, prepare_inputs
+from .norms import pgd_step, resolve_norm, uniform_ball
 from .plots import plot_cosine_histograms, plot_loss_landscape
 
 __all__ = ["pgd_trajectories", "pgd_trajectory", "trajectory_straightness", "batch_straightness",
@@ -56,7 +56,7 @@ def pgd_trajectories(model, images, labels, eps, alpha, steps, norm="2", loss="c
     started at the images themselves, for a batch. Returns a host array (steps + 1, N, ...):
     entry 0 is x, entry t the t-th iterate (plain iterates, not the best point found)."""
     op = "pgd_trajectories"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
     check_number(f"{op}: steps", steps, minimum=1, integer=True)
@@ -67,7 +67,7 @@ def pgd_trajectories(model, images, labels, eps, alpha, steps, norm="2", loss="c
     with attack_mode(model):
         for _ in range(steps):
             g, _, _ = input_gradient(model, Tensor(cur), y, loss)
-            cur = project(cur + alpha * _step_direction(g, norm).astype(cur.dtype), x0, eps, norm)
+            cur = pgd_step(cur, g, x0, eps, alpha, norm)
             path.append(backend.to_numpy(cur))
     return numpy.stack(path)
 
@@ -159,7 +159,7 @@ def loss_grid(model, image, label, u, v, extent, resolution=21, clip=False, loss
     b = numpy.linspace(extent[2], extent[3], resolution)
     aa, bb = numpy.meshgrid(a, b)  # [b, a]
     u, v = _host(u).reshape(x.shape[1:]), _host(v).reshape(x.shape[1:])
-    device = _model_device(model)
+    device = model_device(model)
     points = aa.reshape(-1, *([1] * u.ndim)) * u + bb.reshape(-1, *([1] * u.ndim)) * v + x[0]
     if clip:
         points = numpy.clip(points, 0, 1)
@@ -199,15 +199,8 @@ def plot_trajectory(model, image, label, trajectory, path, extent=None, resoluti
 def _ball_points(x, eps, n_points, norm, gen):
     """n_points uniform samples of the eps-ball around each row of x (host), clipped to [0, 1]:
     (m * n_points, ...) with the n_points of row i contiguous."""
-    m, d = len(x), x[0].size
-    shape = (m, n_points) + x.shape[1:]
-    if norm == "inf":
-        delta = gen.uniform(-eps, eps, shape)
-    else:
-        g = gen.standard_normal((m, n_points, d))
-        g /= numpy.linalg.norm(g, axis=2, keepdims=True)
-        radius = eps * gen.random((m, n_points, 1)) ** (1.0 / d)
-        delta = (g * radius).reshape(shape)
+    m = len(x)
+    delta = uniform_ball(gen, (m * n_points,) + x.shape[1:], eps, norm).reshape((m, n_points) + x.shape[1:])
     pts = numpy.clip(x[:, None] + delta, 0, 1).astype(x.dtype)
     return pts.reshape((m * n_points,) + x.shape[1:])
 
@@ -242,7 +235,7 @@ def gradient_cosine_similarities(model, image, label, eps, n_points=20, norm="in
     Returns the n_points (n_points - 1) / 2 values of the upper triangle (NaN for a pair with a
     vanishing gradient). Close to 1: the loss is nearly linear around the image."""
     op = "gradient_cosine_similarities"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
     x, y = _single(image, label, op)
@@ -256,7 +249,7 @@ def gradient_cosine_similarities_many(model, images, labels, eps, n_points=20, n
     values (all pairs of all images, concatenated), per_image (N, n_points (n_points - 1) / 2)
     and per_image_mean (N,) (NaN-aware means)."""
     op = "gradient_cosine_similarities_many"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
     x, y = _host(images), _host(labels)

@@ -26,12 +26,12 @@ from ..models.ensemble import Ensemble
 from ..nn.noise import noise_layers
 from ..tensor import Tensor
 from ..validation import check_number
-from .attacks import _norm, pgd, prepare_inputs
-from .evaluate import _batches, is_randomized, predict
+from .attacks import pgd, prepare_inputs
+from . import evaluate
+from .evaluate import batches, is_randomized, masked_gradient_warning, predict
+from .norms import resolve_norm
 
-RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need expectation "
-                      "over transformation (eot_samples > 1) for an honest robust accuracy; report "
-                      "pgd_eot_accuracy, not pgd_single_pass_accuracy")
+RANDOMIZED_WARNING = evaluate.RANDOMIZED_WARNING + "; report pgd_eot_accuracy, not pgd_single_pass_accuracy"
 
 
 def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_samples=10, restarts=1,
@@ -57,7 +57,7 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     """
     op = "evaluate_rse"
     inner = model.model if isinstance(model, Ensemble) else model
-    norm_key = _norm(norm, op)
+    norm_key = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
     for name, value in (("steps", steps), ("n_ensemble", n_ensemble), ("eot_samples", eot_samples),
@@ -74,7 +74,7 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     clean, single_clean, robust_single, robust_eot = [], [], [], []
     total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
     bar = tqdm(total=total, desc=op, leave=False, disable=not progress)
-    for xb, yb in _batches(data, batch_size):
+    for xb, yb in batches(data, batch_size):
         x, y = prepare_inputs(inner, xb, yb, op)
         y_host = backend.to_numpy(y.data)
         ok = predict(ens, x) == y_host
@@ -116,9 +116,9 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
                           == backend.to_numpy(y.data)).mean())
         if num_classes is None:
             num_classes = ens.predict_proba(x[:1]).shape[1]
-        if huge_acc > 1.0 / num_classes + 0.1:
-            warnings.append(f"accuracy at a huge eps ({huge_eps}) is {huge_acc:.3f}, far above chance "
-                            f"({1.0 / num_classes:.2f}): the gradients are probably masked")
+        masked = masked_gradient_warning(huge_acc, num_classes, eps=huge_eps)
+        if masked:
+            warnings.append(masked)
 
     settings = dict(eps=eps, alpha=alpha, steps=steps, norm=norm_key, n_ensemble=n_ensemble,
                     eot_samples=eot_samples, restarts=restarts, batch_size=batch_size, loss=loss,

@@ -44,8 +44,9 @@ from ..backend import as_generator as _rng
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor, to_host as _host
 from ..validation import check_finite_array, check_number
-from .attacks import _model_device, _norm, attack_loss, attack_mode, input_gradient, pgd, \
-    prepare_inputs
+from .attacks import (attack_loss, attack_mode, input_gradient, model_device, pgd, pgd_alpha,
+                      prepare_inputs)
+from .norms import project_perturbation, resolve_norm
 
 __all__ = ["per_example_perturbations", "per_example_gradients", "by_class", "singular_spectrum", "uap_average",
            "uap_svd", "SVDUAP", "fooling_rate", "random_direction", "iterative_uap", "IterativeUAP",
@@ -93,20 +94,9 @@ def _as_perturbation(v, image_shape, op):
     return v.reshape(image_shape)
 
 
-def project_perturbation(v, eps, norm="2"):
-    """The nearest point to ``v`` in the eps-ball of the L2 or L-inf norm (one perturbation,
-    any shape; host or device array)."""
-    norm = _norm(norm, "project_perturbation")
-    xp = backend.get_array_module(v)
-    if norm == "inf":
-        return xp.clip(v, -eps, eps)
-    n = float(xp.sqrt((v.astype(xp.float64) ** 2).sum()))
-    return v * min(1.0, eps / n) if n > 0 else v
-
-
 def _predict_batches(model, images, batch_size, perturbation=None):
     """Host predictions of ``model`` on clip(images + perturbation) (model in eval mode)."""
-    device = _model_device(model)
+    device = model_device(model)
     v = None if perturbation is None else backend.to_device(perturbation, device)
     out = []
     with attack_mode(model), no_grad():
@@ -120,7 +110,7 @@ def _predict_batches(model, images, batch_size, perturbation=None):
 
 def _mean_loss(model, images, labels, perturbation, batch_size, loss="ce"):
     """Mean attack loss of ``model`` on clip(images + perturbation)."""
-    device = _model_device(model)
+    device = model_device(model)
     v = backend.to_device(perturbation, device)
     total = 0.0
     with attack_mode(model), no_grad():
@@ -146,7 +136,7 @@ def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, 
     check_number(f"{op}: eps", eps, minimum=0, strict=True)
     check_number(f"{op}: steps", steps, minimum=1, integer=True)
     check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
-    alpha = 2.5 * eps / steps if alpha is None else alpha
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
     bar = tqdm(total=len(x), desc="pgd perturbations", leave=False, disable=not progress)
@@ -321,7 +311,7 @@ def random_direction(shape, eps, rng=None, norm="2"):
     direction (normalised Gaussian) of L2 norm ``eps``; with norm='inf', a random vertex of the
     L-inf cube (entries +-eps). ``shape`` is an int (flat) or an image shape; ``rng`` None
     (the library's generator), a seed, or a numpy Generator. Returns float32."""
-    norm = _norm(norm, "random_direction")
+    norm = resolve_norm(norm, "random_direction")
     check_number("random_direction: eps", eps, minimum=0)
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     gen = _rng(rng)
@@ -372,7 +362,7 @@ def deepfool(model, x, classes, norm="2", overshoot=0.02, max_iter=10, num_candi
     (r, converged): r = clip(x + (1 + overshoot) r_tot) - x as an array like x, and a boolean
     host array telling where the class changed within ``max_iter`` steps.
     """
-    norm = _norm(norm, "deepfool")
+    norm = resolve_norm(norm, "deepfool")
     xp = backend.get_array_module(x)
     n = len(x)
     classes = backend.to_device(_host(classes), backend.device_of(x)).astype(numpy.int64)
@@ -490,7 +480,7 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
     clean prediction). Returns an :class:`IterativeUAP`.
     """
     op = "iterative_uap"
-    norm = _norm(norm, op)
+    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
     check_number(f"{op}: max_passes", max_passes, minimum=1, integer=True)
     check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
@@ -506,7 +496,7 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
     prepare_inputs(model, x[:1], numpy.zeros(1, dtype=numpy.int64), op)
     x = x.astype(numpy.float32)
     gen = _rng(rng)
-    device = _model_device(model)
+    device = model_device(model)
     xp = backend.xp_for(device)
     clean = _predict_batches(model, x, 256)
     v = xp.zeros(x.shape[1:], dtype=numpy.float32)

@@ -13,15 +13,14 @@ Each batch is a pickled dict: ``data`` uint8 (N, 3072) with the 1024 red, then 1
 then 1024 blue values of each 32x32 image in row-major order, and ``labels`` (N ints).
 Batches are read with :mod:`minidl.data.safe_pickle`, never with plain ``pickle.load``.
 """
-import os
 import pickle
 import tarfile
-import tempfile
 import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..io import atomic_write
 from .dataset import ArrayDataset, check_labels, to_unit_float
 from .download import ensure_files
 from .paths import data_root
@@ -108,15 +107,9 @@ def extract_archive(archive, dest_dir):
                 raise CIFARFormatError(f"{archive}: unsafe path {member.name!r} in archive")
             if not (member.isfile() and len(parts) == 2 and parts[0] == FOLDER and parts[1] in _MEMBERS):
                 continue  # directories, links and anything unexpected are skipped
-            fd, tmp = tempfile.mkstemp(prefix=f".{parts[1]}.", suffix=".part", dir=out)
-            try:
-                with os.fdopen(fd, "wb") as f, tar.extractfile(member) as src:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        f.write(chunk)
-                os.replace(tmp, out / parts[1])
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            with atomic_write(out / parts[1], "wb") as f, tar.extractfile(member) as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    f.write(chunk)
     return out
 
 

@@ -1,20 +1,20 @@
 """Fetching checksummed files: look for them on disk, verify, download from mirrors.
 
 A downloaded file is streamed into a temporary file *in its destination folder* while its
-MD5 is computed, and only renamed into place (``os.replace``, atomic on one file system)
-once the MD5 equals the published one. So a final file name never holds a partial or
-corrupt download, and a download killed half-way leaves nothing behind but (at worst) a
-``.part`` file that nothing reads.
+MD5 is computed, and only renamed into place (:func:`minidl.io.atomic_write`, atomic on one
+file system) once the MD5 equals the published one. So a final file name never holds a
+partial or corrupt download, and a download killed half-way leaves nothing behind but (at
+worst) a hidden ``.tmp`` file that nothing reads.
 
 Only the standard library's ``urllib`` is used for HTTP; ``tqdm`` draws the progress bar.
 """
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
+
+from ..io import atomic_write
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a mirror counts as failed
 _CHUNK = 1 << 16
@@ -106,23 +106,23 @@ def download(filename, mirrors, dest_dir, md5, timeout=None, progress=True):
     attempts = []
     for mirror in mirrors:
         url = _mirror_url(mirror, filename)
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest_dir)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(final, "wb") as f:  # renamed into place only if the body returns
                 got = _fetch_to(url, f, filename, timeout, progress)
-            if got != md5:
-                attempts.append((url, f"checksum mismatch: md5 {got}, expected {md5}"))
-                continue
-            os.replace(tmp, final)
+                if got != md5:
+                    raise _ChecksumMismatch(f"checksum mismatch: md5 {got}, expected {md5}")
             return final
+        except _ChecksumMismatch as e:
+            attempts.append((url, str(e)))
         except (OSError, http.client.HTTPException, ValueError) as e:
             # URLError/HTTPError/timeouts are OSErrors; IncompleteRead is an HTTPException;
             # ValueError covers a malformed mirror URL.
             attempts.append((url, f"{type(e).__name__}: {e}"))
-        finally:
-            if os.path.exists(tmp):  # still there unless it was renamed into place
-                os.remove(tmp)
     raise DownloadError(filename, attempts)
+
+
+class _ChecksumMismatch(Exception):
+    """Raised inside the atomic write to discard a download whose MD5 is wrong."""
 
 
 def ensure_files(checksums, search_dirs, dest_dir, mirrors, download_missing, dataset, progress=True,

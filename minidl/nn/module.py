@@ -1,5 +1,6 @@
 """Module: a layer that owns parameters (trained), buffers (state such as running means)
 and sub-modules, found by walking its attributes in definition order."""
+import contextlib
 from collections import OrderedDict
 
 import numpy
@@ -86,6 +87,29 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training=None, requires_grad=None):
+        """Within the ``with`` block every sub-module is in ``training`` mode and every
+        parameter has ``requires_grad`` (None leaves that one as it is); afterwards each
+        sub-module gets back its own mode and each parameter its own flag, not the root's.
+        ``with model.mode(training=False, requires_grad=False):`` is how attacks and
+        evaluation loops run a model that may be training, with a frozen layer inside."""
+        modes = [(m, m.training) for m in self.modules()]
+        params = self.parameters()
+        flags = [p.requires_grad for p in params]
+        if training is not None:
+            self.train(training)
+        if requires_grad is not None:
+            for p in params:
+                p.requires_grad = requires_grad
+        try:
+            yield self
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad = flag
+            for m, was in modes:
+                object.__setattr__(m, "training", was)
 
     def zero_grad(self):
         for p in self.parameters():

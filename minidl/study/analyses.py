@@ -1,0 +1,139 @@
+"""The study's measurements, each a function of the preset and the trained models that returns
+plain JSON values (the stage cache stores them): accuracy under attack, the Random Self-Ensemble
+with and without EOT, the UAP/SVD analysis and the loss landscape (the last two also draw their
+figures into the output folder)."""
+import os
+
+import numpy
+
+from ..adversarial import fgsm, landscape, pgd, plots, robust_accuracy, sanity_checks, uap
+from ..adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
+from ..adversarial.rse_eval import evaluate_rse
+from ..nn.noise import noise_layers
+
+# Images of the evaluation set used for the sanity checks: each check runs three attacks, so
+# a slice keeps them cheap while 100 points still show a PGD that is weaker than FGSM.
+SANITY_N = 100
+# The "huge eps" check: an L-inf radius of 1 covers the whole [0, 1] image box, so any input
+# can become any image and accuracy must fall to chance; 0.1 is a step that reaches across it
+# within the preset's PGD steps.
+HUGE_EPS = 1.0
+HUGE_ALPHA = 0.1
+
+
+def accuracy_table(p, models, data, num_classes, progress):
+    """Clean, FGSM and PGD accuracy of the natural and adversarial models at each eps, with the
+    sanity checks (PGD at least as strong as FGSM; accuracy near chance at a huge eps)."""
+    rows = {}
+    for name in ("natural", "adversarial"):
+        model = models[name]["model"]
+        row = {"clean": robust_accuracy(model, data, lambda m, x, y: x, progress=False)["clean_accuracy"]}
+        for norm, eps_list in (("inf", p.linf_eps), ("2", (p.l2_eps,))):
+            for eps in eps_list:
+                alpha = pgd_alpha(eps, p.pgd_steps)
+                key = f"L{norm}-{eps:.4g}"
+                f_attack = lambda m, x, y, e=eps, n=norm: fgsm(m, x, y, e, norm=n)
+                p_attack = lambda m, x, y, e=eps, a=alpha, n=norm: pgd(m, x, y, e, a, p.pgd_steps, norm=n,
+                                                                       restarts=p.pgd_restarts)
+                row[f"fgsm {key}"] = robust_accuracy(model, data, f_attack, progress=progress,
+                                                     desc=f"{name} fgsm {key}")["robust_accuracy"]
+                row[f"pgd {key}"] = robust_accuracy(model, data, p_attack, progress=progress,
+                                                    desc=f"{name} pgd {key}")["robust_accuracy"]
+        eps = max(p.linf_eps)
+        check_data = (data[0][:SANITY_N], data[1][:SANITY_N])
+        warnings, numbers = sanity_checks(
+            model, check_data,
+            lambda m, x, y: pgd(m, x, y, eps, pgd_alpha(eps, p.pgd_steps), p.pgd_steps),
+            fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps),
+            huge_eps_attack=lambda m, x, y: pgd(m, x, y, HUGE_EPS, HUGE_ALPHA, p.pgd_steps), num_classes=num_classes)
+        row["warnings"], row["checks"] = warnings, numbers
+        rows[name] = row
+    return {"rows": rows, "n": int(len(data[1])), "pgd_steps": p.pgd_steps, "pgd_restarts": p.pgd_restarts,
+            "alpha_rule": f"alpha = {PGD_ALPHA_FACTOR} * eps / steps"}
+
+
+def rse_table(p, rse_entry, data, num_classes, progress):
+    """The RSE model judged by its ensemble prediction, against PGD with the gradient of one noisy
+    pass (as the original paper did) and with expectation over noise (the honest number)."""
+    model = rse_entry["model"]
+    sigmas = [layer.sigma for layer in noise_layers(model)]
+    out = {"n": int(len(data[1])), "ensemble": p.rse_n, "eot_samples": p.rse_eot, "sigmas": sigmas, "rows": {}}
+    for norm, eps in [("inf", e) for e in p.linf_eps] + [("2", p.l2_eps)]:
+        result = evaluate_rse(model, data, eps=eps, alpha=pgd_alpha(eps, p.pgd_steps), steps=p.pgd_steps, norm=norm,
+                              n_ensemble=p.rse_n, eot_samples=p.rse_eot, num_classes=num_classes,
+                              progress=progress)
+        out["rows"][f"L{norm}-{eps:.4g}"] = {k: result[k] for k in (
+            "clean_accuracy", "pgd_single_pass_accuracy", "pgd_eot_accuracy", "robust_accuracy", "warnings")}
+    return out
+
+
+def uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed):
+    """Spectra, SVD/average/iterative/random UAPs and their fooling rates, for both models."""
+    result, spectra, vectors = {}, {}, {}
+    rng = numpy.random.default_rng(seed)
+    shape = uap_train[0].shape[1:]
+    for name in ("natural", "adversarial"):
+        model = models[name]["model"]
+        matrix = uap.per_example_perturbations(model, *uap_train, eps=p.l2_eps, steps=p.uap_steps, norm="2",
+                                               progress=progress)
+        spectrum = uap.singular_spectrum(matrix)
+        svd = uap.uap_svd(matrix, k=p.uap_k, eps=p.l2_eps, model=model, images=uap_train[0], labels=uap_train[1])
+        svd_centered = uap.uap_svd(matrix, k=1, eps=p.l2_eps, center=True, model=model, images=uap_train[0],
+                                   labels=uap_train[1])
+        average = uap.uap_average(matrix, p.l2_eps)
+        iterative = uap.iterative_uap(model, *uap_train, eps=p.l2_eps, norm="2", max_passes=p.iterative_passes,
+                                      rng=seed, progress=progress)
+        random_v = uap.random_direction(shape, p.l2_eps, rng=rng)
+        candidates = {f"svd v{i + 1}": svd.vectors[i].reshape(shape) for i in range(len(svd.vectors))}
+        candidates.update({"svd v1 (centred)": svd_centered.vectors[0].reshape(shape),
+                           "average": average.reshape(shape),
+                           "iterative UAP": numpy.asarray(iterative.perturbation).reshape(shape),
+                           "random": numpy.asarray(random_v).reshape(shape)})
+        fooling = {}
+        for label, v in candidates.items():
+            r = uap.fooling_rate(model, *uap_test, v)
+            fooling[label] = {"fooling_rate": r["fooling_rate"], "accuracy": r["accuracy"]}
+        result[name] = {"top_singular_values": [float(s) for s in spectrum[:10]],
+                        "ratio_s1_s2": float(spectrum[0] / spectrum[1]),
+                        "ratio_s1_s5": float(spectrum[0] / spectrum[4]) if len(spectrum) > 4 else None,
+                        "clean_accuracy": uap.fooling_rate(model, *uap_test, numpy.zeros(shape))["accuracy"],
+                        "fooling": fooling, "svd_sign_method": svd.sign_method,
+                        "matrix_rows": int(matrix.shape[0]), "centered_rows_used_for_main_svd": False}
+        spectra[name] = spectrum
+        vectors[name] = svd
+    figures = {
+        "spectra": plots.plot_spectra(spectra, os.path.join(out_dir, "uap_spectra.png"), top=20) or "uap_spectra.png",
+        "vectors": plots.plot_singular_vectors(vectors, os.path.join(out_dir, "uap_singular_vectors.png"),
+                                               image_shape=shape) or "uap_singular_vectors.png",
+        "fooling": plots.plot_fooling_rates({n: {k: v["fooling_rate"] for k, v in r["fooling"].items()}
+                                             for n, r in result.items()},
+                                            os.path.join(out_dir, "uap_fooling_rates.png")) or "uap_fooling_rates.png",
+    }
+    result["figures"] = {k: os.path.basename(str(v)) for k, v in figures.items()}
+    result["eps"], result["n_matrix"], result["n_test"] = p.l2_eps, int(len(uap_train[1])), int(len(uap_test[1]))
+    return result
+
+
+def landscape_analysis(p, models, data, out_dir, seed):
+    """PGD trajectory straightness and gradient cosine similarity, natural vs adversarial."""
+    images, labels = data[0][:p.landscape_n], data[1][:p.landscape_n]
+    alpha = pgd_alpha(p.l2_eps, p.landscape_steps)
+    result, cosines = {}, {}
+    for name in ("natural", "adversarial"):
+        model = models[name]["model"]
+        trajs = landscape.pgd_trajectories(model, images, labels, p.l2_eps, alpha, p.landscape_steps, norm="2")
+        straight = landscape.batch_straightness(trajs)
+        cos = landscape.gradient_cosine_similarities_many(model, images, labels, p.cos_eps, n_points=p.cos_points,
+                                                          norm="inf", rng=seed)
+        cosines[name] = cos["values"]
+        landscape.plot_trajectory(model, images[0], labels[0], trajs[:, 0],
+                                  os.path.join(out_dir, f"trajectory_{name}.png"))
+        result[name] = {"straightness_mean": float(numpy.nanmean(straight)),
+                        "straightness_median": float(numpy.nanmedian(straight)),
+                        "cosine_mean": float(numpy.nanmean(cos["values"])),
+                        "cosine_median": float(numpy.nanmedian(cos["values"]))}
+    plots.plot_cosine_histograms(cosines, os.path.join(out_dir, "gradient_cosines.png"))
+    result["settings"] = {"n_images": int(len(labels)), "trajectory_eps_l2": p.l2_eps, "steps": p.landscape_steps,
+                          "alpha": alpha, "cos_eps_linf": p.cos_eps, "cos_points": p.cos_points}
+    result["figures"] = ["trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png"]
+    return result

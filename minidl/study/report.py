@@ -1,0 +1,198 @@
+"""``report.md``: the study's tables and figures, each with what produced it, and plain verdicts on
+which claims of the talk reproduce, by the named thresholds below."""
+import math
+
+from ..io import atomic_write
+
+
+# --- verdicts ----------------------------------------------------------------------------------
+# A claim of the talk "reproduces" when this run's number passes the claim's threshold. The
+# thresholds are fixed before looking at a run, and the report prints each number next to its
+# verdict, so a reader can apply a stricter one.
+
+# s1/s2 above which the first singular value "dominates": a flat spectrum gives ratios near 1,
+# the talk's CIFAR-10 spectrum 12.1; 3 lies well between, so the verdict does not hinge on it.
+DOMINANT_S1_S2 = 3.0
+# s1/s5 below which the top five singular values are "close together": the talk's MNIST value is
+# 1.5 (2.7 ... 1.8); 2.5 allows for the smaller matrix and shorter training of the quick preset
+# and stays below the spread of a spectrum with one dominant direction (s1/s2 alone above 3).
+CLOSE_S1_S5 = 2.5
+# The best SVD vector is a universal perturbation when it fools more than twice as many images as
+# a random direction of the same norm, plus 2 points: the factor asks for a clear effect, and
+# the margin keeps a random rate near 0 (a random direction rarely changes a prediction) from
+# making any small rate a success; 2 points is twice the standard error of a 5% fooling rate
+# on 500 held-out images (sqrt(0.05 * 0.95 / 500) = 0.01).
+UAP_OVER_RANDOM_FACTOR = 2.0
+UAP_OVER_RANDOM_MARGIN = 0.02
+# Straightness and gradient cosines: the talk claims a direction (adversarial training raises
+# them) but no size, so any increase of the mean counts; the table shows both means and medians.
+MIN_INCREASE = 0.0
+
+NOT_JUDGED = "cannot be judged (a number is missing or NaN)"
+
+
+def verdict(holds):
+    """The words for a claim that holds (True), fails (False) or cannot be judged (None)."""
+    if holds is None:
+        return NOT_JUDGED
+    return "reproduces" if holds else "does not reproduce"
+
+
+def _judged(*values):
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def one_dominant_direction(s1_s2):
+    """CIFAR-10 claim: s1/s2 > DOMINANT_S1_S2 (None when s1/s2 is missing or NaN)."""
+    return bool(s1_s2 > DOMINANT_S1_S2) if _judged(s1_s2) else None
+
+
+def several_close_directions(s1_s5):
+    """MNIST claim: s1/s5 < CLOSE_S1_S5 (None when there are fewer than five values or NaN)."""
+    return bool(s1_s5 < CLOSE_S1_S5) if _judged(s1_s5) else None
+
+
+def svd_beats_random(best, random):
+    """The best SVD vector's fooling rate beats a random direction's (see the thresholds)."""
+    if not _judged(best, random):
+        return None
+    return bool(best > UAP_OVER_RANDOM_FACTOR * random + UAP_OVER_RANDOM_MARGIN)
+
+
+def increases(natural, adversarial):
+    """The adversarially trained model's mean is above the natural model's."""
+    return bool(adversarial > natural + MIN_INCREASE) if _judged(natural, adversarial) else None
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x, digits):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def write_report(path, m):
+    """``report.md`` at ``path`` from the metrics ``m`` of :func:`minidl.study.run_study`."""
+    s = m["settings"]
+    cmd = (f"python -m minidl study --dataset {m['dataset']} --preset {m['preset']} --device {m['device']} "
+           f"--data-dir DIR --out DIR")
+    lines = [f"# minidl robustness study: {m['dataset']}, preset {m['preset']}", "",
+             f"Produced by `{cmd}` in {m['total_seconds'] / 60:.1f} minutes (this run; reused stages count "
+             "their original time below). Every number below comes from this run; `metrics.json` holds them all.",
+             "", "## Models", "",
+             "| model | architecture | training | last epoch: train acc (epoch mean) | test acc (first "
+             f"{s['eval_n']} test images) |", "| --- | --- | --- | --- | --- |"]
+    arch = {"natural": s["model"], "adversarial": s["model"], "rse": s["rse_model"]}
+    how = {"natural": f"natural, {s['natural_epochs']} epoch(s)",
+           "adversarial": (f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}, "
+                           f"{s['adv_epochs']} epochs, Adam with a cyclic lr peaking at {s['adv_lr'] or 'the default'}"
+                           if s["adv"] == "fgsm" else
+                           f"PGD-{s['adv_steps']} adversarial training, eps {s['adv_eps']:.4g}, {s['adv_epochs']} epochs"),
+           "rse": f"Random Self-Ensemble, noise on while training, {s['rse_epochs']} epoch(s)"}
+    for name, hist in m["training"].items():
+        last = hist[-1] if hist else {}
+        stopped = f" ({last['stopped']})" if last.get("stopped") else ""
+        lines.append(f"| {name} | `{arch[name]}` | {how[name]}{stopped} | {_pct(last.get('train_accuracy'))} | "
+                     f"{_pct(last.get('test_accuracy'))} |")
+    acc = m["accuracy"]
+    keys = [k for k in acc["rows"]["natural"] if k not in ("clean", "warnings", "checks")]
+    lines += ["", "## Accuracy under attack", "",
+              f"On the first {acc['n']} test images. PGD: {acc['pgd_steps']} steps, {acc['pgd_restarts']} restart(s), "
+              f"{acc['alpha_rule']}, random start. Linf / L2 give the norm and eps.", "",
+              "| model | clean | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 2) + "|"]
+    for name, row in acc["rows"].items():
+        lines.append(f"| {name} | {_pct(row['clean'])} | " + " | ".join(_pct(row[k]) for k in keys) + " |")
+    for name, row in acc["rows"].items():
+        for w in row["warnings"]:
+            lines.append(f"\n**Warning ({name})**: {w}")
+        if not row["warnings"]:
+            lines.append(f"\nSanity checks ({name}): no warnings (PGD >= FGSM on every point; accuracy at eps 1.0: "
+                         f"{_pct(row['checks'].get('huge_eps_accuracy'))}).")
+    rse = m["rse"]
+    lines += ["", "## Random Self-Ensemble: claimed and honest robustness", "",
+              f"Ensemble of {rse['ensemble']} noisy passes, noise sigmas {rse['sigmas']} (first conv, then the "
+              f"others), {rse['n']} test images. *Single pass*: PGD follows the gradient of one noisy pass, as the "
+              f"original paper evaluated. *EOT*: the gradient is averaged over {rse['eot_samples']} noise samples. "
+              "Both are judged by the ensemble's prediction.", "",
+              "| attack | clean | PGD, single-pass gradient | PGD with EOT | robustness lost under EOT |",
+              "| --- | --- | --- | --- | --- |"]
+    for key, row in rse["rows"].items():
+        lost = row["pgd_single_pass_accuracy"] - row["pgd_eot_accuracy"]
+        lines.append(f"| {key} | {_pct(row['clean_accuracy'])} | {_pct(row['pgd_single_pass_accuracy'])} | "
+                     f"{_pct(row['pgd_eot_accuracy'])} | {100 * lost:.1f} points |")
+    warn = sorted({w for row in rse["rows"].values() for w in row["warnings"]})
+    lines += [f"\n**Warning (rse)**: {w}" for w in warn]
+    u = m["uap"]
+    lines += ["", "## Universal perturbations from the SVD of per-image perturbations", "",
+              f"Rows: L2 PGD perturbations (eps {u['eps']}, {s['uap_steps']} steps, no random start) of "
+              f"{u['n_matrix']} training images; rows are not mean-centred for the main SVD (a centred top vector "
+              f"is reported too). Fooling rate = prediction changed, on {u['n_test']} held-out test images; every "
+              f"UAP has L2 norm {u['eps']}.", "",
+              "| model | top-5 singular values | s1/s2 | s1/s5 |", "| --- | --- | --- | --- |"]
+    for name in ("natural", "adversarial"):
+        r = u[name]
+        top = ", ".join(f"{v:.2f}" for v in r["top_singular_values"][:5])
+        lines.append(f"| {name} | {top} | {_num(r['ratio_s1_s2'], 2)} | {_num(r['ratio_s1_s5'], 2)} |")
+    methods = list(u["natural"]["fooling"])
+    lines += ["", "| UAP | " + " | ".join(f"{n}: fooling rate / accuracy" for n in ("natural", "adversarial")) + " |",
+              "| --- | --- | --- |"]
+    for meth in methods:
+        cells = [f"{_pct(u[n]['fooling'][meth]['fooling_rate'])} / {_pct(u[n]['fooling'][meth]['accuracy'])}"
+                 for n in ("natural", "adversarial")]
+        lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    lines += ["", f"![spectra]({u['figures']['spectra']})", "",
+              f"![singular vectors]({u['figures']['vectors']})", "",
+              f"![fooling rates]({u['figures']['fooling']})"]
+    ls = m["landscape"]
+    st = ls["settings"]
+    lines += ["", "## Loss landscape", "",
+              f"Straightness of L2 PGD paths (eps {st['trajectory_eps_l2']}, {st['steps']} steps, from the clean "
+              f"image) = |x_T - x_0| / path length (1 = straight), over {st['n_images']} test images; cosine "
+              f"similarity of loss gradients at {st['cos_points']} random points of the L-inf ball of radius "
+              f"{st['cos_eps_linf']:.4g} around each image (all pairs).", "",
+              "| model | straightness mean (median) | gradient cosine mean (median) |", "| --- | --- | --- |"]
+    for name in ("natural", "adversarial"):
+        r = ls[name]
+        lines.append(f"| {name} | {r['straightness_mean']:.3f} ({r['straightness_median']:.3f}) | "
+                     f"{r['cosine_mean']:.3f} ({r['cosine_median']:.3f}) |")
+    lines += [""] + [f"![{f}]({f})" for f in ls["figures"]]
+    lines += ["", "## Which claims of the talk reproduce here", ""] + findings(m)
+    lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| training: {name} model | {sum(h.get('train_seconds', 0) for h in hist):.1f} |"
+              for name, hist in m["training"].items()]
+    lines += [f"| {k} | {v:.1f} |" for k, v in m["stage_seconds"].items()]
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def findings(m):
+    """Plain statements comparing this run with the talk's claims (numbers, not adjectives)."""
+    u, ls = m["uap"], m["landscape"]
+    nat, adv = u["natural"], u["adversarial"]
+    out = []
+    if m["dataset"] == "cifar10":
+        out.append(f"- *One dominant singular value on CIFAR-10* (talk: 54.4 vs 4.5, s1/s2 = 12.1): here s1/s2 = "
+                   f"{_num(nat['ratio_s1_s2'], 2)} (natural), {_num(adv['ratio_s1_s2'], 2)} (adversarial) -> "
+                   f"{verdict(one_dominant_direction(nat['ratio_s1_s2']))} for the natural model.")
+    else:
+        s15 = nat["ratio_s1_s5"]
+        out.append(f"- *Several universal directions on MNIST: top-5 singular values close together* (talk: 2.7 ... "
+                   f"1.8, s1/s5 = 1.5): here s1/s5 = {_num(s15, 2)} (natural), {_num(adv['ratio_s1_s5'], 2)} "
+                   f"(adversarial) -> {verdict(several_close_directions(s15))} for the natural model "
+                   f"(threshold used: s1/s5 < {CLOSE_S1_S5}).")
+    best = lambda r: max(v["fooling_rate"] for k, v in r["fooling"].items() if k.startswith("svd"))
+    out.append(f"- *Top singular vectors are universal perturbations*: best SVD vector fools {_pct(best(nat))} of held-out "
+               f"images of the natural model vs {_pct(nat['fooling']['random']['fooling_rate'])} for a random direction "
+               f"of the same norm (adversarial model: {_pct(best(adv))} vs "
+               f"{_pct(adv['fooling']['random']['fooling_rate'])}) -> "
+               f"{verdict(svd_beats_random(best(nat), nat['fooling']['random']['fooling_rate']))}.")
+    out.append("- *Singular vectors of adversarially trained models look like features, natural ones like noise*: "
+               "a visual claim; compare the two rows of `uap_singular_vectors.png` above.")
+    sn, sa = ls["natural"]["straightness_mean"], ls["adversarial"]["straightness_mean"]
+    out.append(f"- *Adversarial training straightens PGD trajectories*: mean straightness {sn:.3f} (natural) vs "
+               f"{sa:.3f} (adversarial) -> {verdict(increases(sn, sa))}.")
+    cn, ca = ls["natural"]["cosine_mean"], ls["adversarial"]["cosine_mean"]
+    out.append(f"- *Gradients around an image are more similar after adversarial training*: mean cosine {cn:.3f} "
+               f"(natural) vs {ca:.3f} (adversarial) -> {verdict(increases(cn, ca))}.")
+    return out

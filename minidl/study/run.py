@@ -1,0 +1,77 @@
+"""The whole study in one call, and its command line: load the data, train (or reuse) the three
+models, run every analysis as a cached stage, write ``metrics.json`` and ``report.md``."""
+import os
+import time
+
+from .. import backend
+from ..experiment import load_arrays
+from ..io import write_json
+from .analyses import accuracy_table, landscape_analysis, rse_table, uap_analysis
+from .presets import get_preset
+from .report import write_report
+from .stages import Stages, train_models
+
+
+def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="runs/study", arrays=None,
+              overrides=None, progress=True, seed=0):
+    """Run (or resume) the whole study and write the report. ``arrays`` = ((train_x, train_y),
+    (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data)."""
+    device = backend.normalize_device(device)
+    base = "cifar10" if dataset == "cifar10" else "mnist"
+    p = get_preset(base, preset, **(overrides or {}))
+    os.makedirs(out_dir, exist_ok=True)
+    stages = Stages(out_dir, progress)
+    total_start = time.perf_counter()
+    if arrays is None:
+        train = load_arrays(dataset, data_dir, train=True, limit=p.train_limit)
+        test = load_arrays(dataset, data_dir, train=False)
+    else:
+        (train, test) = arrays
+        if p.train_limit:
+            train = (train[0][:p.train_limit], train[1][:p.train_limit])
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    # Test images are split once: the first part for the accuracy table and landscape, a disjoint
+    # part for UAP fooling rates (so UAPs are judged on images they were not built from).
+    test_x, test_y = test
+    uap_train = (train[0][-p.uap_n:], train[1][-p.uap_n:])
+    uap_test = (test_x[:p.uap_test_n], test_y[:p.uap_test_n])
+    eval_set = (test_x[:p.eval_n], test_y[:p.eval_n])
+
+    models = train_models(p, dataset, train, test, device, out_dir, stages, progress, seed)
+    accuracy = stages.run("accuracy", {"preset": p.to_dict(), "n": len(eval_set[1]), "models": _model_ids(models)},
+                          lambda: accuracy_table(p, models, eval_set, num_classes, progress))
+    rse = stages.run("rse", {"preset": p.to_dict(), "models": _model_ids(models)},
+                     lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
+                                       num_classes, progress))
+    uap = stages.run("uap", {"preset": p.to_dict(), "models": _model_ids(models)},
+                     lambda: uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed))
+    landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models)},
+                           lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
+    metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
+               "training": {k: v["history"] for k, v in models.items()},
+               "accuracy": accuracy, "rse": rse, "uap": uap, "landscape": landscape,
+               "stage_seconds": stages.timings, "total_seconds": time.perf_counter() - total_start}
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    write_report(os.path.join(out_dir, "report.md"), metrics)
+    if progress:
+        print(f"[study] report: {os.path.join(out_dir, 'report.md')}")
+    return metrics
+
+
+def _model_ids(models):
+    """What identifies the trained models in a stage's settings: their checkpoints' times."""
+    return {k: v["checkpoint_mtime"] for k, v in models.items()}
+
+
+def add_study_parser(sub):
+    """The ``study`` sub-command of ``python -m minidl``."""
+    parser = sub.add_parser("study", help="the robustness study: train, attack, UAP/SVD, landscape, report")
+    parser.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    parser.add_argument("--preset", choices=["quick", "full"], default="quick")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=lambda a: (run_study(a.dataset, a.preset, a.device, a.data_dir, a.out,
+                                                 progress=not a.quiet, seed=a.seed), 0)[1])

@@ -1,0 +1,102 @@
+"""What a second run of the study reuses instead of recomputing: finished stages and trained models.
+
+A stage's result is ``<out>/stages/<name>.json`` holding the settings it was computed with; a
+model is ``<out>/models/<name>/checkpoint.npz`` with ``finished.json`` once its training
+ended. Either is reused when its saved settings equal the current ones, else recomputed (a
+model whose training stopped half-way resumes from its last checkpoint).
+"""
+import dataclasses
+import os
+import time
+
+from ..adversarial.attacks import pgd_alpha
+from ..experiment import TrainConfig, load_model, train_on_arrays
+from ..io import as_json, read_json, write_json
+from ..train import CHECKPOINT
+
+STAGES = "stages"
+
+
+class Stages:
+    """Each stage's result is a JSON file (plus an optional .npz of arrays) keyed by its settings:
+    a finished stage with the same settings is loaded instead of recomputed."""
+
+    def __init__(self, out_dir, progress=True):
+        self.dir = os.path.join(out_dir, STAGES)
+        os.makedirs(self.dir, exist_ok=True)
+        self.progress = progress
+        self.timings = {}
+
+    def run(self, name, settings, compute):
+        path = os.path.join(self.dir, f"{name}.json")
+        settings = as_json(settings)
+        if os.path.exists(path):
+            saved = read_json(path)
+            if saved.get("settings") == settings:
+                self._say(f"[study] {name}: reusing finished stage ({path})")
+                self.timings[name] = saved.get("seconds", 0.0)
+                return saved["result"]
+        self._say(f"[study] {name} ...")
+        start = time.perf_counter()
+        result = compute()
+        seconds = time.perf_counter() - start
+        self.timings[name] = seconds
+        write_json(path, {"settings": settings, "result": result, "seconds": seconds})
+        self._say(f"[study] {name}: done in {seconds:.1f} s")
+        return as_json(result)
+
+    def _say(self, text):
+        if self.progress:
+            print(text, flush=True)
+
+
+def train_models(p, dataset, train, test, device, out_dir, stages, progress, seed):
+    """Train (or reuse from ``<out>/models``) the natural, adversarial and RSE models."""
+    configs = {
+        "natural": TrainConfig(dataset=dataset, model=p.model, epochs=p.natural_epochs, batch_size=p.batch_size,
+                               device=device, seed=seed),
+        "adversarial": TrainConfig(dataset=dataset, model=p.model, epochs=p.adv_epochs, batch_size=p.batch_size,
+                                   device=device, seed=seed, adv=p.adv, eps=p.adv_eps, lr=p.adv_lr,
+                                   steps=p.adv_steps, alpha=None if p.adv == "fgsm" else pgd_alpha(p.adv_eps, p.adv_steps)),
+        "rse": TrainConfig(dataset=dataset, model=p.rse_model, epochs=p.rse_epochs, batch_size=p.batch_size,
+                           device=device, seed=seed),
+    }
+    models = {}
+    for name, config in configs.items():
+        folder = os.path.join(out_dir, "models", name)
+        ckpt = os.path.join(folder, CHECKPOINT)
+        settings = dataclasses.asdict(config.resolved())
+        settings["train_n"] = int(len(train[1]))
+        marker = os.path.join(folder, "finished.json")
+        done = False
+        if os.path.exists(marker) and os.path.exists(ckpt):
+            done = same_settings(read_json(marker).get("settings"), settings)
+        if done:
+            if progress:
+                print(f"[study] model {name}: reusing {ckpt}")
+            model, state = load_model(ckpt, device)
+            history = state.get("history", [])
+        else:
+            if progress:
+                print(f"[study] training the {name} model ({config.model}, {config.epochs} epochs"
+                      f"{', adversarial: ' + config.adv if config.adv != 'none' else ''})")
+            resume = os.path.exists(ckpt) and os.path.exists(os.path.join(folder, "settings.json")) and \
+                same_settings(read_json(os.path.join(folder, "settings.json")), settings)
+            write_json(os.path.join(folder, "settings.json"), settings)
+            model, history = train_on_arrays(config, train, (test[0][:p.eval_n], test[1][:p.eval_n]), folder,
+                                             resume=resume, overwrite=not resume, progress=progress)
+            write_json(marker, {"settings": settings})
+        model.eval()
+        models[name] = {"model": model, "history": history, "config": settings,
+                        "checkpoint_mtime": os.path.getmtime(ckpt)}
+    return models
+
+
+def same_settings(saved, settings):
+    """Whether saved training settings equal ``settings``. Keys that TrainConfig gained after
+    the folder was written count as their defaults, so older study folders are still reused."""
+    if not isinstance(saved, dict):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved = {**{k: v for k, v in defaults.items() if k not in saved and k in settings}, **saved}
+    return saved == as_json(settings)
