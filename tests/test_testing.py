@@ -3,6 +3,9 @@ devices, bounds, margins, valid axes and indices, configurations whose output ex
 ``gradcheck``, ``check_jvp_vjp`` and ``check_backward`` catch planted errors (a gradient off by
 a factor, a transposed gradient, a wrong broadcast reduction, a wrong dtype, a wrong entry,
 a float32-only error, in-place updates, a wrong ``needs_grad`` branch) while passing correct ops."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -335,12 +338,32 @@ def test_correct_ops_pass(dtype):
     assert check_jvp_vjp(lambda u, v: u @ v, a, b)
 
 
+class SquareMissingGradient(Square):
+    def backward(self, g):
+        return (None,)  # claims there is no gradient
+
+
+class MatmulSecondSignFlipped(Matmul):
+    def backward(self, g):
+        return g @ self.b.T, -(self.a.T @ g)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gradient_off_by_a_factor(dtype):
     with pytest.raises(GradcheckError, match="input 0"):
         gradcheck(SquareOffByFactor.apply, x23(dtype))
     with pytest.raises(GradcheckError):
         check_backward(SquareOffByFactor, x23(dtype))
+    with pytest.raises(GradcheckError, match=r"input 0 \(shape \(30, 30\)"):  # the random-direction path
+        gradcheck(SquareOffByFactor.apply, leaf(rng.uniform(0.5, 2.0, (30, 30)), dtype))
+
+
+def test_missing_gradient_and_a_wrong_second_input():
+    with pytest.raises(GradcheckError, match="input 0"):
+        check_backward(SquareMissingGradient, x23())
+    a, b = leaf(rng.standard_normal((2, 3))), leaf(rng.standard_normal((3, 2)))
+    with pytest.raises(GradcheckError, match="input 1"):
+        gradcheck(MatmulSecondSignFlipped.apply, a, b)
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (25, 25)])  # (25, 25): the random-direction path
@@ -441,6 +464,17 @@ def test_numerical_gradient_is_exact_for_a_quadratic():
     u = np.array([1.0, 2.0, 3.0])
     g = numerical_gradient(lambda t: t * t, [x], 0, u, 1e-6)
     np.testing.assert_allclose(g, 2 * x.numpy() * u, atol=1e-8)
+
+
+def test_example_10_runs_and_shows_a_failure():
+    path = Path(__file__).resolve().parents[1] / "examples" / "10_property_testing.py"
+    spec = importlib.util.spec_from_file_location("example_10", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.test_softplus()
+    example.test_leaky_relu()
+    report = example.test_wrong_backward_is_caught()
+    assert report.startswith("check_backward(WrongSoftplus): gradcheck: gradient of input 0") and "worst at index" in report
 
 
 class SquareOnHost(Square):

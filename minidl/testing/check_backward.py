@@ -113,5 +113,9 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
                                      f"(needs_grad={tuple(k == i for k in range(len(inputs)))}), gradient {i} "
                                      f"differs from the one computed with all inputs requiring grad")
 
-    return gradcheck(lambda *xs: op_class.apply(*xs, **params), *inputs, grad_output=g, eps=eps, atol=atol,
-                     rtol=rtol, promote=promote, seed=seed)
+    try:
+        return gradcheck(lambda *xs: op_class.apply(*xs, **params), *inputs, grad_output=g, eps=eps, atol=atol,
+                         rtol=rtol, promote=promote, seed=seed)
+    except GradcheckError as e:
+        e.args = (f"{name}: {e.args[0]}",)
+        raise
