@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 
 import minidl as md
 import minidl.functional as F
+from minidl.ops import activation, arithmetic, matmul, reduce, unary
+from minidl.ops import conv as conv_op
+from minidl.ops import pool as pool_op
 from minidl.tensor import Cast, Tensor, Transfer
-from minidl.testing import gradcheck
+from minidl.testing import check_backward, gradcheck
 from minidl.testing.strategies import (advanced_indices, basic_indices, broadcastable_shapes, conv_configs,
                                        pool_configs, shapes, tensors, valid_axes)
 
@@ -470,3 +473,53 @@ def test_transfer_cpu_cuda_roundtrip(x):
         return (y * y).to("cpu")
 
     check("cpu", f, x)
+
+
+# --- every engine Function against its contract (check_backward) ------------------------------------
+# check_backward calls each backward directly, so a gradient of the wrong dtype or device is
+# caught here even where the graph walk would cast it on its way to a leaf.
+UNARY_FUNCTIONS = [
+    (unary.Exp, {}, {}), (unary.Log, {}, dict(min_value=0.1)), (unary.Sqrt, {}, dict(min_value=0.1)),
+    (unary.Abs, {}, dict(away_from=0.0)), (unary.Clip, dict(lo=-1.0, hi=1.0), dict(away_from=[-1.0, 1.0])),
+    (arithmetic.Neg, {}, {}), (arithmetic.Pow, dict(exponent=3), {}),
+    (activation.ReLU, {}, dict(away_from=0.0)), (activation.Sigmoid, {}, {}), (activation.Tanh, {}, {}),
+    (activation.Softmax, dict(axis=-1), {}), (activation.LogSoftmax, dict(axis=0), {}),
+    (reduce.Sum, dict(axis=0, keepdims=True), {}), (reduce.Mean, dict(axis=-1), {}),
+    (reduce.Max, dict(axis=None), dict(distinct=True)),
+]
+
+
+@pytest.mark.parametrize("op, params, values", UNARY_FUNCTIONS, ids=[c[0].__name__ for c in UNARY_FUNCTIONS])
+@examples(10)
+@given(data=st.data(), dtype=FLOATS)
+def test_unary_functions_keep_their_contract(device, op, params, values, data, dtype):
+    x = data.draw(tensors(dtype=dtype, device=device, **values))
+    assert check_backward(op, x, params=params, **TOL)
+
+
+@pytest.mark.parametrize("op", [arithmetic.Add, arithmetic.Sub, arithmetic.Mul, arithmetic.Div, arithmetic.Maximum])
+@examples(10)
+@given(data=st.data(), shapes_=broadcastable_shapes(2), dtype=FLOATS)
+def test_binary_functions_keep_their_contract(device, op, data, shapes_, dtype):
+    sa, sb = shapes_
+    # all values pairwise apart and away from 0: no ties for Maximum, no division by ~0
+    both = data.draw(tensors(shape=(int(np.prod(sa)) + int(np.prod(sb)),), dtype=dtype, device=device,
+                             distinct=True, away_from=0.0, margin=0.1, min_value=-8.0, max_value=8.0))
+    a, b = split(both, sa, sb)
+    assert check_backward(op, a, b, **TOL)
+    assert check_backward(op, a, const(b), **TOL)
+
+
+@examples(10)
+@given(data=st.data(), cfg=conv_configs(), pool=pool_configs(), dtype=FLOATS)
+def test_layer_functions_keep_their_contract(device, data, cfg, pool, dtype):
+    draw = lambda shape, **kw: data.draw(tensors(shape=shape, dtype=dtype, device=device, **kw))  # noqa: E731
+    x, w, b = draw(cfg["x_shape"]), draw(cfg["w_shape"]), draw((cfg["w_shape"][0],))
+    layer = dict(stride=cfg["stride"], padding=cfg["padding"])
+    assert check_backward(conv_op.Conv2d, x, w, b, params=layer, **TOL)
+    a, m = draw((3, 4)), draw((4, 2))
+    assert check_backward(matmul.MatMul, a, m, **TOL)
+    windows = dict(kernel=pool["kernel"], stride=pool["stride"], padding=pool["padding"])
+    x = draw(pool["x_shape"], distinct=True, min_value=-10.0, max_value=10.0)
+    assert check_backward(pool_op.MaxPool2d, x, params=windows, **TOL)
+    assert check_backward(pool_op.AvgPool2d, x, params=windows, **TOL)

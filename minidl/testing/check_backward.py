@@ -85,6 +85,8 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
     for i, (x, gx) in enumerate(zip(fn.inputs, grads)):
         if not fn.needs_grad[i] or gx is None:
             continue
+        if isinstance(gx, numpy.generic) and x.ndim == 0:
+            gx = numpy.asarray(gx)  # NumPy reductions to 0-d give scalars; the graph walk wraps them
         if not backend.is_array(gx):
             raise GradcheckError(f"{name}: backward: gradient {i}: expected an array, got {type(gx).__name__}")
         for what, want, got in (("shape", x.shape, gx.shape), ("dtype", x.dtype, gx.dtype),
