@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import find, given
 from hypothesis import strategies as st
 
 import minidl as md
@@ -64,6 +64,12 @@ def test_tensors_keep_away_from_kinks(data, shape, dtype, points, margin):
     for p in points:
         assert np.all(np.abs(x - p) >= margin - slack), (p, margin, x)
     assert np.all((-3 <= x) & (x <= 3))
+
+
+def test_tensors_away_from_kinks_still_reach_every_side():
+    # values on each side of both kinks exist (the margins cut the range, they do not clamp it)
+    for side in (lambda v: v < -1.05, lambda v: -0.95 < v < -0.05, lambda v: v > 0.05):
+        find(tensors(shape=(1,), away_from=[-1.0, 0.0]), lambda t: side(t.item()))
 
 
 @MANY

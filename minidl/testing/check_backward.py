@@ -109,7 +109,8 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
             want = (numpy.zeros(inputs[i].shape) if grads[i] is None
                     else backend.to_numpy(grads[i]).astype(numpy.float64))
             got = numpy.zeros(want.shape) if gi is None else backend.to_numpy(gi).astype(numpy.float64)
-            tol = LOW_PRECISION_FACTOR * numpy.finfo(fn.inputs[i].dtype).eps * (numpy.abs(want).max(initial=0.0) + numpy.abs(want))
+            info = numpy.finfo(fn.inputs[i].dtype)
+            tol = LOW_PRECISION_FACTOR * info.eps * (numpy.abs(want).max(initial=0.0) + numpy.abs(want)) + info.tiny
             if got.shape != want.shape or (numpy.abs(got - want) > tol).any():
                 raise GradcheckError(f"{name}: backward: with only input {i} requiring grad "
                                      f"(needs_grad={tuple(k == i for k in range(len(inputs)))}), gradient {i} "

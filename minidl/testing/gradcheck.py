@@ -18,9 +18,9 @@ Precision. float64 inputs are checked in float64 (h = 1e-6, atol = 1e-5, rtol = 
 float32 inputs are first re-run in float64 (every float32 tensor argument promoted), when the
 function allows it (it accepts float64 tensors and returns float64): then the float64 check
 above runs, and the float32 analytic gradient must agree with the float64 one within
-|g32 - g64| <= 1024 eps32 (max|g64| + |g64|), eps32 = 1.19e-7: float32 rounding, accumulated
-over the small shapes of a test. Otherwise (or with ``promote=False``) the differences are
-taken in float32 itself with h = 4e-3 and atol = rtol = 1e-2: a float32 difference quotient
+|g32 - g64| <= 1024 eps32 (max|g64| + |g64|) + tiny32, eps32 = 1.19e-7: float32 rounding,
+accumulated over the small shapes of a test (tiny32 = 1.2e-38, float32's smallest normal
+number). Otherwise (or with ``promote=False``) the differences are taken in float32 itself with h = 4e-3 and atol = rtol = 1e-2: a float32 difference quotient
 carries a rounding error of about eps32 |f| / h ~ 3e-5 |f| and a truncation error of about
 h^2 |f'''| / 6 ~ 3e-6 |f'''|.
 """
@@ -186,7 +186,8 @@ def _compare_low_precision(name, fn, inputs32, copies, cotangents):
     for i, a in g32.items():
         b = g64[i]
         scale = numpy.abs(b).max() if b.size else 0.0
-        bad = numpy.abs(a - b) > tol * (scale + numpy.abs(b))
+        # the floor: below float32's smallest normal number, float32 flushes what float64 keeps
+        bad = numpy.abs(a - b) > tol * (scale + numpy.abs(b)) + numpy.finfo(numpy.float32).tiny
         if bad.any():
             j = numpy.unravel_index(numpy.argmax(numpy.abs(a - b) * bad), a.shape)
             raise GradcheckError(
