@@ -20,9 +20,9 @@ function allows it (it accepts float64 tensors and returns float64): then the fl
 above runs, and the float32 analytic gradient must agree with the float64 one within
 |g32 - g64| <= 1024 eps32 (max|g64| + |g64|) + tiny32, eps32 = 1.19e-7: float32 rounding,
 accumulated over the small shapes of a test (tiny32 = 1.2e-38, float32's smallest normal
-number). Otherwise (or with ``promote=False``) the differences are taken in float32 itself with h = 4e-3 and atol = rtol = 1e-2: a float32 difference quotient
-carries a rounding error of about eps32 |f| / h ~ 3e-5 |f| and a truncation error of about
-h^2 |f'''| / 6 ~ 3e-6 |f'''|.
+number). Otherwise (or with ``promote=False``) the differences are taken in float32 itself
+with h = 4e-3 and atol = rtol = 1e-2: a float32 difference quotient carries a rounding error of
+about eps32 |f| / h ~ 3e-5 |f| and a truncation error of about h^2 |f'''| / 6 ~ 3e-6 |f'''|.
 """
 import numpy
 
