@@ -42,10 +42,10 @@ def _check_int(name, value, low=0):
 
 
 def _as_strategy(value, check):
-    """``value`` checked and wrapped in ``st.just``, or a strategy whose draws get checked."""
+    """``value`` checked, or a strategy whose draws get checked (see ``_draw_tensor``)."""
     if isinstance(value, SearchStrategy):
         return value.map(check)
-    return st.just(check(value))
+    return check(value)
 
 
 def _float_dtype(dtype):
@@ -164,25 +164,33 @@ def tensors(shape=None, dtype=numpy.float64, device="cpu", requires_grad=True, m
         _distinct_room(int(numpy.prod(_shape(shape))), intervals, float(margin))  # fail now, not per example
     dtype_st = _as_strategy(dtype, _float_dtype)
     device_st = _as_strategy(device, _device)
+    total = sum(b - a for a, b in intervals)
+    cache = {}  # one array strategy per (shape, dtype): building strategies costs more than drawing
 
-    @st.composite
-    def draw_tensor(draw):
-        shp, dt, dev = draw(shape_st), draw(dtype_st), draw(device_st)
-        if elements is not None:
-            array = draw(hnp.arrays(dt, shp, elements=elements))
-        elif distinct:
-            array = draw(_distinct_values(shp, intervals, float(margin))).astype(dt)
-        elif points:
-            total = sum(b - a for a, b in intervals)
-            t = draw(hnp.arrays(numpy.float64, shp, elements=st.floats(0.0, total)))
-            array = _place(t, intervals).astype(dt)
-        else:
-            lo, hi = _float_bounds(min_value, max_value, dt)
-            array = draw(hnp.arrays(dt, shp, elements=st.floats(
-                lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=8 * dt.itemsize)))
-        return Tensor(backend.to_device(array, dev), requires_grad=requires_grad)
+    def values(shp, dt):
+        if (shp, dt) not in cache:
+            if elements is not None:
+                strategy = hnp.arrays(dt, shp, elements=elements)
+            elif distinct:
+                strategy = _distinct_values(shp, intervals, float(margin))
+            elif points:
+                strategy = hnp.arrays(numpy.float64, shp, elements=st.floats(0.0, total)).map(
+                    lambda t: _place(t, intervals))
+            else:
+                lo, hi = _float_bounds(min_value, max_value, dt)
+                strategy = hnp.arrays(dt, shp, elements=st.floats(
+                    lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=8 * dt.itemsize))
+            cache[shp, dt] = strategy
+        return cache[shp, dt]
 
-    return draw_tensor()
+    return _draw_tensor(shape_st, dtype_st, device_st, values, requires_grad)
+
+
+@st.composite  # decorated once here: st.composite on every call of tensors() costs milliseconds
+def _draw_tensor(draw, shape_st, dtype_st, device_st, values, requires_grad):
+    shape, dtype, device = (draw(v) if isinstance(v, SearchStrategy) else v for v in (shape_st, dtype_st, device_st))
+    array = draw(values(shape, dtype)).astype(dtype, copy=False)
+    return Tensor(backend.to_device(array, device), requires_grad=requires_grad)
 
 
 def _distinct_room(n, intervals, margin):
