@@ -27,6 +27,8 @@ from minidl.kernels import pool_cuda
 from minidl.kernels import reference
 from minidl.kernels.arrays import Cache
 from minidl.kernels import workspace
+from minidl.testing.strategies import conv_configs as public_conv_configs
+from minidl.testing.strategies import pool_configs as public_pool_configs
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -63,48 +65,33 @@ def ref_pool(x, kernel, stride, padding, gy, mode):
 # ---------------------------------------------------------------------------------------
 # random configurations
 # ---------------------------------------------------------------------------------------
-@st.composite
-def conv_configs(draw):
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    # smallest input that still gives one output: H + 2*ph >= kh
-    H = draw(st.integers(max(1, kh - 2 * ph), 7))
-    W = draw(st.integers(max(1, kw - 2 * pw), 7))
-    return dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), F=draw(st.integers(1, 3)),
-                H=H, W=W, kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                padding=(ph, pw), seed=draw(st.integers(0, 2**31 - 1)))
+def _seeded(configs, **extra):
+    """The public configurations plus a ``seed`` for the test data (and ``extra`` draws)."""
+    return st.builds(lambda cfg, seed, **kw: dict(cfg, seed=seed, **kw), configs, st.integers(0, 2**31 - 1), **extra)
 
 
-@st.composite
-def pool_configs(draw):
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    H = draw(st.integers(max(1, kh - 2 * ph), 7))
-    W = draw(st.integers(max(1, kw - 2 * pw), 7))
-    return dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), H=H, W=W,
-                kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                padding=(ph, pw), ties=draw(st.booleans()), seed=draw(st.integers(0, 2**31 - 1)))
+def conv_configs(**kwargs):
+    return _seeded(public_conv_configs(**kwargs))
+
+
+def pool_configs(**kwargs):
+    # with ``ties`` the values come from {-2..2}, so windows hold repeated maxima
+    return _seeded(public_pool_configs(**{"max_kernel": 4, **kwargs}), ties=st.booleans())
 
 
 def conv_data(cfg, dtype=np.float64):
     rng = np.random.default_rng(cfg["seed"])
-    kh, kw = cfg["kernel"]
-    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
-    w = rng.standard_normal((cfg["F"], cfg["C"], kh, kw)).astype(dtype)
-    Ho = out_size(cfg["H"], kh, cfg["stride"][0], cfg["padding"][0])
-    Wo = out_size(cfg["W"], kw, cfg["stride"][1], cfg["padding"][1])
-    gy = rng.standard_normal((cfg["N"], cfg["F"], Ho, Wo)).astype(dtype)
+    x = rng.standard_normal(cfg["x_shape"]).astype(dtype)
+    w = rng.standard_normal(cfg["w_shape"]).astype(dtype)
+    gy = rng.standard_normal(cfg["out_shape"]).astype(dtype)
     return x, w, gy
 
 
 def pool_data(cfg, dtype=np.float64):
     rng = np.random.default_rng(cfg["seed"])
-    shape = (cfg["N"], cfg["C"], cfg["H"], cfg["W"])
-    # with ``ties`` the values come from {-2..2}, so windows hold repeated maxima
+    shape = cfg["x_shape"]
     x = rng.integers(-2, 3, shape) if cfg["ties"] else rng.standard_normal(shape)
-    (kh, kw), (sh, sw), (ph, pw) = cfg["kernel"], cfg["stride"], cfg["padding"]
-    Ho, Wo = out_size(cfg["H"], kh, sh, ph), out_size(cfg["W"], kw, sw, pw)
-    gy = rng.standard_normal((cfg["N"], cfg["C"], Ho, Wo))
+    gy = rng.standard_normal(cfg["out_shape"])
     return x.astype(dtype), gy.astype(dtype)
 
 
@@ -171,8 +158,8 @@ class TestConvNumpy:
             np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
 
     def test_skipped_gradients(self):
-        x, w, gy = conv_data(dict(N=1, C=2, F=2, H=5, W=5, kernel=(3, 3), stride=(1, 1),
-                                  padding=(1, 1), seed=0))
+        x, w, gy = conv_data(dict(x_shape=(1, 2, 5, 5), w_shape=(2, 2, 3, 3), out_shape=(1, 2, 5, 5),
+                                  kernel=(3, 3), stride=(1, 1), padding=(1, 1), seed=0))
         _, cache = conv2d_forward(x, w, (1, 1), (1, 1))
         gx, gw = conv2d_backward(gy, cache, need_x_grad=False)
         assert gx is None and gw.shape == w.shape
@@ -225,8 +212,7 @@ class TestConvDispatch:
                 return reference.conv2d_backward(c.x, c.w, 2 * grad_y, c.stride, c.padding)
 
         monkeypatch.setitem(conv_mod.ALGORITHMS, "doubled", conv_mod.Algorithm({"cpu": Doubled}))
-        x, w, gy = conv_data(dict(N=1, C=2, F=2, H=5, W=5, kernel=(3, 3), stride=(1, 1),
-                                  padding=(1, 1), seed=0))
+        x, w, gy = conv_data(dict(x_shape=(1, 2, 5, 5), w_shape=(2, 2, 3, 3), out_shape=(1, 2, 5, 5), seed=0))
         y, cache = conv2d_forward(x, w, (1, 1), (1, 1), algorithm="doubled")
         np.testing.assert_allclose(y, 2 * ref_conv(x, w, (1, 1), (1, 1)), **TOL64)
         gx, gw = conv2d_backward(gy, cache)
@@ -243,15 +229,9 @@ class TestConvDispatch:
         assert conv2d_forward(x, w, (1, 1), (0, 0), layout="chwn")[1].layout.name == "chwn"
 
 
-@st.composite
-def stride1_conv_configs(draw):
+def stride1_conv_configs():
     """conv_configs with stride 1 and kernels up to 6x6 (the FFT path's domain)."""
-    cfg = draw(conv_configs())
-    kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    ph, pw = cfg["padding"]
-    cfg.update(kernel=(kh, kw), stride=(1, 1),
-               H=draw(st.integers(max(1, kh - 2 * ph), 9)), W=draw(st.integers(max(1, kw - 2 * pw), 9)))
-    return cfg
+    return conv_configs(max_kernel=6, max_stride=1, max_size=9)
 
 
 class TestConvFFT:
