@@ -12,7 +12,7 @@ import zipfile
 
 import numpy
 
-from . import backend
+from . import backend, torch_format
 
 _JSON_KEY = "__minidl_json__"
 
@@ -68,9 +68,14 @@ def save(state, path):
 
 
 def load(path):
-    """Read a file written by :func:`save` back into a nested dict of NumPy arrays and values."""
+    """Read a file written by :func:`save` back into a nested dict of NumPy arrays and values.
+
+    A file written by PyTorch's ``torch.save`` is read by :mod:`minidl.torch_format` instead
+    (safely: its pickle may name only tensors, storages and plain values)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
+    if torch_format.is_torch_file(path):  # a torch.save file (.pth, .pt): tensors become arrays
+        return torch_format.load_torch(path)
     try:
         with numpy.load(path, allow_pickle=False) as f:
             flat = {k: f[k] for k in f.files}
