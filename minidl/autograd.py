@@ -14,7 +14,7 @@ length work.
 """
 import contextlib
 
-from . import backend
+from . import backend, version_counter
 
 _grad_enabled = True
 
@@ -96,6 +96,7 @@ class Function:
         out = Tensor(out_data, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
+            fn.input_versions = [version_counter.stamp(x.data) for x in inputs]
             out._ctx = fn
         return out
 
@@ -145,6 +146,11 @@ def run_backward(root, grad):
             else:
                 node.grad.data = backend.get_array_module(g).asarray(node.grad.data + g)
             continue
+        for i, x in enumerate(fn.inputs):
+            if version_counter.changed(fn.input_versions[i]):
+                raise RuntimeError(f"backward: input {i} of {fn.op_name} (shape {x.shape}) was changed by an "
+                                   "in-place operation after it was used; its gradient would be wrong "
+                                   "(use an out-of-place op, or run the forward pass again)")
         input_grads = fn.backward(g)
         if len(input_grads) != len(fn.inputs):
             raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "
