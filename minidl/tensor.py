@@ -686,13 +686,14 @@ def rand(*shape, dtype=None, device="cpu", requires_grad=False):
     return _factory(lambda xp, s: backend.rng(xp).random(s), shape, dtype, device, requires_grad)
 
 
-def zeros_like(t, requires_grad=False):
-    return Tensor(backend.get_array_module(t.data).zeros_like(t.data), requires_grad=requires_grad)
+def zeros_like(t, dtype=None, requires_grad=False):
+    return Tensor(backend.get_array_module(t.data).zeros_like(t.data, dtype=_resolve_dtype(dtype)),
+                  requires_grad=requires_grad)
 
 
-def concatenate(tensors, axis=0):
-    return shape.Concatenate.apply(*tensors, axis=axis)
+def concatenate(tensors, axis=0, *, dim=None):
+    return shape.Concatenate.apply(*tensors, axis=_dim(dim, None) if dim is not None else axis)
 
 
-def stack(tensors, axis=0):
-    return shape.Stack.apply(*tensors, axis=axis)
+def stack(tensors, axis=0, *, dim=None):
+    return shape.Stack.apply(*tensors, axis=_dim(dim, None) if dim is not None else axis)

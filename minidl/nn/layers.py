@@ -89,8 +89,23 @@ class Tanh(Module):
 
 
 class Identity(Module):
+    def __init__(self, *args, **kwargs):  # PyTorch's Identity ignores its arguments
+        super().__init__()
+
     def forward(self, x):
         return x
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
 
 
 class Flatten(Module):

@@ -68,6 +68,13 @@ class Module:
             unique.setdefault(id(p), p)
         return list(unique.values())
 
+    def apply(self, fn):
+        """Call ``fn(module)`` on every sub-module (children first) and on self; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def register_buffer(self, name, array):
         """Keep ``array`` as state saved with the model but not trained (e.g. running means)."""
         self._buffers[name] = array
@@ -199,3 +206,79 @@ class Sequential(Module):
         for m in self.children():
             x = m(x)
         return x
+
+
+class ModuleList(Module):
+    """A list of Modules, registered as children ``0``, ``1``, ... (their parameters are found)."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __iter__(self):
+        return iter(self.children())
+
+    def __getitem__(self, i):
+        items = list(self.children())
+        return ModuleList(items[i]) if isinstance(i, slice) else items[i]
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def forward(self, *args):
+        raise NotImplementedError("ModuleList has no forward(); iterate over its modules")
+
+
+class ModuleDict(Module):
+    """A dict of Modules by name, registered as children of those names."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for k, m in dict(modules or {}).items():
+            self[k] = m
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str) or not key.isidentifier() or key in dir(Module):
+            raise KeyError(f"ModuleDict: key must be an identifier that is no Module attribute, got {key!r}")
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict: expected a Module for {key!r}, got {type(module).__name__}")
+        setattr(self, key, module)
+
+    def __getitem__(self, key):
+        children = dict(self.named_children())
+        if key not in children:
+            raise KeyError(f"ModuleDict: no module {key!r}; have {sorted(children)}")
+        return children[key]
+
+    def __contains__(self, key):
+        return key in dict(self.named_children())
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self):
+        return [k for k, _ in self.named_children()]
+
+    def values(self):
+        return list(self.children())
+
+    def items(self):
+        return list(self.named_children())
+
+    def forward(self, *args):
+        raise NotImplementedError("ModuleDict has no forward(); index it by name")
