@@ -285,9 +285,14 @@ def binary_cross_entropy(input, target, reduction="mean"):
     if bool(bad.any()):
         raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1] (got values "
                          "outside, or NaN); use binary_cross_entropy_with_logits for logits")
-    log_p = input.log().clamp(min=-100.0)
-    log_q = (1 - input).log().clamp(min=-100.0)
+    log_p, log_q = _clamped_log(input), _clamped_log(1 - input)
     return _reduce(-(target * log_p + (1 - target) * log_q), reduction)
+
+
+def _clamped_log(p):
+    """max(log p, -100), with log 0 never evaluated (its gradient would be 0 * inf = NaN)."""
+    positive = p > 0
+    return p.where(positive, 1.0).log().clamp(min=-100.0).where(positive, -100.0)
 
 
 def binary_cross_entropy_with_logits(input, target, reduction="mean"):
