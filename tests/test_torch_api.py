@@ -509,3 +509,16 @@ def test_batchnorm1d_agrees_with_torch():
     agree(ours(x), theirs(tx), [(x, tx)])
     np.testing.assert_allclose(ours.state_dict()["running_var"], theirs.running_var.numpy(), rtol=1e-6)
     assert ours.state_dict()["num_batches_tracked"] == theirs.num_batches_tracked.item() == 1
+
+
+def test_example_09_runs_on_synthetic_data(capsys):
+    """examples/09_from_pytorch.py (the PyTorch MNIST script with renamed imports), tiny and synthetic."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "09_from_pytorch.py"
+    spec = importlib.util.spec_from_file_location("example_09", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    accuracy = example.main(["--synthetic", "24", "--epochs", "2", "--batch-size", "8", "--log-interval", "1"])
+    out = capsys.readouterr().out
+    assert 0.0 <= accuracy <= 1.0 and "Train Epoch: 2 [16/24" in out and "Test set: Average loss" in out
