@@ -8,7 +8,7 @@ import numbers
 
 from . import backend
 from .ops import activation, conv, loss, matmul, normalization, pool
-from .ops import pad as pad_ops
+from .ops import bce, pad as pad_ops
 from .tensor import Tensor, as_tensor
 
 
@@ -303,7 +303,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
     if target.shape != input.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} differs from "
                          f"input shape {input.shape}")
-    return _reduce(pad_ops.BCEWithLogits.apply(input, target), reduction)
+    return _reduce(bce.BCEWithLogits.apply(input, target), reduction)
 
 
 def kl_div(input, target, reduction="mean", log_target=False):

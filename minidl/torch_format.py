@@ -176,7 +176,8 @@ def _load_zip(path):
                     raise ValueError(f"storage {key}: {len(raw)} bytes is not a whole number of "
                                      f"{storage_type.name} elements")
                 cache[key] = storage_type.from_bytes(raw, byteorder)
-            return cache[key]
+            data = cache[key]
+            return data if view is None else data[view[1]:view[1] + view[2]]
 
         return TorchUnpickler(io.BytesIO(z.read(pkl)), storage).load()
 
