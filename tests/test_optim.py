@@ -236,3 +236,10 @@ def test_schedule_state_dict_round_trip():
     s2.load_state_dict(s.state_dict())
     assert opt2.lr == pytest.approx(s.optimizer.lr)
     assert lrs(s2, 5) == pytest.approx(lrs(s, 5))
+
+
+def test_schedule_resumes_from_an_old_checkpoint():
+    """Checkpoints written before the PyTorch-style schedulers hold {"count", "base_lr"}."""
+    s = CyclicLR(make_opt(0.4), base_lr=0.0, max_lr=0.4, step_size_up=4, step_size_down=6, cycle_momentum=False)
+    s.load_state_dict({"count": 2, "base_lr": 0.4})
+    assert s.optimizer.lr == pytest.approx(0.2) and s.last_epoch == 2

@@ -44,8 +44,8 @@ class LRScheduler:
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state):
-        if "count" in state:  # checkpoints of minidl's earlier schedules
-            state = {"last_epoch": state["count"], "base_lrs": [state["base_lr"]] * len(self.base_lrs)}
+        if "count" in state:  # checkpoints of minidl's earlier schedules: only the step count carries over
+            state = {"last_epoch": state["count"], "base_lrs": self.base_lrs}
         self.last_epoch = int(state["last_epoch"])
         self.base_lrs = [float(b) for b in state["base_lrs"]]
         self._apply()
