@@ -34,8 +34,8 @@ class Global:
 
 
 class Storage:
-    def __init__(self, key, array):
-        self.key, self.array = key, array
+    def __init__(self, key, array, view=None):
+        self.key, self.array, self.view = key, array, view
 
 
 class TensorRef:
@@ -76,7 +76,7 @@ class TorchLikePickler(pickle._Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, Storage):
             pid = ("storage", Global("torch", STORAGE_NAMES[obj.array.dtype]), obj.key, "cpu", obj.array.size)
-            return pid + (None,) if self.legacy else pid
+            return pid + (obj.view,) if self.legacy or obj.view else pid
         return None
 
 
@@ -163,6 +163,19 @@ def test_strided_views_and_offsets(tmp_path):
     got = md.load(path)
     np.testing.assert_array_equal(got["t"], base.reshape(3, 4).T)
     np.testing.assert_array_equal(got["tail"], [5, 7, 9])
+
+
+def test_legacy_storage_views(tmp_path):
+    """Old torch.save files name a slice of a larger storage: (view key, offset, numel) in elements."""
+    base = np.arange(6, dtype=np.float32)
+    path = str(tmp_path / "legacy_view.pth")
+    with open(path, "wb") as f:
+        for header in (0x1950a86a20f9469cfc6c, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        TorchLikePickler(f, legacy=True).dump({"v": TensorRef(Storage("0", base, view=("v0", 2, 3)), 1, (2,), (1,))})
+        pickle.dump(["0"], f, protocol=2)
+        f.write(struct.pack("<q", 6) + base.tobytes())
+    np.testing.assert_array_equal(md.load(path)["v"], [3.0, 4.0])
 
 
 def test_out_of_bounds_layout_is_refused(tmp_path):
