@@ -29,7 +29,8 @@ val_loader = DataLoader((train.images[-holdout:], train.labels[-holdout:]), batc
 
 model = cifar_cnn().to(args.device)
 optimizer = md.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-schedule = md.optim.OneCycleLR(optimizer, total_steps=args.epochs * len(train_loader))
+schedule = md.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=args.epochs * len(train_loader),
+                                            anneal_strategy="linear", cycle_momentum=False)
 fit(model, train_loader, optimizer, args.epochs, schedule=schedule, eval_loader=val_loader, out_dir=args.out)
 print("held-out training slice:", evaluate(model, val_loader))
 print(f"official test images 0-{len(test) - 1}:", evaluate(model, DataLoader(test, 500, device=args.device)))

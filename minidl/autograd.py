@@ -20,7 +20,7 @@ Variable subclass that adds the array API. A Function makes its result with
 import contextlib
 import inspect
 
-from . import backend
+from . import backend, version_counter
 
 _grad_enabled = True
 
@@ -67,11 +67,11 @@ class Variable:
             raise TypeError(f"Tensor(data): expected a numpy or cupy array, got {type(data).__name__}; "
                             "use minidl.tensor(...) to convert other data")
         if requires_grad and data.dtype.kind != "f":
-            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+            raise TypeError(f"requires_grad: only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self._ctx = None  # first: Tensor's requires_grad setter asks whether this is a leaf
         self.data = data
         self.requires_grad = bool(requires_grad)
         self.grad = None
-        self._ctx = None
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -136,6 +136,7 @@ class Function:
         out = first._new(out_data, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
+            fn.input_versions = [None if x is None else version_counter.stamp(x.data) for x in inputs]
             out._ctx = fn
         return out
 
@@ -191,6 +192,11 @@ def run_backward(root, grad):
             else:
                 node.grad.data = backend.get_array_module(g).asarray(node.grad.data + g)
             continue
+        for i, x in enumerate(fn.inputs):
+            if x is not None and version_counter.changed(fn.input_versions[i]):
+                raise RuntimeError(f"backward: input {i} of {fn.op_name} (shape {x.shape}) was changed by an "
+                                   "in-place operation after it was used; its gradient would be wrong "
+                                   "(use an out-of-place op, or run the forward pass again)")
         input_grads = fn.backward(g)
         if len(input_grads) != len(fn.inputs):
             raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "

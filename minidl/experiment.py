@@ -12,7 +12,8 @@ from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
 from .nn.init import SCHEMES, init_model
-from .optim import SGD, Adam, CosineLR, CyclicLR, OneCycleLR, StepLR
+from .optim import SGD, Adam
+from .optim.lr_scheduler import CosineAnnealingLR, CyclicLR, OneCycleLR, StepLR
 from .run_folder import RunFolderError, claim_run_folder
 from .serialization import load
 from .train import CHECKPOINT, evaluate, fit
@@ -111,9 +112,12 @@ def make_optimizer(config, model, steps_per_epoch):
         opt = SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     total = max(1, config.epochs * steps_per_epoch)
     schedule = {"constant": lambda: None,
-                "cosine": lambda: CosineLR(opt, total),
-                "onecycle": lambda: OneCycleLR(opt, total),
-                "cyclic": lambda: CyclicLR(opt, total, high=config.lr, low=0.0, peak=0.4),
+                "cosine": lambda: CosineAnnealingLR(opt, T_max=total),
+                # the shapes these commands always had: linear ramps, momentum left alone
+                "onecycle": lambda: OneCycleLR(opt, max_lr=config.lr, total_steps=total, anneal_strategy="linear",
+                                               cycle_momentum=False),
+                "cyclic": lambda: CyclicLR(opt, base_lr=0.0, max_lr=config.lr, step_size_up=0.4 * total,
+                                           step_size_down=0.6 * total, cycle_momentum=False),
                 "step": lambda: StepLR(opt, step_size=max(1, total // 3), gamma=0.1)}[config.schedule]()
     return opt, schedule
 

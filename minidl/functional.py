@@ -10,6 +10,7 @@ import numbers
 
 from . import backend
 from .ops import activation, conv, loss, matmul, normalization, pool
+from .ops import bce, pad as pad_ops
 from .tensor import Tensor, as_tensor
 
 
@@ -103,14 +104,24 @@ def tanh(x):
     return activation.Tanh.apply(x)
 
 
-def softmax(x, axis=-1):
-    """exp(x_i) / sum_j exp(x_j) along ``axis``."""
-    return activation.Softmax.apply(x, axis=axis)
+def softmax(x, dim=None, *, axis=None):
+    """exp(x_i) / sum_j exp(x_j) along ``dim`` (or ``axis``; the last by default)."""
+    return activation.Softmax.apply(x, axis=_softmax_dim("softmax", x, dim, axis))
 
 
-def log_softmax(x, axis=-1):
-    """x_i - log sum_j exp(x_j) along ``axis``, without overflow."""
-    return activation.LogSoftmax.apply(x, axis=axis)
+def log_softmax(x, dim=None, *, axis=None):
+    """x_i - log sum_j exp(x_j) along ``dim`` (or ``axis``; the last by default), without overflow."""
+    return activation.LogSoftmax.apply(x, axis=_softmax_dim("log_softmax", x, dim, axis))
+
+
+def _softmax_dim(op, x, dim, axis):
+    _check_tensor(op, "x", x)
+    if dim is not None and axis is not None:
+        raise TypeError(f"{op}: give dim or axis, not both (got dim={dim!r}, axis={axis!r})")
+    d = -1 if dim is None and axis is None else (axis if dim is None else dim)
+    if not isinstance(d, numbers.Integral) or not -max(x.ndim, 1) <= d < max(x.ndim, 1):
+        raise ValueError(f"{op}: dim must be an int in [{-x.ndim}, {x.ndim}), got {d!r}")
+    return int(d)
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -119,13 +130,20 @@ def _check_reduction(op, reduction):
         raise ValueError(f"{op}: reduction must be one of {loss.REDUCTIONS}, got {reduction!r}")
 
 
-def cross_entropy(logits, target, reduction="mean"):
+def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy: -log softmax(logits)[n, target[n]], reduced over the batch.
 
-    logits (N, C) float; target (N,) integer class indices in [0, C).
+    logits (N, C) float; target (N,) integer class indices in [0, C). With label smoothing e
+    the target is (1 - e) onehot + e / C:  loss_n = (1 - e) ce_n - (e / C) sum_c log softmax_c.
     """
     _check_tensor("cross_entropy", "logits", logits, ndim=2)
     _check_reduction("cross_entropy", reduction)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if label_smoothing:
+        ce = cross_entropy(logits, target, reduction="none")
+        smooth = -log_softmax(logits, dim=1).mean(dim=1)
+        return _reduce((1 - label_smoothing) * ce + label_smoothing * smooth, reduction)
     xp = backend.get_array_module(logits.data)
     t = target.data if isinstance(target, Tensor) else target
     t = backend.to_device(t, logits.device) if backend.is_array(t) else xp.asarray(t)
@@ -185,3 +203,134 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     bias = bias if bias is not None else Tensor(xp.zeros(c, dtype=x.dtype))
     return normalization.BatchNorm.apply(x, weight, bias, running_mean=rm, running_var=rv,
                                          training=training, momentum=momentum, eps=eps)
+
+
+# --- PyTorch's other losses and helpers -------------------------------------------------------
+def _reduce(losses, reduction):
+    if reduction == "mean":
+        return losses.mean()
+    return losses.sum() if reduction == "sum" else losses
+
+
+def _class_targets(op, target, n, classes, device, ignore_index=None):
+    xp = backend.xp_for(device)
+    t = target.data if isinstance(target, Tensor) else target
+    t = backend.to_device(t, device) if backend.is_array(t) else xp.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype}")
+    if t.shape != (n,):
+        raise ValueError(f"{op}: target must have shape ({n},), got {t.shape}")
+    valid = t if ignore_index is None else t[t != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= classes):
+        raise ValueError(f"{op}: target values must lie in [0, {classes}), "
+                         f"got range [{int(valid.min())}, {int(valid.max())}]")
+    return t
+
+
+def nll_loss(input, target, weight=None, reduction="mean", ignore_index=-100):
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) (e.g. from log_softmax):
+    loss_n = -w[t_n] input[n, t_n]; the mean divides by sum_n w[t_n]. Targets equal to
+    ``ignore_index`` count for nothing."""
+    _check_tensor("nll_loss", "input", input, ndim=2)
+    _check_reduction("nll_loss", reduction)
+    n, c = input.shape
+    t = _class_targets("nll_loss", target, n, c, input.device, ignore_index)
+    xp = backend.get_array_module(input.data)
+    keep = t != ignore_index
+    safe = xp.where(keep, t, 0).astype(xp.int64)
+    w = keep.astype(input.dtype)
+    if weight is not None:
+        wd = weight.data if isinstance(weight, Tensor) else xp.asarray(weight, dtype=input.dtype)
+        if wd.shape != (c,):
+            raise ValueError(f"nll_loss: weight must have shape ({c},), got {wd.shape}")
+        w = w * wd[safe]
+    losses = -input.gather(1, Tensor(safe[:, None])).reshape(n) * Tensor(w)
+    if reduction == "mean":
+        return losses.sum() / Tensor(xp.asarray(w.sum(), dtype=input.dtype))
+    return _reduce(losses, reduction)
+
+
+def binary_cross_entropy(input, target, reduction="mean"):
+    """-[y log p + (1 - y) log(1 - p)] for probabilities p = ``input`` in [0, 1]; each log is
+    clamped at -100, as PyTorch does, so p = 0 or 1 gives a finite loss."""
+    _check_tensor("binary_cross_entropy", "input", input)
+    _check_reduction("binary_cross_entropy", reduction)
+    target = as_tensor(target, dtype=input.dtype, device=input.device)
+    if target.shape != input.shape:
+        raise ValueError(f"binary_cross_entropy: target shape {target.shape} differs from input shape {input.shape}")
+    bad = (input.data < 0) | (input.data > 1) | (input.data != input.data)
+    if bool(bad.any()):
+        raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1] (got values "
+                         "outside, or NaN); use binary_cross_entropy_with_logits for logits")
+    log_p, log_q = _clamped_log(input), _clamped_log(1 - input)
+    return _reduce(-(target * log_p + (1 - target) * log_q), reduction)
+
+
+def _clamped_log(p):
+    """max(log p, -100), with log 0 never evaluated (its gradient would be 0 * inf = NaN)."""
+    positive = p > 0
+    return p.where(positive, 1.0).log().clamp(min=-100.0).where(positive, -100.0)
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean"):
+    """binary_cross_entropy(sigmoid(input), target), computed stably from the logits."""
+    _check_tensor("binary_cross_entropy_with_logits", "input", input)
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    target = as_tensor(target, dtype=input.dtype, device=input.device)
+    if target.shape != input.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} differs from "
+                         f"input shape {input.shape}")
+    return _reduce(bce.BCEWithLogits.apply(input, target), reduction)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Pointwise KL divergence with ``input`` = log q:  target * (log target - input), 0 where
+    target = 0 (``log_target=True``: exp(target) * (target - input)). reduction "batchmean"
+    divides the sum by the batch size, the mathematically meaningful KL(target || q)."""
+    _check_tensor("kl_div", "input", input)
+    if reduction not in loss.REDUCTIONS + ("batchmean",):
+        raise ValueError(f"kl_div: reduction must be one of {loss.REDUCTIONS + ('batchmean',)}, got {reduction!r}")
+    target = as_tensor(target, dtype=input.dtype, device=input.device)
+    if log_target:
+        pointwise = target.exp() * (target - input)
+    else:
+        positive = target > 0
+        safe = target.where(positive, 1.0)  # log 1 = 0 where target = 0, and no 0 * -inf
+        pointwise = target * (safe.log() - input)
+    if reduction == "batchmean":
+        return pointwise.sum() / input.shape[0]
+    return _reduce(pointwise, reduction)
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """Pad the last len(pad) // 2 dimensions: ``pad = (left, right, top, bottom, ...)`` starts
+    with the last dimension, as in PyTorch. Only ``mode="constant"``."""
+    _check_tensor("pad", "x", x, floating=False)
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is implemented, got {mode!r}")
+    pad = tuple(pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or not all(isinstance(p, numbers.Integral) and p >= 0 for p in pad):
+        raise ValueError(f"pad: expected an even number (at most {2 * x.ndim}) of ints >= 0, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    return pad_ops.Pad.apply(x, widths=tuple(widths), value=value)
+
+
+def one_hot(tensor, num_classes=-1):
+    """(...,) integer classes -> (..., num_classes) int64 with a 1 at each class (no gradient)."""
+    t = tensor.data if isinstance(tensor, Tensor) else backend.xp_for("cpu").asarray(tensor)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: tensor must hold integer classes, got dtype {t.dtype}")
+    xp = backend.get_array_module(t)
+    if num_classes == -1:
+        num_classes = int(t.max()) + 1 if t.size else 0
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"one_hot: classes must lie in [0, {num_classes}), got range [{int(t.min())}, {int(t.max())}]")
+    return Tensor((t[..., None] == xp.arange(num_classes)).astype(xp.int64))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x for x > 0, negative_slope * x otherwise."""
+    _check_tensor("leaky_relu", "x", x)
+    return x.where(x > 0, x * negative_slope)

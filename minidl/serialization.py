@@ -12,7 +12,7 @@ import zipfile
 
 import numpy
 
-from . import backend
+from . import backend, torch_format
 from .io import atomic_write
 from .tensor import Tensor
 
@@ -97,11 +97,15 @@ def load(path, max_bytes=None):
 
     Array sizes are checked against the file's size and against ``max_bytes`` (default
     :data:`MAX_LOAD_BYTES`) before anything is allocated; every failure is one ValueError
-    naming the file."""
+    naming the file. A file written by PyTorch's ``torch.save`` is read by
+    :mod:`minidl.torch_format` instead (safely: its pickle may name only tensors, storages and
+    plain values)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
     if os.path.isdir(path):
         raise ValueError(f"load: {path} is a folder, not a minidl .npz file")
+    if torch_format.is_torch_file(path):  # a torch.save file (.pth, .pt): tensors become arrays
+        return torch_format.load_torch(path)
     try:
         _check_sizes(path, MAX_LOAD_BYTES if max_bytes is None else max_bytes)
         with numpy.load(path, allow_pickle=False) as f:

@@ -22,11 +22,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "minidl"
 # Lowest first. A dotted prefix covers a module and, for a package, everything inside it;
 # the longest matching prefix wins.
 LAYERS = [
-    ("minidl.backend", "minidl.io", "minidl.validation"),
+    ("minidl.backend", "minidl.io", "minidl.validation", "minidl.version_counter", "minidl.torch_format"),
     ("minidl.kernels", "minidl.autograd"),
     ("minidl.ops",),
     ("minidl.tensor",),
-    ("minidl.functional",),
+    ("minidl.functional", "minidl.torch_functions"),
     ("minidl.nn", "minidl.optim", "minidl.serialization", "minidl.testing", "minidl.distributed"),
     ("minidl.data", "minidl.models", "minidl.train", "minidl.run_folder"),
     ("minidl.adversarial",),

@@ -38,7 +38,7 @@ def test_named_parameters_order_and_identity():
     assert len(params) == len(NET_PARAMS)
     assert params[1] is net.conv.weight and params[-1] is net.head[3].bias
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in params)
-    assert [n for n, _ in net.named_buffers()] == ["bn.running_mean", "bn.running_var"]
+    assert [n for n, _ in net.named_buffers()] == ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
     assert [n for n, _ in net.named_modules()] == ["", "conv", "bn", "head", "head.0", "head.1", "head.2",
                                                    "head.3"]
 
@@ -141,7 +141,9 @@ def test_state_dict_round_trip():
     a.train()
     a(md.randn(4, 2, 4, 4))  # changes the running statistics
     state = a.state_dict()
-    assert list(state) == NET_PARAMS + ["bn.running_mean", "bn.running_var"]
+    # PyTorch's order: each module's parameters, its buffers, then its children
+    assert list(state) == NET_PARAMS[:5] + ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"] \
+        + NET_PARAMS[5:]
     assert all(isinstance(v, np.ndarray) for v in state.values())
     assert not np.allclose(state["bn.running_mean"], 0)
     b.load_state_dict(state)

@@ -5,7 +5,8 @@ import pytest
 
 import minidl as md
 from minidl.nn import Parameter
-from minidl.optim import SGD, Adam, CosineLR, CyclicLR, OneCycleLR, StepLR
+from minidl.optim import SGD, Adam
+from minidl.optim.lr_scheduler import CosineAnnealingLR, CyclicLR, OneCycleLR, StepLR
 from minidl.tensor import Tensor
 
 GRADS = [np.array([1.0, -2.0]), np.array([0.5, 0.5]), np.array([-1.0, 3.0])]
@@ -201,45 +202,51 @@ def test_step_lr():
 
 def test_cosine_lr_endpoints_and_midpoint():
     opt = make_opt(0.2)
-    s = CosineLR(opt, total_steps=10, min_lr=0.02)
+    s = CosineAnnealingLR(opt, T_max=10, eta_min=0.02)
     seq = lrs(s, 12)
     assert seq[0] == pytest.approx(0.2)
     assert seq[5] == pytest.approx(0.11)  # halfway: the mean of base and min
     assert seq[10] == pytest.approx(0.02)
-    assert seq[11] == seq[12] == pytest.approx(0.02)  # stays at the minimum after the end
-    assert all(x >= y for x, y in zip(seq, seq[1:]))  # non-increasing
-    assert CosineLR(make_opt(1.0), 4).lr_at(4) == pytest.approx(0.0, abs=1e-15)
+    assert seq[11] == pytest.approx(seq[9]) and seq[11] > seq[10]  # PyTorch's: rises again after T_max
+    assert all(x >= y for x, y in zip(seq[:11], seq[1:11]))  # non-increasing up to T_max
 
 
 def test_cyclic_lr_peak_and_endpoints():
-    s = CyclicLR(make_opt(0.4), total_steps=10, low=0.0, peak=0.4)
+    s = CyclicLR(make_opt(0.4), base_lr=0.0, max_lr=0.4, step_size_up=4, step_size_down=6, cycle_momentum=False)
     seq = lrs(s, 10)
     assert seq[0] == 0.0
     assert seq[4] == pytest.approx(0.4) and max(seq) == pytest.approx(0.4)
     assert seq[2] == pytest.approx(0.2)
     assert seq[10] == pytest.approx(0.0, abs=1e-15)
     assert seq[7] == pytest.approx(0.2)
-    s = CyclicLR(make_opt(0.1), total_steps=4, high=1.0, low=0.5, peak=0.5)
+    s = CyclicLR(make_opt(0.1), base_lr=0.5, max_lr=1.0, step_size_up=2, cycle_momentum=False)
     np.testing.assert_allclose(lrs(s, 4), [0.5, 0.75, 1.0, 0.75, 0.5])
 
 
 def test_one_cycle_lr_peak_and_endpoints():
     total = 100
-    s = OneCycleLR(make_opt(0.5), total_steps=total)
-    seq = lrs(s, total)
-    assert seq[0] == pytest.approx(0.5 / 25)  # starts at high / 25
-    assert int(np.argmax(seq)) == 30 and seq[30] == pytest.approx(0.5)  # peaks at 30%
-    assert all(x <= y for x, y in zip(seq[:31], seq[1:31]))  # rises, then falls
-    assert all(x >= y for x, y in zip(seq[30:], seq[31:]))
-    assert seq[total] < 1e-3 * 0.5  # ends near zero (below the starting rate)
+    s = OneCycleLR(make_opt(0.5), max_lr=0.5, total_steps=total, cycle_momentum=False)
+    seq = lrs(s, total - 1)
+    assert seq[0] == pytest.approx(0.5 / 25)  # starts at max_lr / div_factor
+    assert int(np.argmax(seq)) == 29 and seq[29] == pytest.approx(0.5)  # peaks at step 0.3 total - 1
+    assert all(x <= y for x, y in zip(seq[:30], seq[1:30]))  # rises, then falls
+    assert all(x >= y for x, y in zip(seq[29:], seq[30:]))
+    assert seq[total - 1] == pytest.approx(0.5 / 25 / 1e4)  # min_lr at the last step
 
 
 def test_schedule_state_dict_round_trip():
-    s = CosineLR(make_opt(0.3), total_steps=20)
+    s = CosineAnnealingLR(make_opt(0.3), T_max=20)
     for _ in range(7):
         s.step()
     opt2 = make_opt(0.3)
-    s2 = CosineLR(opt2, total_steps=20)
+    s2 = CosineAnnealingLR(opt2, T_max=20)
     s2.load_state_dict(s.state_dict())
     assert opt2.lr == pytest.approx(s.optimizer.lr)
     assert lrs(s2, 5) == pytest.approx(lrs(s, 5))
+
+
+def test_schedule_resumes_from_an_old_checkpoint():
+    """Checkpoints written before the PyTorch-style schedulers hold {"count", "base_lr"}."""
+    s = CyclicLR(make_opt(0.4), base_lr=0.0, max_lr=0.4, step_size_up=4, step_size_down=6, cycle_momentum=False)
+    s.load_state_dict({"count": 2, "base_lr": 0.4})
+    assert s.optimizer.lr == pytest.approx(0.2) and s.last_epoch == 2

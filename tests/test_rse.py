@@ -191,7 +191,7 @@ def test_rse_walks_residual_blocks():
     pairs = noise_before_convs(model)
     assert pairs[0][1] is model.conv1[1] and pairs[0][0] == 0.2
     assert [s for s, _ in pairs[1:]] == [0.1] * (len(pairs) - 1) and len(pairs) == 1 + 8 * 2 + 3
-    block = model.layers[2]  # first block of stage 2: has a strided 1x1 shortcut
+    block = model.layer2[0]  # first block of stage 2: has a strided 1x1 shortcut
     assert isinstance(block, PreActBlock) and isinstance(block.shortcut, nn.Sequential)
     x = md.tensor(np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32))
     assert model.eval()(x).shape == (2, 10)

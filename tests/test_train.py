@@ -32,7 +32,7 @@ def _run(out_dir, epochs, resume=False, dropout_model=True):
     model = md.nn.Sequential(md.nn.Flatten(), md.nn.Linear(64, 32), md.nn.ReLU(), md.nn.Dropout(0.3),
                              md.nn.Linear(32, 3))
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    schedule = OneCycleLR(opt, total_steps=4 * len(loader))
+    schedule = OneCycleLR(opt, max_lr=opt.lr, total_steps=4 * len(loader))
     history = fit(model, loader, opt, epochs, schedule=schedule, out_dir=out_dir, resume=resume, progress=False)
     return model, history
 

@@ -21,7 +21,9 @@ def cifar_cnn(in_channels=3, image_size=32, num_classes=10, width=24):
 class PreActBlock(nn.Module):
     """Pre-activation residual block (He et al. 2016):
     out = conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut, where the shortcut is x, or a
-    1x1 strided conv of relu(bn1(x)) when the shape changes."""
+    1x1 strided conv of relu(bn1(x)) when the shape changes. Attribute names follow the
+    PyTorch code of Wong et al. (2020) (``shortcut.0`` is the 1x1 conv), so that their
+    released state dicts load with ``load_state_dict``."""
 
     def __init__(self, cin, cout, stride=1):
         super().__init__()
@@ -29,35 +31,43 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-                         if stride != 1 or cin != cout else None)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False))
 
     def forward(self, x):
         out = self.bn1(x).relu()
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
         out = self.conv1(out)
         out = self.conv2(self.bn2(out).relu())
         return out + shortcut
 
 
 class PreActResNet(nn.Module):
+    """conv1, then stages ``layer1``..``layer4`` of PreActBlocks (the first block of each later
+    stage halves the resolution and doubles the width), bn, ReLU, global average pool, ``linear``.
+    Parameter names and order are those of Wong et al.'s PyTorch PreActResNet."""
+
     def __init__(self, blocks_per_stage=(2, 2, 2, 2), in_channels=3, num_classes=10, width=64):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        layers, cin = [], width
+        cin = width
         for stage, n in enumerate(blocks_per_stage):
             cout = width * 2 ** stage
+            blocks = []
             for i in range(n):
-                layers.append(PreActBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1))
+                blocks.append(PreActBlock(cin, cout, stride=2 if (i == 0 and stage > 0) else 1))
                 cin = cout
-        self.layers = nn.Sequential(*layers)
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.stages = len(blocks_per_stage)
         self.bn = nn.BatchNorm2d(cin)
-        self.pool = nn.GlobalAvgPool2d()
-        self.fc = nn.Linear(cin, num_classes)
+        self.pool = nn.GlobalAvgPool2d()  # = avg_pool2d(4) of the reference on 32x32 inputs
+        self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        out = self.layers(self.conv1(x))
-        return self.fc(self.pool(self.bn(out).relu()))
+        out = self.conv1(x)
+        for stage in range(self.stages):
+            out = getattr(self, f"layer{stage + 1}")(out)
+        return self.linear(self.pool(self.bn(out).relu()))
 
 
 def preact_resnet18(in_channels=3, image_size=32, num_classes=10, width=64):

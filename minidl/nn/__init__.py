@@ -1,10 +1,11 @@
 """Layers with parameters and state (``minidl.nn``)."""
-from .module import Module, Parameter, Sequential
+from .module import Module, Parameter, Sequential, ModuleList, ModuleDict
 from .layers import (Linear, Conv2d, MaxPool2d, AvgPool2d, ReLU, Sigmoid, Tanh, Flatten, Dropout,
-                     BatchNorm2d, BatchNorm1d, Identity, GlobalAvgPool2d)
+                     BatchNorm2d, BatchNorm1d, Identity, LeakyReLU, GlobalAvgPool2d)
 from .noise import GaussianNoise, set_noise
 from . import init
+from .. import functional  # torch.nn.functional is reachable as nn.functional
 
-__all__ = ["Module", "Parameter", "Sequential", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "LeakyReLU", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU",
            "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm2d", "BatchNorm1d", "Identity",
            "GlobalAvgPool2d", "GaussianNoise", "set_noise", "init"]

@@ -86,8 +86,23 @@ class Tanh(Module):
 
 
 class Identity(Module):
+    def __init__(self, *args, **kwargs):  # PyTorch's Identity ignores its arguments
+        super().__init__()
+
     def forward(self, x):
         return x
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
 
 
 class Flatten(Module):
@@ -116,6 +131,7 @@ class BatchNorm2d(Module):
     running statistics are buffers updated in training mode and used in eval mode."""
 
     expected_ndim = 4
+    _optional_state = ("num_batches_tracked",)  # checkpoints written before it existed
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
@@ -124,12 +140,15 @@ class BatchNorm2d(Module):
         self.bias = _empty(num_features)
         self.register_buffer("running_mean", numpy.zeros(num_features, dtype=numpy.float32))
         self.register_buffer("running_var", numpy.ones(num_features, dtype=numpy.float32))
+        self.register_buffer("num_batches_tracked", numpy.zeros((), dtype=numpy.int64))  # as in PyTorch
 
     def forward(self, x):
         if not isinstance(x, Tensor) or x.ndim != self.expected_ndim or x.shape[1] != self.num_features:
             shape = x.shape if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__}({self.num_features}): expected a {self.expected_ndim}-d "
                              f"input with {self.num_features} channels, got {shape}")
+        if self.training:
+            self._buffers["num_batches_tracked"] += 1
         return F.batch_norm(x, self._buffers["running_mean"], self._buffers["running_var"], self.weight,
                             self.bias, training=self.training, momentum=self.momentum, eps=self.eps)
 

@@ -69,6 +69,13 @@ class Module:
             unique.setdefault(id(p), p)
         return list(unique.values())
 
+    def apply(self, fn):
+        """Call ``fn(module)`` on every sub-module (children first) and on self; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def register_buffer(self, name, array):
         """Keep ``array`` as state saved with the model but not trained (e.g. running means)."""
         self._buffers[name] = array
@@ -135,19 +142,34 @@ class Module:
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self):
-        """Parameters and buffers by dotted name, as host NumPy arrays (copies)."""
-        state = OrderedDict((k, p.numpy().copy()) for k, p in self.named_parameters())
-        state.update((k, backend.to_numpy(b).copy()) for k, b in self.named_buffers())
+        """Parameters and buffers by dotted name, as host NumPy arrays (copies), in PyTorch's
+        order: each module's parameters, then its buffers, then its children's."""
+        state = OrderedDict()
+        for prefix, m in self.named_modules():
+            dot = f"{prefix}." if prefix else ""
+            for k, v in m.__dict__.items():
+                if isinstance(v, Parameter):
+                    state[dot + k] = v.numpy().copy()
+            for k, b in m._buffers.items():
+                state[dot + k] = backend.to_numpy(b).copy()
         return state
 
-    def load_state_dict(self, state):
-        """Copy values from ``state`` into this module. Missing, unexpected or mis-shaped
-        keys are all reported together and nothing is changed."""
+    _optional_state = ()  # buffer names that may be absent from a state dict (old checkpoints)
+
+    def load_state_dict(self, state, strict=True):
+        """Copy values from ``state`` (arrays or Tensors by dotted name, as ``state_dict`` or
+        PyTorch's ``state_dict`` write them) into this module. Missing, unexpected or
+        mis-shaped keys are all reported together and nothing is changed. With
+        ``strict=False`` missing and unexpected keys are skipped (shapes are still checked)
+        and returned as ``(missing, unexpected)``."""
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict: state must be a dict of arrays, got {type(state).__name__}")
         targets = dict(self.named_parameters())
         buffers = {name: (m, key) for prefix, m in self.named_modules()
                    for key in m._buffers for name in [f"{prefix}.{key}" if prefix else key]}
         expected = set(targets) | set(buffers)
-        missing = sorted(expected - set(state))
+        optional = {name for name, (m, key) in buffers.items() if key in m._optional_state}
+        missing = sorted(expected - set(state) - optional)
         unexpected = sorted(set(state) - expected)
         wrong = []
         for name in sorted(expected & set(state)):
@@ -155,21 +177,24 @@ class Module:
             got = tuple(numpy.shape(state[name]))
             if got != tuple(have):
                 wrong.append(f"{name}: expected {tuple(have)}, got {got}")
-        if missing or unexpected or wrong:
+        if (strict and (missing or unexpected)) or wrong:
             parts = []
-            if missing:
+            if missing and strict:
                 parts.append(f"missing keys {missing}")
-            if unexpected:
+            if unexpected and strict:
                 parts.append(f"unexpected keys {unexpected}")
             if wrong:
                 parts.append("mis-shaped keys [" + "; ".join(wrong) + "]")
             raise KeyError(f"load_state_dict({type(self).__name__}): " + ", ".join(parts))
         for name, p in targets.items():
-            p.data = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
+            if name in state:
+                p.data = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
         for name, (m, key) in buffers.items():
-            old = m._buffers[key]
-            m._buffers[key] = backend.to_device(numpy.asarray(state[name]), backend.device_of(old)).astype(old.dtype)
-        return self
+            if name in state:
+                old = m._buffers[key]
+                m._buffers[key] = backend.to_device(numpy.asarray(state[name]),
+                                                    backend.device_of(old)).astype(old.dtype)
+        return self if strict else (missing, unexpected)
 
     def extra_repr(self):
         return ""
@@ -205,3 +230,79 @@ class Sequential(Module):
         for m in self.children():
             x = m(x)
         return x
+
+
+class ModuleList(Module):
+    """A list of Modules, registered as children ``0``, ``1``, ... (their parameters are found)."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __iter__(self):
+        return iter(self.children())
+
+    def __getitem__(self, i):
+        items = list(self.children())
+        return ModuleList(items[i]) if isinstance(i, slice) else items[i]
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def forward(self, *args):
+        raise NotImplementedError("ModuleList has no forward(); iterate over its modules")
+
+
+class ModuleDict(Module):
+    """A dict of Modules by name, registered as children of those names."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for k, m in dict(modules or {}).items():
+            self[k] = m
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str) or not key.isidentifier() or key in dir(Module):
+            raise KeyError(f"ModuleDict: key must be an identifier that is no Module attribute, got {key!r}")
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict: expected a Module for {key!r}, got {type(module).__name__}")
+        setattr(self, key, module)
+
+    def __getitem__(self, key):
+        children = dict(self.named_children())
+        if key not in children:
+            raise KeyError(f"ModuleDict: no module {key!r}; have {sorted(children)}")
+        return children[key]
+
+    def __contains__(self, key):
+        return key in dict(self.named_children())
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self):
+        return [k for k, _ in self.named_children()]
+
+    def values(self):
+        return list(self.children())
+
+    def items(self):
+        return list(self.named_children())
+
+    def forward(self, *args):
+        raise NotImplementedError("ModuleDict has no forward(); index it by name")

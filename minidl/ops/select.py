@@ -1,0 +1,126 @@
+"""Selecting and combining values: where, elementwise minimum, gather, expand, p-norms.
+
+These back the PyTorch-style Tensor methods (``x.where``, ``x.masked_fill``, ``x.gather``,
+``x.expand``, ``x.norm``) and ``md.where``/``md.min``.
+"""
+from ..autograd import Function
+from ..backend import get_array_module
+from .arithmetic import unbroadcast
+from .reduce import expand_reduced, normalize_axes
+
+
+class Where(Function):
+    """y = a where cond else b (broadcast);  dL/da = g [cond], dL/db = g [not cond]."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return get_array_module(a).where(self.cond, a, b)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        sa, sb = self.shapes
+        return (unbroadcast(xp.where(self.cond, g, 0), sa) if self.needs_grad[0] else None,
+                unbroadcast(xp.where(self.cond, 0, g), sb) if self.needs_grad[1] else None)
+
+
+class Minimum(Function):
+    """y = min(a, b) elementwise; ties split the gradient in half (as ``Maximum``)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return get_array_module(a).minimum(a, b)
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        share_a = ((a < b) + 0.5 * (a == b)).astype(g.dtype)
+        return (unbroadcast(g * share_a, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(g * (1 - share_a), b.shape) if self.needs_grad[1] else None)
+
+
+def _full_index(index, axis):
+    """Index arrays that pick ``x[..., index[...], ...]`` along ``axis`` for every position of ``index``."""
+    xp = get_array_module(index)
+    grids = list(xp.indices(index.shape, sparse=True))
+    grids[axis] = index
+    return tuple(grids)
+
+
+class Gather(Function):
+    """y[i][j][k] = x[i][index[i][j][k]][k] for axis 1 (PyTorch's gather; index has x's ndim).
+    dL/dx: zeros with g added at the gathered positions (repeats add up)."""
+
+    def __init__(self, axis, index):
+        self.axis, self.index = axis, index
+
+    def forward(self, x):
+        self.shape = x.shape
+        self.where = _full_index(self.index, self.axis)
+        return x[self.where]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        if hasattr(xp.add, "at"):
+            xp.add.at(grad, self.where, g)
+        else:  # older CuPy
+            import cupyx
+            cupyx.scatter_add(grad, self.where, g)
+        return (grad,)
+
+
+class Expand(Function):
+    """y = x broadcast to ``shape`` (no copy);  dL/dx = g summed over the broadcast axes."""
+
+    def __init__(self, shape):
+        self.new_shape = shape
+
+    def forward(self, x):
+        self.shape = x.shape
+        return get_array_module(x).broadcast_to(x, self.new_shape)
+
+    def backward(self, g):
+        return (unbroadcast(g, self.shape),)
+
+
+class Norm(Function):
+    """y = (sum_{axes} |x|^p)^(1/p) for p >= 1, or max |x| for p = inf.
+
+    dL/dx = g * sign(x) |x|^(p-1) / y^(p-1)  (p = 1: g * sign(x); p = inf: g to the entries of
+    largest |x|, ties sharing). Where y = 0 the gradient is 0, the subgradient PyTorch uses.
+    """
+
+    def __init__(self, p=2, axis=None, keepdims=False):
+        self.p, self.axis, self.keepdims = p, axis, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x, self.axes = x, normalize_axes(self.axis, x.ndim)
+        a = xp.abs(x)
+        if self.p == float("inf"):
+            y = a.max(axis=self.axes, keepdims=True)
+        elif self.p == 1:
+            y = a.sum(axis=self.axes, keepdims=True)
+        elif self.p == 2:
+            y = xp.sqrt((x * x).sum(axis=self.axes, keepdims=True))
+        else:
+            y = (a ** self.p).sum(axis=self.axes, keepdims=True) ** (1.0 / self.p)
+        self.y_kept = y
+        return y if self.keepdims else y.reshape(tuple(n for i, n in enumerate(x.shape) if i not in self.axes))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x, y = self.x, self.y_kept
+        g = expand_reduced(g, x.shape, self.axes)
+        safe = xp.where(y == 0, 1, y)
+        if self.p == float("inf"):
+            top = (xp.abs(x) == y) & (y != 0)
+            share = top / xp.maximum(top.sum(axis=self.axes, keepdims=True), 1)
+            return (g * xp.sign(x) * share.astype(g.dtype),)
+        if self.p == 1:
+            return (g * xp.sign(x),)
+        if self.p == 2:
+            return (g * x / safe * (y != 0),)
+        return (g * xp.sign(x) * xp.abs(x) ** (self.p - 1) / safe ** (self.p - 1) * (y != 0),)
