@@ -47,7 +47,7 @@ def prepare_inputs(model, x, y, op):
     if xd.ndim < 2:
         raise ValueError(f"{op}: x must have a batch axis, got shape {xd.shape}")
     lo, hi = float(xd.min()), float(xd.max())
-    if lo < 0 or hi > 1:
+    if not (lo >= 0 and hi <= 1):  # written so that NaN fails too
         raise ValueError(f"{op}: x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
     yd = y.data if isinstance(y, Tensor) else y
     if not backend.is_array(yd):
@@ -70,6 +70,8 @@ def _check_number(op, name, value, minimum, strict=False, integer=False):
     kind = numbers.Integral if integer else numbers.Real
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{op}: {name} must be {'>' if strict else '>='} {minimum}, got {value}")
 
@@ -108,13 +110,64 @@ def margin_loss(logits, y):
     return best_other - (logits * Tensor(onehot)).sum(axis=1)
 
 
+def _onehot(index, logits):
+    """A constant (n, c) Tensor with a 1 at column index[i] of row i."""
+    xp = backend.get_array_module(logits.data)
+    n, c = logits.shape
+    out = xp.zeros((n, c), dtype=logits.dtype)
+    out[xp.arange(n), index] = 1
+    return Tensor(out)
+
+
+def _sorted_logit(logits, rank):
+    """z_{pi_rank} per example, pi sorting each row's logits in decreasing order (rank 1 = the
+    largest). Differentiable: the gradient goes to the logit that holds that rank."""
+    xp = backend.get_array_module(logits.data)
+    index = xp.argsort(-logits.data, axis=1, kind="stable")[:, rank - 1]
+    return (logits * _onehot(index, logits)).sum(axis=1)
+
+
+def dlr_loss(logits, y):
+    """Difference of logits ratio (Croce and Hein 2020), per example, for logits z of shape
+    (n, c >= 3) and labels y (n,):
+
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)
+
+    with z_pi1 >= z_pi2 >= ... the sorted logits. Positive exactly when y is not predicted;
+    invariant to shifting and (positively) scaling z, unlike the margin, so a gradient attack
+    cannot be stalled by logits scaled up or squashed. The attack ascends it."""
+    if logits.shape[1] < 3:
+        raise ValueError(f"dlr_loss: logits must have at least 3 classes, got shape {logits.shape}")
+    y = y if isinstance(y, Tensor) else Tensor(y)
+    return margin_loss(logits, y) / (_sorted_logit(logits, 1) - _sorted_logit(logits, 3) + 1e-12)
+
+
+def dlr_loss_targeted(logits, y, target):
+    """Targeted DLR (Croce and Hein 2020), per example, for logits (n, c >= 4):
+
+        DLR_t(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
+
+    Ascending it raises the target logit z_t above the true z_y."""
+    if logits.shape[1] < 4:
+        raise ValueError(f"dlr_loss_targeted: logits must have at least 4 classes, got shape {logits.shape}")
+    y = y.data if isinstance(y, Tensor) else y
+    target = target.data if isinstance(target, Tensor) else target
+    diff = (logits * _onehot(target, logits)).sum(axis=1) - (logits * _onehot(y, logits)).sum(axis=1)
+    return diff / (_sorted_logit(logits, 1) - 0.5 * (_sorted_logit(logits, 3) + _sorted_logit(logits, 4)) + 1e-12)
+
+
 def attack_loss(logits, y, loss="ce"):
-    """Per-example loss the attack ascends (untargeted) or descends (targeted)."""
+    """Per-example loss the attack ascends (untargeted) or descends (targeted): 'ce', 'margin',
+    'dlr', or a callable ``loss(logits, y)`` returning a per-example Tensor."""
+    if callable(loss):
+        return loss(logits, y)
     if loss == "ce":
         return cross_entropy(logits, y, reduction="none")
     if loss == "margin":
         return margin_loss(logits, y)
-    raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+    if loss == "dlr":
+        return dlr_loss(logits, y)
+    raise ValueError(f"loss must be 'ce', 'margin' or 'dlr', got {loss!r}")
 
 
 def input_gradient(model, x, y, loss="ce", eot_samples=1):
@@ -165,11 +218,16 @@ def project(x_adv, x0, eps, norm):
     return xp.clip(x0 + delta, 0, 1)
 
 
-def random_start_point(x0, eps, norm, clip=True):
+def attack_rng(xp, seed=None):
+    """The random generator of an attack: the library's (seed None) or a fresh one from seed."""
+    return backend.rng(xp) if seed is None else xp.random.default_rng(int(seed))
+
+
+def random_start_point(x0, eps, norm, clip=True, generator=None):
     """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to
-    [0, 1] unless ``clip`` is False."""
+    [0, 1] unless ``clip`` is False. ``generator`` defaults to the library's."""
     xp = backend.get_array_module(x0)
-    rng = backend.rng(xp)
+    rng = backend.rng(xp) if generator is None else generator
     if norm == "inf":
         delta = rng.uniform(-eps, eps, x0.shape)
     else:
