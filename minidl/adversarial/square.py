@@ -57,6 +57,8 @@ def _integers(gen, high, size):
 def _bump_rectangles(rows, cols, xp):
     """Concentric rectangles around the centre of a rows x cols patch, weights 1/(r+1)^2."""
     delta = numpy.zeros((rows, cols))
+    if rows == 0 or cols == 0:
+        return xp.asarray(delta)
     cr, cc = rows // 2, cols // 2
     for r in range(max(cr, cc) + 1):
         delta[max(cr - r, 0):min(cr + r + 1, rows), max(cc - r, 0):min(cc + r + 1, cols)] += 1.0 / (r + 1) ** 2
@@ -98,7 +100,7 @@ def _l2_init(x0, eps, gen):
     xp = backend.get_array_module(x0)
     n, c, h, w = x0.shape
     s = max(h // 5, 1)
-    start = (h - s * 5) // 2 if h >= 5 else 0
+    start = max((h - s * 5) // 2, 0)
     delta = xp.zeros(x0.shape, dtype=numpy.float64)
     patch = pseudo_gaussian(s, xp)
     for i in range(start, h - s + 1, s):
