@@ -233,10 +233,12 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
 
 def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
                       loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
-                      checks=True, progress=True):
-    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM or PGD,
-    plus the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
-    from .adversarial import fgsm, pgd, robust_accuracy, sanity_checks
+                      checks=True, progress=True, version="standard", seed=0):
+    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM, PGD or
+    AutoAttack (``version``, ``seed``; the result then holds the per-stage ``breakdown``), plus
+    the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
+    from .adversarial import StageLog, autoattack, fgsm, pgd, robust_accuracy, sanity_checks
+    from .adversarial.evaluate import stage_warnings
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
@@ -248,21 +250,30 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     elif attack == "pgd":
         run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
                                   eot_samples=eot_samples)
+    elif attack == "autoattack":
+        log = StageLog()
+        run = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
+                                         progress=progress)
     else:
-        raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
+        raise ValueError(f"attack must be 'fgsm', 'pgd' or 'autoattack', got {attack!r}")
     result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress)
     out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
            "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
+    if attack == "autoattack":
+        out.update(version=version, seed=seed, breakdown=log.rows())
     if checks:
         sub = (images[:500], labels[:500])
         warnings, numbers = sanity_checks(
             model, sub, lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, eot_samples=eot_samples),
             fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps, norm=norm),
+            more_steps_attack=lambda m, x, y: pgd(m, x, y, eps, alpha, 2 * steps, norm=norm, eot_samples=eot_samples),
             huge_eps_attack=lambda m, x, y: pgd(m, x, y, 1.0 if norm == "inf" else 50.0, 0.1 if norm == "inf" else 5.0,
                                                 steps, norm=norm, eot_samples=eot_samples),
             batch_size=batch_size, progress=progress)
         out["warnings"], out["checks"] = warnings, numbers
+    if attack == "autoattack":
+        out["warnings"] = out.get("warnings", []) + stage_warnings(out["breakdown"])
     return out
