@@ -18,7 +18,7 @@ import minidl as md
 from minidl import nn
 from minidl.adversarial import (StageLog, apgd, autoattack, dlr_loss, dlr_loss_targeted, fab, pgd, robust_accuracy,
                                 square)
-from minidl.adversarial.apgd import checkpoints
+from minidl.adversarial.apgd import checkpoints, halves_step
 from minidl.adversarial.evaluate import predict, stage_warnings
 from minidl.adversarial.fab import min_norm_to_hyperplane
 from minidl.tensor import Tensor
@@ -147,6 +147,16 @@ def test_dlr_rejects_too_few_classes():
 def test_checkpoints_follow_the_paper():
     # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (steps shrinking by 0.03 to 0.06)
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_step_halving_conditions():
+    """Condition 1: fewer than 0.75 * 22 = 16.5 of 22 steps raised the loss. Condition 2: not
+    halved last time and no new best."""
+    ups = np.array([0, 16, 17, 22, 22, 22])
+    halved_before = np.array([True, True, True, True, False, False])
+    best, best_before = np.array([1.0, 1, 1, 1, 1, 1.5]), np.array([0.5, 0.5, 0.5, 0.5, 1.0, 1.0])
+    np.testing.assert_array_equal(halves_step(ups, 22, halved_before, best, best_before),
+                                  [True, True, False, False, True, False])
 
 
 @pytest.mark.parametrize("norm", ["inf", "2"])

@@ -46,6 +46,13 @@ def checkpoints(steps):
         p_prev, p = p, p + max(p - p_prev - 0.03, 0.06)
 
 
+def halves_step(ups, period, halved_before, best, best_before):
+    """Per example, whether APGD halves its step size at a checkpoint: the loss rose in fewer
+    than rho * period of the ``period`` steps since the last one (``ups`` counts them), or the
+    step was not halved last time (``halved_before``) and the best loss has not improved."""
+    return (ups < RHO * period) | (~halved_before & (best <= best_before))
+
+
 def mean_logits(model, x, eot_samples=1):
     """Logits of ``model`` on x (an array), averaged over ``eot_samples`` passes, no graph."""
     with no_grad():
@@ -98,10 +105,7 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
         better = f > st["best_f"]
         st["best_x"][better], st["best_g"][better], st["best_f"][better] = nxt[better], g[better], f[better]
         if k + 1 in marks:
-            period = k + 1 - last_mark
-            oscillating = st["ups"] < RHO * period
-            stalled = ~st["halved_at_mark"] & (st["best_f"] <= st["best_at_mark"])
-            halve = oscillating | stalled
+            halve = halves_step(st["ups"], k + 1 - last_mark, st["halved_at_mark"], st["best_f"], st["best_at_mark"])
             st["eta"][halve] /= 2
             st["cur"][halve], st["g"][halve], st["f"][halve] = st["best_x"][halve], st["best_g"][halve], \
                 st["best_f"][halve].astype(st["f"].dtype)
