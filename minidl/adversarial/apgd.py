@@ -19,7 +19,9 @@ classes ranked 2 to n_target_classes + 1 by the clean logits, ascending the targ
 minus the cross-entropy of the target). Success is always untargeted (the true class is no
 longer predicted): the attack serves robust accuracy. Each example keeps a point where the
 attack succeeded, else its highest-loss point; examples the model already misclassifies are
-returned unchanged. An example that succeeds leaves the batch: the others' runs are unchanged.
+returned unchanged. On a deterministic model an example that succeeds leaves the batch (the
+others' runs are unchanged); on a randomized one (eot_samples > 1) it runs on, keeping its latest
+misclassified iterate.
 """
 import numpy
 from tqdm.auto import tqdm
@@ -82,12 +84,15 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
     last_mark = 0
 
     def retire(st, z):
-        """Move the examples the model now misclassifies out of the batch."""
+        """Record the examples the model now misclassifies. A deterministic model's are done and
+        leave the batch; a randomized model's keep going, and their latest misclassified iterate
+        (deeper past the boundary as the loss grows) is kept, as in the reference code."""
         hit = z.argmax(axis=1) != st["y"]
         if hit.any():
             out[st["idx"][hit]] = st["cur"][hit]
             won[st["idx"][hit]] = True
-            st = {k: v[~hit] for k, v in st.items()}
+            if eot_samples == 1:
+                st = {k: v[~hit] for k, v in st.items()}
         return st
 
     st = retire(st, z)
@@ -115,7 +120,8 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
         st = retire(st, z)
         if bar is not None:
             bar.update(1)
-    out[st["idx"]] = st["best_x"]
+    lost = ~won[st["idx"]]
+    out[st["idx"][lost]] = st["best_x"][lost]
     return out, won
 
 
