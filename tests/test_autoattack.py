@@ -385,3 +385,35 @@ def test_bad_arguments_are_named(call, message):
     model, x, y = cnn_problem(n=4)
     with pytest.raises((ValueError, TypeError), match=message):
         call(model, x, y)
+
+
+class Noisy(nn.Module):
+    """A randomized model: the inner model's logits plus Gaussian noise on every pass."""
+
+    def __init__(self, inner, sigma):
+        super().__init__()
+        self.inner, self.sigma = inner, sigma
+
+    def forward(self, x):
+        z = self.inner(x)
+        xp = md.backend.get_array_module(z.data)
+        return z + Tensor(md.backend.rng(xp).standard_normal(z.shape) * self.sigma)
+
+
+def test_rand_version_on_a_randomized_linear_model():
+    """version="rand": the two EOT stages only; with noise small against the margins, nearly
+    all the closed-form breakable points are found (untargeted, single restart), no robust one
+    is claimed, and the points stay in the ball."""
+    md.manual_seed(0)
+    model, W, b, x, y = linear_problem(2, n=30)
+    eps = 0.02
+    worst = linf_worst_margin(W, b, x, y, eps)
+    keep = np.abs(worst) > 0.05
+    x, y, worst = x[keep], y[keep], worst[keep]
+    log = StageLog()
+    adv = autoattack(Noisy(model, 0.01), x, y, eps, version="rand", log=log).numpy()
+    assert [r["stage"] for r in log.rows()] == ["clean", "apgd-ce", "apgd-dlr"]
+    assert (norms(adv, x)[0] <= eps * (1 + 1e-9)).all()
+    broken = fooled(model, adv, y)
+    assert not (broken & (worst < 0)).any()
+    assert broken.sum() >= 0.9 * (worst > 0).sum()
