@@ -20,8 +20,8 @@ minus the cross-entropy of the target). Success is always untargeted (the true c
 longer predicted): the attack serves robust accuracy. Each example keeps a point where the
 attack succeeded, else its highest-loss point; examples the model already misclassifies are
 returned unchanged. On a deterministic model an example that succeeds leaves the batch (the
-others' runs are unchanged); on a randomized one (eot_samples > 1) it runs on, keeping its latest
-misclassified iterate.
+others' runs are unchanged); on a randomized one (eot_samples > 1) it runs on, keeping its
+misclassified iterate of highest mean loss.
 """
 import numpy
 from tqdm.auto import tqdm
@@ -83,19 +83,24 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
           "best_at_mark": f.astype(numpy.float64), "halved_at_mark": xp.ones(n, dtype=bool)}
     last_mark = 0
 
-    def retire(st, z):
+    won_f = xp.full(n, -xp.inf)
+
+    def retire(st, z, f):
         """Record the examples the model now misclassifies. A deterministic model's are done and
-        leave the batch; a randomized model's keep going, and their latest misclassified iterate
-        (deeper past the boundary as the loss grows) is kept, as in the reference code."""
+        leave the batch. A randomized model's keep going and keep their misclassified iterate of
+        highest (mean) loss: the one deepest past the boundary, which a fresh noisy pass is
+        least likely to classify correctly."""
         hit = z.argmax(axis=1) != st["y"]
         if hit.any():
-            out[st["idx"][hit]] = st["cur"][hit]
-            won[st["idx"][hit]] = True
+            rows = st["idx"][hit]
+            deeper = f[hit] > won_f[rows]
+            out[rows[deeper]], won_f[rows[deeper]] = st["cur"][hit][deeper], f[hit][deeper]
+            won[rows] = True
             if eot_samples == 1:
                 st = {k: v[~hit] for k, v in st.items()}
         return st
 
-    st = retire(st, z)
+    st = retire(st, z, f)
     for k in range(steps):
         if len(st["idx"]) == 0:
             break
@@ -117,7 +122,7 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
             st["halved_at_mark"], st["best_at_mark"] = halve, st["best_f"].copy()
             st["ups"][:] = 0
             last_mark = k + 1
-        st = retire(st, z)
+        st = retire(st, z, f)
         if bar is not None:
             bar.update(1)
     lost = ~won[st["idx"]]
