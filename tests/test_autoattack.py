@@ -417,3 +417,32 @@ def test_rand_version_on_a_randomized_linear_model():
     broken = fooled(model, adv, y)
     assert not (broken & (worst < 0)).any()
     assert broken.sum() >= 0.9 * (worst > 0).sum()
+
+
+def test_cli_autoattack_writes_the_breakdown(tmp_path, capsys):
+    """`python -m minidl attack --attack autoattack`: the breakdown in the JSON, stage by stage
+    non-increasing and ending at the reported robust accuracy. Needs the real MNIST test files."""
+    import json
+    import os
+    from pathlib import Path
+    from minidl.cli import main as cli_main
+    from minidl.experiment import TrainConfig, train_on_arrays
+    from minidl.train import CHECKPOINT
+    real = Path(os.environ.get("MINIDL_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (real / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST files not found")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 64)
+    train_on_arrays(TrainConfig(dataset="mnist", model="mlp", epochs=1, batch_size=32), (x, y), (x[:16], y[:16]),
+                    str(tmp_path), progress=False)
+    out = tmp_path / "aa.json"
+    code = cli_main(["attack", "--checkpoint", str(tmp_path / CHECKPOINT), "--attack", "autoattack", "--eps", "0.02",
+                     "--data-dir", str(real), "--limit", "10", "--no-checks", "--quiet", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    stages = [r["stage"] for r in result["breakdown"]]
+    assert stages == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = [r["robust_accuracy"] for r in result["breakdown"]]
+    assert accs == sorted(accs, reverse=True) and accs[0] == result["clean_accuracy"]
+    assert accs[-1] == result["robust_accuracy"]
+    assert "after square" in capsys.readouterr().out
