@@ -51,6 +51,16 @@ def paired_best_times(ours, ref, rounds=5, per_round=2, warmup=2, sync=None, ref
     return min(a), (min(b) if b else None)
 
 
+def paired_times(ours, ref, rounds=3, sync=None, ref_sync=None):
+    """Wall times (seconds) of ``rounds`` calls each of ``ours`` and ``ref``, alternating one
+    call of each (for calls long enough that one is a measurement). Returns two lists."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(best_time(ours, 1, 0, sync))
+        b.append(best_time(ref, 1, 0, ref_sync))
+    return a, b
+
+
 def matmul_gflops(n=1024, repeat=5, xp=numpy, sync=None):
     """Measured float32 matrix-product rate of this machine (GFLOP/s): the ceiling for dense and conv."""
     a = xp.ones((n, n), dtype=numpy.float32)

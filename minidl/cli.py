@@ -101,12 +101,19 @@ def cmd_attack(args):
     result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
                                steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
                                eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
-                               limit=args.limit, checks=not args.no_checks, progress=not args.quiet)
+                               limit=args.limit, checks=not args.no_checks, progress=not args.quiet,
+                               version=args.version, seed=args.seed)
     if not distributed.world().is_root:  # every rank holds the gathered result; one reports it
         return 0
-    print(f"{result['attack']} (norm {result['norm']}, eps {result['eps']:.4g}, alpha {result['alpha']:.4g}, "
-          f"{result['steps']} steps, {result['restarts']} restarts) on {result['n']} test images: "
-          f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
+    if result["attack"] == "autoattack":
+        print(f"autoattack {result['version']} (norm {result['norm']}, eps {result['eps']:.4g}) on {result['n']} "
+              f"test images: clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
+        for row in result["breakdown"]:
+            print(f"  after {row['stage']:<9} {row['robust_accuracy']:.4f}  ({row['seconds']:.1f} s)")
+    else:
+        print(f"{result['attack']} (norm {result['norm']}, eps {result['eps']:.4g}, alpha {result['alpha']:.4g}, "
+              f"{result['steps']} steps, {result['restarts']} restarts) on {result['n']} test images: "
+              f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
     if args.json is not None:
@@ -167,9 +174,12 @@ def build_parser():
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(run=cmd_eval)
 
-    at = sub.add_parser("attack", help="clean and robust accuracy of a checkpoint under FGSM or PGD")
+    at = sub.add_parser("attack", help="clean and robust accuracy of a checkpoint under FGSM, PGD or AutoAttack")
     at.add_argument("--checkpoint", required=True)
-    at.add_argument("--attack", choices=["fgsm", "pgd"], default="pgd")
+    at.add_argument("--attack", choices=["fgsm", "pgd", "autoattack"], default="pgd")
+    at.add_argument("--version", choices=["standard", "rand"], default="standard",
+                    help="AutoAttack's version: standard, or rand (EOT 20) for randomized models")
+    at.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0, help="AutoAttack's seed")
     at.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
     at.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None,
                     help="default 2.5 * eps / steps")

@@ -6,8 +6,9 @@ import functools
 import os
 
 from . import backend
-from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
+from .adversarial import StageLog, autoattack, fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
 from .adversarial.attacks import pgd_alpha
+from .adversarial.evaluate import stage_warnings
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -22,7 +23,7 @@ from .validation import check_choice, check_number
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle", "cyclic", "step")
 ADVERSARIES = ("none", "pgd", "fgsm")
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "autoattack")
 
 
 @dataclasses.dataclass
@@ -312,11 +313,13 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
 
 def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
                       loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
-                      checks=True, progress=True):
-    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM or PGD,
-    plus the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
+                      checks=True, progress=True, version="standard", seed=0):
+    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM, PGD or
+    AutoAttack (``version``, ``seed``; the result then holds the per-stage ``breakdown``), plus
+    the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
     # Every argument is checked before the model and the data are loaded.
     check_choice("attack", attack, ATTACKS)
+    check_choice("version", version, ("standard", "rand"))
     check_number("eps", eps, minimum=0, strict=True)
     check_number("steps", steps, minimum=1, integer=True)
     check_number("alpha", alpha, minimum=0, strict=True, allow_none=True)
@@ -324,6 +327,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     check_number("eot_samples", eot_samples, minimum=1, integer=True)
     check_number("limit", limit, minimum=1, integer=True, allow_none=True)
     check_number("batch_size", batch_size, minimum=1, integer=True)
+    check_number("seed", seed, minimum=0, integer=True)
     alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
@@ -332,6 +336,10 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
         images, labels = images[:limit], labels[:limit]
     if attack == "fgsm":
         run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
+    elif attack == "autoattack":
+        log = StageLog()
+        run = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
+                                         progress=progress)
     else:
         run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
                                   eot_samples=eot_samples)
@@ -341,13 +349,18 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
            "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
+    if attack == "autoattack":
+        out.update(version=version, seed=seed, breakdown=log.rows())
     if checks:
         sub = (images[:500], labels[:500])
         warnings, numbers = sanity_checks(
             model, sub, lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, eot_samples=eot_samples),
             fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps, norm=norm),
+            more_steps_attack=lambda m, x, y: pgd(m, x, y, eps, alpha, 2 * steps, norm=norm, eot_samples=eot_samples),
             huge_eps_attack=lambda m, x, y: pgd(m, x, y, 1.0 if norm == "inf" else 50.0, 0.1 if norm == "inf" else 5.0,
                                                 steps, norm=norm, eot_samples=eot_samples),
             batch_size=batch_size, progress=progress)
         out["warnings"], out["checks"] = warnings, numbers
+    if attack == "autoattack":
+        out["warnings"] = out.get("warnings", []) + stage_warnings(out["breakdown"])
     return out

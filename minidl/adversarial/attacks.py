@@ -67,7 +67,7 @@ def prepare_inputs(model, x, y, op):
         raise ValueError(f"{op}: x must have a batch axis, got shape {xd.shape}")
     check_finite_array(f"{op}: x", xd)  # NaN compares False with 0 and 1, so check it first
     lo, hi = float(xd.min()), float(xd.max())
-    if lo < 0 or hi > 1:
+    if not (lo >= 0 and hi <= 1):  # written so that NaN fails too
         raise ValueError(f"{op}: x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
     yd = y.data if isinstance(y, Tensor) else y
     if not backend.is_array(yd):
@@ -99,13 +99,64 @@ def margin_loss(logits, y):
     return best_other - (logits * Tensor(onehot)).sum(axis=1)
 
 
+def onehot(index, logits):
+    """A constant (n, c) Tensor with a 1 at column index[i] of row i."""
+    xp = backend.get_array_module(logits.data)
+    n, c = logits.shape
+    out = xp.zeros((n, c), dtype=logits.dtype)
+    out[xp.arange(n), index] = 1
+    return Tensor(out)
+
+
+def _sorted_logit(logits, rank):
+    """z_{pi_rank} per example, pi sorting each row's logits in decreasing order (rank 1 = the
+    largest). Differentiable: the gradient goes to the logit that holds that rank."""
+    xp = backend.get_array_module(logits.data)
+    index = xp.argsort(-logits.data, axis=1, kind="stable")[:, rank - 1]
+    return (logits * onehot(index, logits)).sum(axis=1)
+
+
+def dlr_loss(logits, y):
+    """Difference of logits ratio (Croce and Hein 2020), per example, for logits z of shape
+    (n, c >= 3) and labels y (n,):
+
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)
+
+    with z_pi1 >= z_pi2 >= ... the sorted logits. Positive exactly when y is not predicted;
+    invariant to shifting and (positively) scaling z, unlike the margin, so a gradient attack
+    cannot be stalled by logits scaled up or squashed. The attack ascends it."""
+    if logits.shape[1] < 3:
+        raise ValueError(f"dlr_loss: logits must have at least 3 classes, got shape {logits.shape}")
+    y = y if isinstance(y, Tensor) else Tensor(y)
+    return margin_loss(logits, y) / (_sorted_logit(logits, 1) - _sorted_logit(logits, 3) + 1e-12)
+
+
+def dlr_loss_targeted(logits, y, target):
+    """Targeted DLR (Croce and Hein 2020), per example, for logits (n, c >= 4):
+
+        DLR_t(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
+
+    Ascending it raises the target logit z_t above the true z_y."""
+    if logits.shape[1] < 4:
+        raise ValueError(f"dlr_loss_targeted: logits must have at least 4 classes, got shape {logits.shape}")
+    y = y.data if isinstance(y, Tensor) else y
+    target = target.data if isinstance(target, Tensor) else target
+    diff = (logits * onehot(target, logits)).sum(axis=1) - (logits * onehot(y, logits)).sum(axis=1)
+    return diff / (_sorted_logit(logits, 1) - 0.5 * (_sorted_logit(logits, 3) + _sorted_logit(logits, 4)) + 1e-12)
+
+
 def attack_loss(logits, y, loss="ce"):
-    """Per-example loss the attack ascends (untargeted) or descends (targeted)."""
+    """Per-example loss the attack ascends (untargeted) or descends (targeted): 'ce', 'margin',
+    'dlr', or a callable ``loss(logits, y)`` returning a per-example Tensor."""
+    if callable(loss):
+        return loss(logits, y)
     if loss == "ce":
         return cross_entropy(logits, y, reduction="none")
     if loss == "margin":
         return margin_loss(logits, y)
-    raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+    if loss == "dlr":
+        return dlr_loss(logits, y)
+    raise ValueError(f"loss must be 'ce', 'margin' or 'dlr', got {loss!r}")
 
 
 def _one_pass(model, x, y, loss, gradient):
@@ -141,6 +192,11 @@ def input_gradient(model, x, y, loss="ce", eot_samples=1):
     ``eot_samples`` forward passes: the expectation-over-transformation gradient of a
     randomized model. Returns (gradient array, mean logits array, per-example loss array)."""
     return expected_pass(model, x, y, loss, eot_samples)
+
+
+def attack_rng(xp, seed=None):
+    """The random generator of an attack: the library's (seed None) or a fresh one from seed."""
+    return backend.rng(xp) if seed is None else xp.random.default_rng(int(seed))
 
 
 def _success(logits, y, targeted):

@@ -8,7 +8,11 @@ warnings in the spirit of AutoAttack's checks (Croce and Hein 2020):
 * PGD must be at least as strong as FGSM on every point set: a point FGSM breaks but PGD
   does not means PGD is failing;
 * if two forward passes on the same input differ, the model is randomized and gradient
-  attacks need expectation over transformation (``eot_samples``).
+  attacks need expectation over transformation (``eot_samples``);
+* more steps of the same attack must not leave more points robust: if they do, the attack
+  is not converging or the gradients mislead it;
+* in AutoAttack's breakdown, points that survive APGD but fall to FAB or to the gradient-free
+  Square mean the gradients were not showing the way (``stage_warnings``).
 """
 import os
 
@@ -143,10 +147,35 @@ def accuracy_vs_eps(model, data, make_attack, eps_values, plot_path=None, label=
     return curve
 
 
+def stage_warnings(rows, slack=0.001):
+    """Warnings from an AutoAttack breakdown (``StageLog.rows()``): a FAB or Square stage that
+    lowers the robust accuracy left by the APGD stages by more than ``slack`` (a fraction of
+    all examples) found points the gradient attacks could not see."""
+    warnings, after_apgd = [], None
+    for row in rows:
+        if row["stage"].startswith("apgd"):
+            after_apgd = row["robust_accuracy"]
+    if after_apgd is None:
+        return warnings
+    previous = after_apgd
+    for row in rows:
+        if row["stage"].startswith(("fab", "square")):
+            drop = previous - row["robust_accuracy"]
+            if drop > slack:
+                kind = "the gradient-free Square attack" if row["stage"].startswith("square") else "FAB"
+                warnings.append(f"{row['stage']} lowered the robust accuracy from {previous:.4f} to "
+                                f"{row['robust_accuracy']:.4f} on points APGD could not break: {kind} beats "
+                                "APGD, so the gradients are probably masked and gradient-only numbers overstate")
+            previous = row["robust_accuracy"]
+    return warnings
+
+
 def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,
-                  batch_size=200, progress=False, chance_slack=CHANCE_SLACK):
+                  batch_size=200, progress=False, chance_slack=CHANCE_SLACK, more_steps_attack=None,
+                  steps_slack=0.005):
     """Run the checks described in the module docstring; returns a list of warning strings
-    (empty when everything looks right) and the numbers behind them."""
+    (empty when everything looks right) and the numbers behind them. ``more_steps_attack`` is
+    ``pgd_attack`` with more steps; its accuracy may exceed PGD's by ``steps_slack`` at most."""
     warnings, numbers = [], {}
     images = data[0] if isinstance(data, (tuple, list)) else data.images
     if is_randomized(model, images[:min(len(images), 16)]):
@@ -162,6 +191,13 @@ def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=Non
         if fgsm_only:
             warnings.append(f"PGD is weaker than FGSM on {fgsm_only} points (FGSM breaks them, PGD does not): "
                             "PGD is not converging (step size, steps) or gradients are masked")
+    if more_steps_attack is not None:
+        more = robust_accuracy(model, data, more_steps_attack, batch_size, progress, desc="check: more steps")
+        numbers["more_steps_accuracy"] = more["robust_accuracy"]
+        if more["robust_accuracy"] > pgd_res["robust_accuracy"] + steps_slack:
+            warnings.append(f"robust accuracy rose from {pgd_res['robust_accuracy']:.4f} to "
+                            f"{more['robust_accuracy']:.4f} with more attack steps: the attack is not converging "
+                            "or the gradients are masked")
     if huge_eps_attack is not None:
         huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps")
         numbers["huge_eps_accuracy"] = huge["robust_accuracy"]

@@ -92,9 +92,10 @@ def uniform_ball(gen, shape, eps, norm):
     return direction * radius.reshape((-1,) + ones)
 
 
-def random_start_point(x0, eps, norm, clip=True):
-    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0 (from the
-    library's generator), clipped to [0, 1] unless ``clip`` is False."""
+def random_start_point(x0, eps, norm, clip=True, generator=None):
+    """A uniform sample of the L-inf box or of the L2 ball of radius eps around x0, clipped to
+    [0, 1] unless ``clip`` is False. ``generator`` defaults to the library's."""
     xp = backend.get_array_module(x0)
-    start = x0 + uniform_ball(backend.rng(xp), x0.shape, eps, norm).astype(x0.dtype)
+    gen = backend.rng(xp) if generator is None else generator
+    start = x0 + uniform_ball(gen, x0.shape, eps, norm).astype(x0.dtype)
     return xp.clip(start, 0, 1) if clip else start
