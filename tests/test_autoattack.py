@@ -327,8 +327,9 @@ def test_stage_warnings_flag_square_beating_apgd():
     x = np.round(x * 255) / 255
     for m, expect in ((Quantised(model), True), (model, False)):
         log = StageLog()
-        robust_accuracy(m, (x, y), lambda mm, xx, yy: autoattack(mm, xx, yy, 5 / 255, log=log), progress=False)
+        res = robust_accuracy(m, (x, y), lambda mm, xx, yy: autoattack(mm, xx, yy, 5 / 255, log=log), progress=False)
         rows = log.rows()
+        assert res["robust_accuracy"] == rows[-1]["robust_accuracy"]  # the returned points are the log's
         assert [r["stage"] for r in rows] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
         accs = [r["robust_accuracy"] for r in rows]
         assert accs == sorted(accs, reverse=True)
