@@ -15,7 +15,12 @@ import traceback
 import numpy
 
 from . import distributed
-from .validation import check_number, check_writable_file
+from .experiment import TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
+from .info import describe
+from .io import write_json
+from .models import MODELS
+from .study import run_study
+from .validation import check_number, check_writable_file, check_writable_folder
 
 
 class UsageError(Exception):
@@ -36,7 +41,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args):
-    from .info import describe
     print(describe())
     return 0
 
@@ -70,7 +74,6 @@ def path(kind):
 
 
 def cmd_train(args):
-    from .experiment import TrainConfig, run_training
     config = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, optimizer=args.optimizer, schedule=args.schedule, device=args.device,
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
@@ -83,7 +86,6 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .experiment import evaluate_checkpoint
     result = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device,
                                  split=args.split, limit=args.limit, progress=not args.quiet)
     if not distributed.world().is_root:
@@ -94,8 +96,6 @@ def cmd_eval(args):
 
 
 def cmd_attack(args):
-    from .experiment import attack_checkpoint
-    from .train import write_json
     if args.json is not None:  # before the attack runs, not after
         check_writable_file("--json", args.json)
     result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
@@ -121,13 +121,18 @@ def cmd_attack(args):
     return 0
 
 
+def cmd_study(args):
+    check_writable_folder("--out", args.out)  # before any data is loaded or model trained
+    run_study(args.dataset, args.preset, args.device, args.data_dir, args.out, progress=not args.quiet, seed=args.seed)
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="python -m minidl", description="minidl command line")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="versions, backends and BLAS").set_defaults(run=cmd_info)
 
-    from .models import MODELS
     train = sub.add_parser("train", help="train a model on MNIST or CIFAR-10")
     train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     train.add_argument("--model", choices=sorted(MODELS), required=True)
@@ -196,11 +201,15 @@ def build_parser():
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(run=cmd_attack)
 
-    try:
-        from .study import add_study_parser
-        add_study_parser(sub)
-    except ImportError:
-        pass
+    st = sub.add_parser("study", help="the robustness study: train, attack, UAP/SVD, landscape, report")
+    st.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    st.add_argument("--preset", choices=["quick", "full"], default="quick")
+    st.add_argument("--device", default="cpu")
+    st.add_argument("--data-dir", default=None)
+    st.add_argument("--out", type=path("folder"), required=True)
+    st.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0)
+    st.add_argument("--quiet", action="store_true")
+    st.set_defaults(run=cmd_study)
     return parser
 
 

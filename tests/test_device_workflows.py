@@ -19,7 +19,7 @@ import pytest
 
 import minidl as md
 from minidl import backend, nn
-from minidl.adversarial import fgsm, input_gradient, pgd, robust_accuracy, sanity_checks
+from minidl.adversarial import apgd, autoattack, fgsm, input_gradient, pgd, robust_accuracy, sanity_checks
 from minidl.adversarial.landscape import (batch_straightness, gradient_cosine_similarities, loss_grid,
                                           pgd_trajectories)
 from minidl.adversarial.uap import fooling_rate, per_example_perturbations, uap_svd
@@ -113,7 +113,9 @@ def test_attacks_through_a_cnn_follow_the_true_gradient(device):
 
 
 # --- robust evaluation --------------------------------------------------------------------------------
-def test_robust_accuracy_and_checks_match_the_closed_form(device):
+def closed_form_problem(device):
+    """(model, x, y, eps, clean, robust): a linear two-class model and 200 images whose clean and
+    L-inf robust correctness are known in closed form (margin > 0, margin > eps ||w||_1)."""
     model, w, _ = linear_two_class(device)
     x = mid_images(200, seed=3)
     f = x.reshape(len(x), -1) @ w
@@ -128,6 +130,11 @@ def test_robust_accuracy_and_checks_match_the_closed_form(device):
     expected_robust = margin > eps * np.abs(w).sum()
     assert 0 < expected_robust.sum() < expected_clean.sum() < len(x)   # the data are not degenerate
     assert np.abs(np.abs(margin) - eps * np.abs(w).sum()).min() > 1e-6   # and no point on a boundary
+    return model, x, y, eps, expected_clean, expected_robust
+
+
+def test_robust_accuracy_and_checks_match_the_closed_form(device):
+    model, x, y, eps, expected_clean, expected_robust = closed_form_problem(device)
     run = lambda m, xb, yb: pgd(m, xb, yb, eps, eps, 3)
     result = robust_accuracy(model, (x, y), run, batch_size=64, progress=False)
     np.testing.assert_array_equal(result["clean_correct"], expected_clean)
@@ -137,6 +144,39 @@ def test_robust_accuracy_and_checks_match_the_closed_form(device):
     assert warnings == []
     assert numbers["pgd_accuracy"] == numbers["fgsm_accuracy"] == expected_robust.mean()
     assert numbers["broken_by_fgsm_not_pgd"] == 0 and numbers["huge_eps_accuracy"] == 0
+
+
+def test_apgd_and_autoattack_match_the_closed_form(device):
+    """A linear 4-class model: x is broken within the L-inf ball iff for some class j != y,
+    (w_j - w_y) x + (b_j - b_y) + eps ||w_j - w_y||_1 > 0 (no clipping: the images are mid-grey).
+    AutoAttack's targeted stages reach that optimum for every target, so they must match it
+    exactly; APGD-CE alone can only be weaker. (The CPU half is what runs without a GPU; the
+    point of the test is the CUDA half against the same closed form.)"""
+    rng = np.random.default_rng(5)
+    W, b = rng.standard_normal((4, D)), 0.1 * rng.standard_normal(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 4))
+    model[1].weight.data, model[1].bias.data = W.copy(), b.copy()
+    model = model.to(device)
+    x = mid_images(120, seed=6)
+    z = x.reshape(len(x), -1) @ W.T + b
+    y = np.where(rng.random(len(x)) < 0.15, rng.integers(0, 4, len(x)), z.argmax(axis=1)).astype(np.int64)
+    gap = z[np.arange(len(x)), y][:, None] - z                          # z_y - z_j
+    l1 = np.abs(W[y][:, None, :] - W[None, :, :]).sum(axis=2)          # ||w_y - w_j||_1
+    others = np.arange(4)[None, :] != y[:, None]
+    ratio = np.where(others, gap / np.where(others, l1, 1), np.inf).min(axis=1)
+    median = float(np.median(ratio[ratio > 0]))
+    eps = float(ratio[np.argsort(np.abs(ratio - median))[:2]].mean())  # between two points, on none
+    expected_clean, expected_robust = ratio > 0, ratio > eps
+    assert 0 < expected_robust.sum() < expected_clean.sum() < len(x)
+    aa = robust_accuracy(model, (x, y), lambda m, xb, yb: autoattack(m, xb, yb, eps, seed=0), batch_size=64,
+                         progress=False)
+    np.testing.assert_array_equal(aa["clean_correct"], expected_clean)
+    np.testing.assert_array_equal(aa["robust_correct"], expected_robust)
+    adv = apgd(model, x[:8], y[:8], eps, steps=10, seed=0)
+    assert on_device(adv, device) and np.abs(adv.numpy() - x[:8]).max() <= eps + 1e-12
+    ce = robust_accuracy(model, (x, y), lambda m, xb, yb: apgd(m, xb, yb, eps, steps=20, seed=0), batch_size=64,
+                         progress=False)
+    assert not (ce["robust_correct"] < expected_robust).any()            # never beyond the optimum
 
 
 def test_cli_eval_and_attack_on_a_device(device, tmp_path, capsys):

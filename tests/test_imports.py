@@ -36,7 +36,6 @@ LAYERS = [
 # Files whose function-level imports of minidl modules are known and left to their owners'
 # issues; remove an entry once its file is clean.
 PENDING = {
-    "minidl/cli.py": "command modules imported on demand (issues 11/14)",
 }
 
 # Third-party packages that may be imported inside a function, and why.

@@ -289,6 +289,10 @@ BAD_ARGUMENTS = [
     ("eval", ["--limit", "-5"], "--limit: expected an integer >= 1"),
     ("eval", ["--split", "holdout"], "trained without --holdout"),
     ("eval", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("study", ["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    ("study", ["--seed", "nan"], "--seed: expected an integer"),
+    ("study", ["--out", ""], "--out: expected a folder path, got ''"),
+    ("study", ["--out", "/proc/minidl-not-writable"], "--out: expected a writable folder"),
 ]
 
 
@@ -297,6 +301,9 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_fail_with_one_line(command, extra, message, checkpoint, data_dir, tmp_path, capsys):
     if command == "train":
         argv = _train_argv(data_dir, tmp_path / "run", *extra)
+    elif command == "study":
+        argv = ["study", "--dataset", "mnist", "--data-dir", data_dir, "--out", str(tmp_path / "run"), "--quiet",
+                *extra]
     else:
         argv = [command, "--checkpoint", checkpoint, "--data-dir", data_dir, "--quiet", *extra]
     code, err = run(argv, capsys)

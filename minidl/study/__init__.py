@@ -27,8 +27,7 @@ from .presets import PRESETS, Preset, get_preset
 from .stages import Stages, same_settings, train_models
 from .analyses import accuracy_table, landscape_analysis, rse_table, uap_analysis
 from .report import findings, write_report
-from .run import add_study_parser, run_study
+from .run import run_study
 
 __all__ = ["PRESETS", "Preset", "get_preset", "Stages", "same_settings", "train_models", "accuracy_table",
-           "rse_table", "uap_analysis", "landscape_analysis", "findings", "write_report", "run_study",
-           "add_study_parser"]
+           "rse_table", "uap_analysis", "landscape_analysis", "findings", "write_report", "run_study"]

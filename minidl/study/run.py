@@ -61,17 +61,3 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
 def _model_ids(models):
     """What identifies the trained models in a stage's settings: their checkpoints' times."""
     return {k: v["checkpoint_mtime"] for k, v in models.items()}
-
-
-def add_study_parser(sub):
-    """The ``study`` sub-command of ``python -m minidl``."""
-    parser = sub.add_parser("study", help="the robustness study: train, attack, UAP/SVD, landscape, report")
-    parser.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
-    parser.add_argument("--preset", choices=["quick", "full"], default="quick")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    parser.set_defaults(run=lambda a: (run_study(a.dataset, a.preset, a.device, a.data_dir, a.out,
-                                                 progress=not a.quiet, seed=a.seed), 0)[1])
