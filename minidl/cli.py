@@ -9,8 +9,10 @@ class UsageError(Exception):
 
 
 def cmd_info(args):
-    from .info import describe
+    from .info import describe, warm_up
     print(describe())
+    if args.warm_up:
+        print("\n".join(warm_up(args.warm_up, args.batch)))
     return 0
 
 
@@ -66,9 +68,12 @@ def cmd_attack(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m minidl", description="minidl command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, backends and BLAS").set_defaults(run=cmd_info)
-
     from .models import MODELS
+    info = sub.add_parser("info", help="versions, backends and BLAS")
+    info.add_argument("--warm-up", choices=sorted(MODELS), default=None,
+                      help="run one training step of this model, then print the convolution algorithms chosen")
+    info.add_argument("--batch", type=_positive(int, "--batch"), default=128)
+    info.set_defaults(run=cmd_info)
     train = sub.add_parser("train", help="train a model on MNIST or CIFAR-10")
     train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     train.add_argument("--model", choices=sorted(MODELS), required=True)

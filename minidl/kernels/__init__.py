@@ -6,6 +6,7 @@ Forward functions return ``(output, cache)``; the cache is opaque and is handed 
 unchanged to the matching backward function.
 """
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
+from .autotune import conv_algorithm, get_conv_algorithm, set_conv_algorithm
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
     "avg_pool2d_forward", "avg_pool2d_backward",
+    "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
 ]

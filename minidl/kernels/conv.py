@@ -28,7 +28,9 @@ iterations, never a loop over pixels or images) and every product is a single BL
 Which axis order the M columns use decides how fast those copies are; see ``_Layout``.
 
 CPU, stride 1 with large kernels and batches (``use_fft``): the same convolution by FFT instead, in
-``conv_fft`` (one complex product per frequency instead of kh*kw per output pixel).
+``conv_fft`` (one complex product per frequency instead of kh*kw per output pixel); 3x3, stride 1:
+also Winograd's F(2x2, 3x3) in ``conv_winograd``. Which CPU algorithm runs is measured once per
+shape by default (``autotune``), else the fixed rule or a forced choice.
 Large copies and folds are split over cores by channel (``parallel``).
 
 GPU (CuPy): im2col and col2im are CUDA kernels (``cuda_sources``) that gather, one
@@ -37,7 +39,7 @@ thread per output element, so results are deterministic; products go to cuBLAS.
 import numpy
 
 from ..backend import get_array_module
-from . import conv_fft, parallel, workspace
+from . import autotune, blas, conv_fft, conv_winograd, parallel, workspace
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,14 +185,20 @@ def use_fft(N, C, F, kernel, stride):
     return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
 
 
-def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
+ALGORITHMS = ("im2col", "fft", "winograd")
+
+
+def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=(True, True)):
     """Cross-correlation ``y = conv2d(x, w)`` without bias; returns ``(y, cache)``.
 
     x: (N, C, H, W), w: (F, C, kh, kw), stride=(sh, sw), padding=(ph, pw) (zero padding).
     y: (N, F, Ho, Wo) in the common float dtype of x and w, C-contiguous.
-    ``layout`` ('cnhw' or 'chwn') forces the internal CPU buffer layout of im2col, and
-    ``algorithm`` ('im2col' or 'fft', CPU and stride 1 only) the method (tests, tuning);
-    by default both are chosen from the shapes (``_choose_layout``, ``use_fft``).
+    ``algorithm`` ('im2col'; CPU and stride 1 only: 'fft'; also 3x3 only: 'winograd') and
+    ``layout`` ('cnhw' or 'chwn', im2col's internal CPU buffer layout) force the method
+    (tests, tuning). By default the CPU method follows ``autotune``'s mode: measured once per
+    shape (``auto``), the fixed rule (``use_fft``, ``_choose_layout``) or a forced algorithm.
+    ``grads`` = (input gradient, weight gradient) that the backward pass will be asked for:
+    part of the tuning key, since the candidates' backward costs differ.
     """
     check_nchw(x, "conv2d input x")
     check_nchw(w, "conv2d weight w")
@@ -203,19 +211,73 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
     Ho, Wo = conv_output_size((H, W), (kh, kw), stride, padding)
     dtype = float_dtype(x, w)
     xp = get_array_module(x, w)
-    if algorithm not in (None, "im2col", "fft"):
-        raise ValueError(f"conv2d: algorithm must be 'im2col' or 'fft', got {algorithm!r}")
-    if algorithm == "fft" and layout is not None:
-        raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm, not to fft")
+    if algorithm not in (None,) + ALGORITHMS:
+        raise ValueError(f"conv2d: algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if layout not in (None, "cnhw", "chwn"):
+        raise ValueError(f"conv2d: layout must be 'cnhw' or 'chwn', got {layout!r}")
+    if algorithm not in (None, "im2col") and layout is not None:
+        raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm, not to {algorithm}")
     if algorithm == "fft" and (xp is not numpy or stride != (1, 1)):
         raise ValueError(f"conv2d: the fft algorithm needs CPU arrays and stride 1, got "
                          f"{'CuPy' if xp is not numpy else 'NumPy'} arrays and stride {stride}")
-    if xp is numpy:
-        if algorithm == "fft" or (algorithm is None and layout is None and use_fft(N, C, F, (kh, kw), stride)):
-            return conv_fft.forward(x, w, padding, (Ho, Wo), dtype)
-        return _forward_cpu(x, w, stride, padding, (Ho, Wo), dtype, layout)
-    from .cuda_sources import launch
-    return _forward_gpu(x, w, stride, padding, (Ho, Wo), dtype, xp, launch)
+    if algorithm == "winograd" and (xp is not numpy or not conv_winograd.applies((kh, kw), stride)):
+        raise ValueError(f"conv2d: the winograd algorithm needs CPU arrays, a 3x3 kernel and stride 1, "
+                         f"got {'CuPy' if xp is not numpy else 'NumPy'} arrays, kernel {(kh, kw)} and "
+                         f"stride {stride}")
+    if xp is not numpy:
+        from .cuda_sources import launch
+        return _forward_gpu(x, w, stride, padding, (Ho, Wo), dtype, xp, launch)
+    run = lambda name: _forward_by(name, x, w, stride, padding, (Ho, Wo), dtype)  # noqa: E731
+    if algorithm is not None or layout is not None:
+        return run(_name(algorithm or "im2col", layout))
+    mode = autotune.get_conv_algorithm()
+    candidates = _cpu_candidates((kh, kw), stride)
+    if mode in candidates or mode == "im2col":
+        return run(mode)
+    rule = "fft" if use_fft(N, C, F, (kh, kw), stride) else "im2col"
+    if mode != "auto" or 2 * N * Ho * Wo * F * C * kh * kw < autotune.MIN_TUNE_FLOPS:
+        return run(rule)
+    # Measured choice (``autotune``): the key holds everything the timing depends on.
+    grads = tuple(bool(g) for g in grads)
+    key = ("conv2d", tuple(x.shape), tuple(w.shape), stride, padding, dtype.str, "cpu",
+           (parallel.get_num_threads(), blas.get_num_threads()), grads)
+    name = autotune.lookup(key)
+    if name is not None:
+        return run(name)
+
+    def timed(name):
+        def once():
+            y, cache = run(name)
+            if any(grads):
+                conv2d_backward(y, cache, *grads)  # y stands in for dL/dy: only the time counts
+            return y, cache
+        return once
+    return autotune.tune(key, {name: timed(name) for name in candidates})[1]
+
+
+def _name(algorithm, layout):
+    return f"im2col_{layout}" if algorithm == "im2col" and layout is not None else algorithm
+
+
+def _cpu_candidates(kernel, stride):
+    """The CPU algorithms that compute this convolution (im2col's two layouts count as two)."""
+    names = ["im2col_cnhw", "im2col_chwn"]
+    if tuple(stride) == (1, 1):
+        names.append("fft")
+    if conv_winograd.applies(kernel, stride):
+        names.append("winograd")
+    return names
+
+
+def _forward_by(name, x, w, stride, padding, out_hw, dtype):
+    """The CPU forward by the algorithm called ``name`` (``_cpu_candidates``, or 'im2col' with
+    the layout chosen by ``_choose_layout``)."""
+    if name == "fft":
+        return conv_fft.forward(x, w, padding, out_hw, dtype)
+    if name == "winograd":
+        return conv_winograd.forward(x, w, padding, out_hw, dtype)
+    layout = None if name == "im2col" else name[len("im2col_"):]
+    return _forward_cpu(x, w, stride, padding, out_hw, dtype, layout)
 
 
 def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):
@@ -233,6 +295,8 @@ def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):
     if cache.device == "cpu":
         if cache.algorithm == "fft":
             return conv_fft.backward(grad_y, cache, need_x_grad, need_w_grad)
+        if cache.algorithm == "winograd":
+            return conv_winograd.backward(grad_y, cache, need_x_grad, need_w_grad)
         return _backward_cpu(grad_y, cache, need_x_grad, need_w_grad)
     from .cuda_sources import launch
     return _backward_gpu(grad_y, cache, need_x_grad, need_w_grad,
