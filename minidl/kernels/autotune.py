@@ -83,20 +83,20 @@ def lookup(key):
 
 
 def tune(key, candidates, rounds=2):
-    """Time ``candidates`` ({name: run}, each ``run()`` returning its result) in alternating
-    rounds, cache the fastest name for ``key`` and return ``(name, its last result)``."""
+    """Time ``candidates`` ({name: run}, each a callable) in alternating
+    rounds, cache the fastest name for ``key`` and return it.
+    Whatever a run returns is dropped at once, so that tuning never holds more than one
+    candidate's buffers at a time."""
     best = {name: float("inf") for name in candidates}
-    results = {}
     for _ in range(rounds):
         for name, run in candidates.items():
-            results.pop(name, None)  # release the previous result's buffers before timing
             t0 = time.perf_counter()
-            results[name] = run()
+            run()
             best[name] = min(best[name], time.perf_counter() - t0)
     winner = min(best, key=best.get)
     with _lock:
         _cache[key] = (winner, best)
-    return winner, results[winner]
+    return winner
 
 
 def describe():
