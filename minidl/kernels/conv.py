@@ -252,6 +252,7 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=
                 conv2d_backward(y, cache, *grads)  # y stands in for dL/dy: only the time counts
         return once
     name = autotune.tune(key, {name: timed(name) for name in candidates})
+    workspace.release()  # the losers' buffers would otherwise stay pooled, unused
     return run(name)
 
 
