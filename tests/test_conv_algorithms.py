@@ -169,7 +169,8 @@ class TestAutotune:
             y, cache = conv2d_forward(x, w, (1, 1), (1, 1), grads=(True, False))
             (key, winner, times), = autotune.cache_items()
             assert set(times) == {"im2col_cnhw", "im2col_chwn", "fft", "winograd"}
-            assert min(times, key=times.get) == winner
+            rule = "im2col_" + conv._choose_layout(8, 8, 3, 3, 12, 1).name
+            assert winner == autotune.choose(times, prefer=rule)
             assert key[1:5] == ((4, 8, 12, 12), (8, 8, 3, 3), (1, 1), (1, 1)) and key[-1] == (True, False)
             assert cache.algorithm == winner.split("_")[0]
             np.testing.assert_allclose(y, ry, **TOL64)
@@ -186,6 +187,13 @@ class TestAutotune:
             # another key (other gradients needed) is measured on its own
             with pytest.raises(AssertionError, match="tuned the same key twice"):
                 conv2d_forward(x, w, (1, 1), (1, 1), grads=(False, False))
+
+    def test_choose_keeps_the_rules_choice_unless_clearly_beaten(self):
+        times = {"im2col_cnhw": 1.0, "fft": 0.95, "winograd": 1.2}
+        assert autotune.choose(times, prefer="im2col_cnhw") == "im2col_cnhw"      # 5% faster: noise
+        assert autotune.choose(times, prefer="im2col_cnhw", margin=0.01) == "fft"
+        assert autotune.choose({**times, "fft": 0.5}, prefer="im2col_cnhw") == "fft"
+        assert autotune.choose(times) == "fft" and autotune.choose(times, prefer="direct") == "fft"
 
     def test_functional_keys_follow_the_gradients_needed(self):
         x, w = self.big_case()

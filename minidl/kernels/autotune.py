@@ -4,7 +4,8 @@ Fixed size thresholds encode one machine's trade-offs (its BLAS kernel, cores, c
 ``auto`` mode, the first call for a key (op, shapes, stride, padding, dtype, device, thread
 counts, which gradients will be needed) runs every applicable candidate on the real
 arguments, twice in alternation (the first run of each pays for fresh buffers), keeps the
-fastest by its better run, and caches the winner's name for the rest of the process. Every
+fastest by its better run (unless it beats the fixed rule's choice by less than ``MARGIN``),
+and caches the winner's name for the rest of the process. Every
 later call with that key runs the winner only. Each candidate is deterministic and computes
 the same function (they differ by float rounding), so the choice changes speed, not results
 beyond rounding.
@@ -82,9 +83,23 @@ def lookup(key):
     return entry[0] if entry is not None else None
 
 
-def tune(key, candidates, rounds=2):
-    """Time ``candidates`` ({name: run}, each a callable) in alternating
-    rounds, cache the fastest name for ``key`` and return it.
+# A candidate must beat the rule's own choice by this fraction to replace it: a single timing on
+# a busy machine can be off by more than the real difference between two close algorithms.
+MARGIN = 0.1
+
+
+def choose(best, prefer=None, margin=MARGIN):
+    """The name with the smallest time in ``best`` ({name: seconds}), except that ``prefer`` (the
+    rule's choice) is kept unless the fastest is more than ``margin`` faster than it."""
+    fastest = min(best, key=best.get)
+    if prefer in best and best[fastest] > (1 - margin) * best[prefer]:
+        return prefer
+    return fastest
+
+
+def tune(key, candidates, prefer=None, rounds=2):
+    """Time ``candidates`` ({name: run}, each a callable) in alternating rounds, cache the
+    winner (:func:`choose`) for ``key`` and return its name.
     Whatever a run returns is dropped at once, so that tuning never holds more than one
     candidate's buffers at a time."""
     best = {name: float("inf") for name in candidates}
@@ -93,7 +108,7 @@ def tune(key, candidates, rounds=2):
             t0 = time.perf_counter()
             run()
             best[name] = min(best[name], time.perf_counter() - t0)
-    winner = min(best, key=best.get)
+    winner = choose(best, prefer)
     with _lock:
         _cache[key] = (winner, best)
     return winner

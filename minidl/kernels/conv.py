@@ -251,7 +251,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=
             if any(grads):
                 conv2d_backward(y, cache, *grads)  # y stands in for dL/dy: only the time counts
         return once
-    name = autotune.tune(key, {name: timed(name) for name in candidates})
+    prefer = rule if rule == "fft" else "im2col_" + _choose_layout(C, F, kh, kw, Wo, stride[1]).name
+    name = autotune.tune(key, {name: timed(name) for name in candidates}, prefer=prefer)
     workspace.release()  # the losers' buffers would otherwise stay pooled, unused
     return run(name)
 
