@@ -90,7 +90,7 @@ def make_optimizer(config, model, steps_per_epoch):
     schedule = {"constant": lambda: None,
                 "cosine": lambda: CosineLR(opt, total),
                 "onecycle": lambda: OneCycleLR(opt, total),
-                "cyclic": lambda: CyclicLR(opt, total, high=config.lr, low=0.0, peak=0.4),
+                "cyclic": lambda: CyclicLR(opt, total, high=config.lr, low=0.0, peak=0.4, offset=1),
                 "step": lambda: StepLR(opt, step_size=max(1, total // 3), gamma=0.1)}[config.schedule]()
     return opt, schedule
 

@@ -51,15 +51,20 @@ class CosineLR(LRSchedule):
 
 class CyclicLR(LRSchedule):
     """Triangular schedule: linear from ``low`` up to ``high`` at ``peak * total``, then linearly
-    down to ``low`` at ``total`` (the one-cycle shape used by fast adversarial training)."""
+    down to ``low`` at ``total`` (the one-cycle shape used by fast adversarial training).
 
-    def __init__(self, optimizer, total_steps, high=None, low=0.0, peak=0.5):
-        self.total, self.low, self.peak = total_steps, low, peak
+    The rate after t calls of ``step()`` is the curve at t + ``offset``. With offset = 1 the
+    k-th optimizer step (1-based) runs at curve(k), as in Wong et al.'s code, which sets the rate
+    of batch i of epoch e to interp(e + (i + 1) / n) before stepping: the first step is not
+    wasted at rate ``low`` and the last one runs at ``low``."""
+
+    def __init__(self, optimizer, total_steps, high=None, low=0.0, peak=0.5, offset=0):
+        self.total, self.low, self.peak, self.offset = total_steps, low, peak, offset
         self.high = optimizer.lr if high is None else high
         super().__init__(optimizer)
 
     def lr_at(self, t):
-        t = min(t, self.total)
+        t = min(t + self.offset, self.total)
         up = self.peak * self.total
         if t <= up:
             return self.low + (self.high - self.low) * t / max(up, 1e-12)
