@@ -236,3 +236,26 @@ def test_schedule_state_dict_round_trip():
     s2.load_state_dict(s.state_dict())
     assert opt2.lr == pytest.approx(s.optimizer.lr)
     assert lrs(s2, 5) == pytest.approx(lrs(s, 5))
+
+
+def test_cyclic_lr_offset_shifts_the_curve():
+    s = CyclicLR(make_opt(0.4), total_steps=10, low=0.0, peak=0.4, offset=1)
+    np.testing.assert_allclose(lrs(s, 10), [0.1, 0.2, 0.3, 0.4, 0.4 * 5 / 6, 0.4 * 4 / 6, 0.2, 0.4 * 2 / 6,
+                                            0.4 / 6, 0.0, 0.0], atol=1e-15)
+
+
+def test_fast_training_schedule_is_wong_et_al_per_batch():
+    """The cyclic schedule of a TrainConfig runs batch i of epoch e at Wong et al.'s
+    interp(e + (i + 1) / n, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]), set before the step:
+    not one step late (the first step at rate 0, the last one above 0)."""
+    from minidl.experiment import TrainConfig, make_optimizer
+    epochs, n, lr_max = 10, 7, 5e-3
+    config = TrainConfig(adv="fgsm", epochs=epochs, lr=lr_max, optimizer="adam").resolved()
+    assert config.schedule == "cyclic"
+    opt, schedule = make_optimizer(config, md.nn.Linear(2, 2), n)
+    used = []
+    for _ in range(epochs * n):
+        used.append(opt.lr)  # the rate the next optimizer step runs at
+        schedule.step()
+    t = np.arange(epochs * n) // n + (np.arange(epochs * n) % n + 1) / n
+    np.testing.assert_allclose(used, np.interp(t, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]), rtol=1e-12, atol=1e-18)
