@@ -4,9 +4,13 @@ PGD throughput: images x steps per second of an L-inf PGD attack on the Madry MN
 in minidl and (when installed) in a PyTorch PGD of the same model and the same rule.
 
     python benchmarks/bench_attacks.py [--batch 128] [--steps 10] [--device cpu|cuda] [--repeat 5]
+                                       [--threads N] [--blas-threads M]
 
 Each PGD step is a forward pass and a backward pass to the input (no weight gradients),
-then the sign step and the projection onto the eps-box and [0, 1].
+then the sign step and the projection onto the eps-box and [0, 1]. Prints the median and the
+best call of each library. ``--threads N`` sets NumPy's BLAS (through threadpoolctl), minidl's
+kernel loops and PyTorch to N threads; ``--blas-threads M`` then gives minidl's BLAS M threads
+instead (e.g. 1, so that no idle OpenBLAS worker spins on the core the kernel loops use).
 
 AutoAttack: minidl's ``autoattack`` (standard, L-inf) against torchattacks' APGD-CE, APGD-T,
 FAB-T and Square at the paper's settings (100 steps, 9 targets, 5,000 queries; torchattacks'
@@ -22,20 +26,16 @@ with its own predictions (eps 0.01, so that every stage has points left).
 import os
 import sys
 
-# BLAS thread counts are read when NumPy loads, so --threads must act before the import.
-if "--threads" in sys.argv:
-    _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _n
-
-import numpy  # noqa: E402
+import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minidl import backend  # noqa: E402
 from minidl.adversarial import pgd  # noqa: E402
+from minidl.kernels import blas, parallel  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
-from common import benchmark_parser, best_time, paired_best_times, paired_times, try_import_torch  # noqa: E402
+from common import (benchmark_parser, best_time, median, paired_best_times, paired_run_times, paired_times,  # noqa: E402
+                    try_import_torch)
 
 
 def torch_pgd(torch, model, x, y, eps, alpha, steps):
@@ -126,7 +126,7 @@ def bench_autoattack(args):
         with torch.no_grad():
             ref_acc.append(float((tm(adv).argmax(1) == ty).float().mean()))
 
-    a, b = paired_times(ours, ref, rounds=args.repeat)
+    a, b = paired_run_times(ours, ref, rounds=args.repeat)
     ratios = [p / q for p, q in zip(a, b)]
     print(f"minidl      : median {numpy.median(a):7.1f} s, best {min(a):7.1f} s, robust accuracy {ours_acc[-1]:.4f}")
     print(f"torchattacks: median {numpy.median(b):7.1f} s, best {min(b):7.1f} s, robust accuracy {ref_acc[-1]:.4f}")
@@ -140,7 +140,12 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=None, help="autoattack: a training checkpoint to attack")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--eps", type=float, default=0.3, help="autoattack with --checkpoint: L-inf eps")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="minidl's BLAS threads (default: --threads, else all cores)")
     args = parser.parse_args(argv)
+    threads = args.threads or os.cpu_count() or 1
+    blas.set_num_threads(args.blas_threads or threads)
+    parallel.set_num_threads(threads)
     if args.attack == "autoattack":
         return bench_autoattack(args)
     device = backend.normalize_device(args.device)
@@ -156,14 +161,15 @@ def main(argv=None):
     xd, yd = backend.to_device(x, device), backend.to_device(y, device)
     ours_fn = lambda: pgd(model, xd, yd, eps, alpha, args.steps)  # noqa: E731
     print(f"device {device}; PGD-{args.steps} L-inf on madry_mnist, batch {args.batch}, float32; "
-          f"best of {args.repeat} alternating rounds of 2 calls (minidl, then PyTorch)")
+          f"{args.repeat} alternating rounds of 2 calls (minidl, then PyTorch)")
+    print(f"NumPy BLAS: {blas.describe()}; minidl kernel threads {parallel.get_num_threads()}")
     torch = try_import_torch()
     ref_fn, tsync = None, None
     if torch is None:
         print("PyTorch not installed: no reference (pip install torch)")
     else:
         if device == "cpu":
-            torch.set_num_threads(args.threads or os.cpu_count() or 1)
+            torch.set_num_threads(threads)
         tdev = "cuda" if device == "cuda" else "cpu"
         tmodel = torch_madry(torch).to(tdev).eval()
         for p in tmodel.parameters():
@@ -171,13 +177,14 @@ def main(argv=None):
         tx, ty = torch.tensor(x, device=tdev), torch.tensor(y, device=tdev)
         tsync = torch.cuda.synchronize if device == "cuda" else None
         ref_fn = lambda: torch_pgd(torch, tmodel, tx, ty, eps, alpha, args.steps)  # noqa: E731
-    ours, ref = paired_best_times(ours_fn, ref_fn, rounds=args.repeat, per_round=2, warmup=1, sync=sync,
-                                  ref_sync=tsync)
-    print(f"minidl : {ours * 1e3:8.1f} ms  -> {work / ours:8.0f} images x steps / s")
-    if ref is not None:
-        print(f"PyTorch: {ref * 1e3:8.1f} ms  -> {work / ref:8.0f} images x steps / s")
-        print(f"minidl / PyTorch time = {ours / ref:.2f}x")
-
+    ours, ref = paired_times(ours_fn, ref_fn, rounds=args.repeat, per_round=2, warmup=1, sync=sync,
+                             ref_sync=tsync)
+    for name, times in (("minidl ", ours), ("PyTorch", ref)):
+        if times:
+            print(f"{name}: median {median(times) * 1e3:8.1f} ms ({work / median(times):6.0f} images x steps / s), "
+                  f"best {min(times) * 1e3:8.1f} ms")
+    if ref:
+        print(f"minidl / PyTorch time: median {median(ours) / median(ref):.2f}x, best {min(ours) / min(ref):.2f}x")
 
 if __name__ == "__main__":
     main()

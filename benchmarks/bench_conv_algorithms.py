@@ -1,25 +1,19 @@
-"""Convolution algorithms on the CPU: im2col against FFT, forward + backward, per layer shape.
+"""Convolution algorithms on the CPU: im2col against FFT and Winograd, forward + backward, per layer shape.
 
     python benchmarks/bench_conv_algorithms.py [--batch 128] [--threads N] [--repeat 5]
 
-The figures behind the FFT rule (``use_fft`` in minidl/kernels/conv.py): for each shape, the
-time of a forward and backward pass by each algorithm (timed in alternating rounds), their
-ratio, and which one the rule picks. Backward computes what training needs: the weight
+The figures behind the FFT rule (``use_fft`` in minidl/kernels/conv.py, the ``rule`` mode): for
+each shape, the best time of a forward and backward pass by each algorithm (im2col and FFT timed
+in alternating rounds, then Winograd against im2col for 3x3 kernels), and which one the rule picks. Backward computes what training needs: the weight
 gradient always, the input gradient except for a network's first layer.
 """
 import os
 import sys
 
-# BLAS thread counts are read when NumPy loads, so --threads must act before the import.
-if "--threads" in sys.argv:
-    _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MINIDL_NUM_THREADS"):
-        os.environ[_var] = _n
-
-import numpy  # noqa: E402
+import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minidl.kernels import conv  # noqa: E402
+from minidl.kernels import blas, conv, parallel  # noqa: E402
 
 from common import benchmark_parser, paired_best_times  # noqa: E402
 
@@ -27,6 +21,7 @@ from common import benchmark_parser, paired_best_times  # noqa: E402
 SHAPES = [
     ("Madry conv1 5x5 1->32, 28x28", 1, 32, 5, 2, 28, False),
     ("Madry conv2 5x5 32->64, 14x14", 32, 64, 5, 2, 14, True),
+    ("3x3 24->24, 32x32", 24, 24, 3, 1, 32, True),
     ("3x3 48->48, 16x16", 48, 48, 3, 1, 16, True),
     ("3x3 96->96, 8x8", 96, 96, 3, 1, 8, True),
 ]
@@ -43,16 +38,25 @@ def main(argv=None):
     args = benchmark_parser(__doc__, repeat=5).parse_args(argv)
     if args.device != "cpu":
         raise SystemExit("bench_conv_algorithms: the FFT algorithm is CPU only (--device cpu)")
+    if args.threads:
+        blas.set_num_threads(args.threads)
+        parallel.set_num_threads(args.threads)
     rng = numpy.random.default_rng(0)
     print(f"batch {args.batch}, float32, stride 1; best of {args.repeat} alternating rounds; ms, forward+backward")
-    print(f"{'':<32}{'im2col':>9}{'fft':>9}{'fft/im2col':>12}  rule picks")
+    print(f"NumPy BLAS: {blas.describe()}")
+    print(f"{'':<32}{'im2col':>9}{'fft':>9}{'fft/im2col':>12}{'winograd':>10}{'w/im2col':>10}  rule picks")
     for name, C, F, k, pad, side, need_x in SHAPES:
         x = rng.standard_normal((args.batch, C, side, side), dtype=numpy.float32)
         w = rng.standard_normal((F, C, k, k), dtype=numpy.float32) * 0.1
         im2col, fft = paired_best_times(pass_by("im2col", x, w, pad, need_x), pass_by("fft", x, w, pad, need_x),
                                         rounds=args.repeat)
+        wino = ""
+        if k == 3:
+            im2col_w, winograd = paired_best_times(pass_by("im2col", x, w, pad, need_x),
+                                                   pass_by("winograd", x, w, pad, need_x), rounds=args.repeat)
+            wino = f"{winograd * 1e3:10.1f}{winograd / im2col_w:9.2f}x"
         pick = "fft" if conv.use_fft(args.batch, C, F, (k, k), (1, 1)) else "im2col"
-        print(f"{name:<32}{im2col * 1e3:9.1f}{fft * 1e3:9.1f}{fft / im2col:11.2f}x  {pick}")
+        print(f"{name:<32}{im2col * 1e3:9.1f}{fft * 1e3:9.1f}{fft / im2col:11.2f}x{wino or ' ' * 20}  {pick}")
 
 
 if __name__ == "__main__":

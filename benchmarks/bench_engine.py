@@ -1,70 +1,110 @@
-"""Engine benchmark: a training step of the Madry MNIST network and each layer's forward+backward,
-in minidl and (when installed) PyTorch on the same machine, in one run.
+"""Engine benchmark: a training step of a model and each of its layers' forward+backward, in minidl
+and (when installed) PyTorch on the same machine, in one run, plus the peak memory of a step.
 
-    python benchmarks/bench_engine.py [--batch 128] [--device cpu|cuda] [--repeat 8]
+    python benchmarks/bench_engine.py [--model madry_mnist|cifar_cnn|preact_resnet18] [--batch 128]
+                                      [--device cpu|cuda] [--threads N] [--repeat 8] [--no-layers]
+                                      [--no-memory]
 
-Prints, per row, minidl's time, PyTorch's, the ratio (minidl / PyTorch; lower is better) and
-minidl's achieved GFLOP/s, beside the machine's measured float32 matrix-product GFLOP/s.
+Both libraries are timed in alternating rounds (``--repeat`` rounds of 2 calls each, after 2
+warm-up calls, which is also when minidl's ``auto`` mode measures its convolution algorithms);
+each row prints the median and the best call of each, and the ratios minidl / PyTorch (lower is
+better). The header names the BLAS library, its version, the CPU kernel OpenBLAS picked
+(``OPENBLAS_CORETYPE`` overrides it) and the thread counts, as threadpoolctl reports them.
+``--threads N`` sets NumPy's BLAS (through threadpoolctl), minidl's kernel loops and PyTorch
+to N threads. Memory: see ``peak_step_memory``.
 """
+import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
+import threading
+import time
 
-# BLAS thread counts are read when NumPy loads, so --threads must act before the import.
-if "--threads" in sys.argv:
-    _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _n
-
-import numpy  # noqa: E402
+import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minidl as md  # noqa: E402
 import minidl.functional as F  # noqa: E402
 from minidl import backend  # noqa: E402
-from minidl.models import madry_mnist  # noqa: E402
+from minidl.kernels import autotune, blas, parallel  # noqa: E402
+from minidl.models import get_model  # noqa: E402
 
-from common import benchmark_parser, fmt_row, matmul_gflops, paired_best_times, try_import_torch  # noqa: E402
+from common import (TIMES_HEADER, benchmark_parser, fmt_times_row, matmul_gflops, median,  # noqa: E402
+                    paired_times, try_import_torch)
 
-# (name, input shape, op builder) for the layers of the Madry network at batch B.
-def layer_specs(batch):
-    return [
-        ("conv1 5x5 1->32 pad 2", (batch, 1, 28, 28), ("conv", 32, 5, 2), 2 * batch * 28 * 28 * 32 * 25),
-        ("relu1", (batch, 32, 28, 28), ("relu",), 0),
-        ("maxpool1 2x2", (batch, 32, 28, 28), ("pool",), 0),
-        ("conv2 5x5 32->64 pad 2", (batch, 32, 14, 14), ("conv", 64, 5, 2), 2 * batch * 14 * 14 * 64 * 32 * 25),
-        ("maxpool2 2x2", (batch, 64, 14, 14), ("pool",), 0),
-        ("dense 3136->1024", (batch, 3136), ("dense", 1024), 2 * batch * 3136 * 1024),
-        ("dense 1024->10", (batch, 1024), ("dense", 10), 2 * batch * 1024 * 10),
-        ("cross-entropy", (batch, 10), ("ce",), 0),
-    ]
+MODELS = ("madry_mnist", "cifar_cnn", "preact_resnet18")
+INPUT = {"madry_mnist": (1, 28, 28), "cifar_cnn": (3, 32, 32), "preact_resnet18": (3, 32, 32)}
 
 
-def step_flops(batch):
-    """Multiply-adds x2 of forward + backward (x3: forward, input grad, weight grad) of the network."""
-    fwd = sum(f for *_, f in layer_specs(batch))
-    return 3 * fwd - 2 * batch * 28 * 28 * 32 * 25  # conv1 needs no input gradient
+# ---------------------------------------------------------------------------------------------
+# layers: (name, input shape, kind); kinds: ("conv", F, k, pad, stride, input_grad), ("bn",),
+# ("relu",), ("pool",), ("gap",), ("dense", F), ("ce",)
+# ---------------------------------------------------------------------------------------------
+def layer_specs(model, batch):
+    B = batch
+    if model == "madry_mnist":
+        return [("conv1 5x5 1->32 pad 2", (B, 1, 28, 28), ("conv", 32, 5, 2, 1, False)),
+                ("relu1 32x28x28", (B, 32, 28, 28), ("relu",)),
+                ("maxpool1 2x2 32x28x28", (B, 32, 28, 28), ("pool",)),
+                ("conv2 5x5 32->64 pad 2", (B, 32, 14, 14), ("conv", 64, 5, 2, 1, True)),
+                ("maxpool2 2x2 64x14x14", (B, 64, 14, 14), ("pool",)),
+                ("dense 3136->1024", (B, 3136), ("dense", 1024)),
+                ("dense 1024->10", (B, 1024), ("dense", 10)),
+                ("cross-entropy", (B, 10), ("ce",))]
+    if model == "cifar_cnn":
+        specs = [("conv 3x3 3->24 on 32x32", (B, 3, 32, 32), ("conv", 24, 3, 1, 1, False))]
+        for c_in, c, side in ((24, 24, 32), (24, 48, 16), (48, 48, 16), (48, 96, 8), (96, 96, 8)):
+            specs.append((f"conv 3x3 {c_in}->{c} on {side}x{side}", (B, c_in, side, side),
+                          ("conv", c, 3, 1, 1, True)))
+        for c, side in ((24, 32), (48, 16), (96, 8)):
+            specs += [(f"batchnorm {c}x{side}x{side}", (B, c, side, side), ("bn",)),
+                      (f"relu {c}x{side}x{side}", (B, c, side, side), ("relu",)),
+                      (f"maxpool 2x2 {c}x{side}x{side}", (B, c, side, side), ("pool",))]
+        return specs + [("global avg pool 96x4x4", (B, 96, 4, 4), ("gap",)),
+                        ("dense 96->10", (B, 96), ("dense", 10)), ("cross-entropy", (B, 10), ("ce",))]
+    if model == "preact_resnet18":
+        specs = [("conv 3x3 3->64 on 32x32", (B, 3, 32, 32), ("conv", 64, 3, 1, 1, False))]
+        for c_in, c, side, stride in ((64, 64, 32, 1), (64, 128, 32, 2), (128, 128, 16, 1), (128, 256, 16, 2),
+                                      (256, 256, 8, 1), (256, 512, 8, 2), (512, 512, 4, 1)):
+            specs.append((f"conv 3x3 {c_in}->{c} s{stride} on {side}x{side}", (B, c_in, side, side),
+                          ("conv", c, 3, 1, stride, True)))
+        specs.append(("conv 1x1 64->128 s2 on 32x32", (B, 64, 32, 32), ("conv", 128, 1, 0, 2, True)))
+        for c, side in ((64, 32), (128, 16), (256, 8), (512, 4)):
+            specs += [(f"batchnorm {c}x{side}x{side}", (B, c, side, side), ("bn",)),
+                      (f"relu {c}x{side}x{side}", (B, c, side, side), ("relu",))]
+        return specs + [("dense 512->10", (B, 512), ("dense", 10)), ("cross-entropy", (B, 10), ("ce",))]
+    raise ValueError(f"--model: expected one of {', '.join(MODELS)}, got {model!r}")
 
 
 def minidl_layer(spec, device, rng):
-    shape, kind = spec[1], spec[2]
-    x = md.tensor(rng.standard_normal(shape).astype(numpy.float32), device=device, requires_grad=True)
+    _, shape, kind = spec
+    input_grad = kind[0] != "conv" or kind[5]
+    x = md.tensor(rng.standard_normal(shape).astype(numpy.float32), device=device, requires_grad=input_grad)
     if kind[0] == "conv":
         w = md.tensor(rng.standard_normal((kind[1], shape[1], kind[2], kind[2])).astype(numpy.float32) * 0.1,
                       device=device, requires_grad=True)
-        b = md.zeros(kind[1], device=device, requires_grad=True)
-        f = lambda: F.conv2d(x, w, b, padding=kind[3])
+        f = lambda: F.conv2d(x, w, padding=kind[3], stride=kind[4])  # noqa: E731
     elif kind[0] == "dense":
         w = md.tensor(rng.standard_normal((kind[1], shape[1])).astype(numpy.float32) * 0.01, device=device,
                       requires_grad=True)
         b = md.zeros(kind[1], device=device, requires_grad=True)
-        f = lambda: F.linear(x, w, b)
+        f = lambda: F.linear(x, w, b)  # noqa: E731
+    elif kind[0] == "bn":
+        layer = md.nn.BatchNorm2d(shape[1]).to(device)
+        f = lambda: layer(x)  # noqa: E731
     elif kind[0] == "relu":
-        f = lambda: F.relu(x)
+        f = lambda: F.relu(x)  # noqa: E731
     elif kind[0] == "pool":
-        f = lambda: F.max_pool2d(x, 2)
+        f = lambda: F.max_pool2d(x, 2)  # noqa: E731
+    elif kind[0] == "gap":
+        layer = md.nn.GlobalAvgPool2d()
+        f = lambda: layer(x)  # noqa: E731
     else:
-        y = rng.integers(0, 10, shape[0])
+        y = md.tensor(rng.integers(0, 10, shape[0]), device=device)
         return lambda: F.cross_entropy(x, y).backward()
+
     def run():
         out = f()
         out.backward(backend.get_array_module(out.data).ones(out.shape, dtype=out.dtype))
@@ -72,35 +112,94 @@ def minidl_layer(spec, device, rng):
 
 
 def torch_layer(torch, spec, device, rng):
-    shape, kind = spec[1], spec[2]
-    x = torch.tensor(rng.standard_normal(shape).astype(numpy.float32), device=device, requires_grad=True)
+    _, shape, kind = spec
+    input_grad = kind[0] != "conv" or kind[5]
+    x = torch.tensor(rng.standard_normal(shape).astype(numpy.float32), device=device, requires_grad=input_grad)
     tf = torch.nn.functional
     if kind[0] == "conv":
         w = torch.randn(kind[1], shape[1], kind[2], kind[2], device=device, requires_grad=True)
-        b = torch.zeros(kind[1], device=device, requires_grad=True)
-        f = lambda: tf.conv2d(x, w, b, padding=kind[3])
+        f = lambda: tf.conv2d(x, w, padding=kind[3], stride=kind[4])  # noqa: E731
     elif kind[0] == "dense":
         w = torch.randn(kind[1], shape[1], device=device, requires_grad=True)
         b = torch.zeros(kind[1], device=device, requires_grad=True)
-        f = lambda: tf.linear(x, w, b)
+        f = lambda: tf.linear(x, w, b)  # noqa: E731
+    elif kind[0] == "bn":
+        layer = torch.nn.BatchNorm2d(shape[1]).to(device)
+        f = lambda: layer(x)  # noqa: E731
     elif kind[0] == "relu":
-        f = lambda: tf.relu(x)
+        f = lambda: tf.relu(x)  # noqa: E731
     elif kind[0] == "pool":
-        f = lambda: tf.max_pool2d(x, 2)
+        f = lambda: tf.max_pool2d(x, 2)  # noqa: E731
+    elif kind[0] == "gap":
+        f = lambda: x.mean(dim=(2, 3))  # noqa: E731
     else:
         y = torch.tensor(rng.integers(0, 10, shape[0]), device=device)
         return lambda: tf.cross_entropy(x, y).backward()
+
     def run():
         out = f()
         out.backward(torch.ones_like(out))
     return run
 
 
-def minidl_step(batch, device, rng):
-    model = madry_mnist().to(device)
+# ---------------------------------------------------------------------------------------------
+# whole models and training steps
+# ---------------------------------------------------------------------------------------------
+def torch_model(torch, name):
+    """The PyTorch twin of minidl's model ``name`` (same layers, same order)."""
+    nn = torch.nn
+    if name == "madry_mnist":
+        return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(3136, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    if name == "cifar_cnn":
+        layers, c_in = [], 3
+        for c in (24, 48, 96):
+            for _ in range(2):
+                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+                c_in = c
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 10))
+
+    class PreActBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+            self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+                             if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(x))
+            shortcut = self.shortcut(out) if self.shortcut is not None else x
+            out = self.conv1(out)
+            return self.conv2(torch.relu(self.bn2(out))) + shortcut
+
+    class PreActResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+            blocks, cin = [], 64
+            for stage in range(4):
+                for i in range(2):
+                    cout = 64 * 2 ** stage
+                    blocks.append(PreActBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1))
+                    cin = cout
+            self.layers, self.bn, self.fc = nn.Sequential(*blocks), nn.BatchNorm2d(512), nn.Linear(512, 10)
+
+        def forward(self, x):
+            out = torch.relu(self.bn(self.layers(self.conv1(x))))
+            return self.fc(out.mean(dim=(2, 3)))
+    return PreActResNet18()
+
+
+def minidl_step(name, batch, device, rng):
+    model = get_model(name).to(device)
     opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = md.tensor(rng.random((batch, 1, 28, 28)).astype(numpy.float32), device=device)
+    x = md.tensor(rng.random((batch,) + INPUT[name]).astype(numpy.float32), device=device)
     y = md.tensor(rng.integers(0, 10, batch), device=device)
+
     def step():
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -109,14 +208,12 @@ def minidl_step(batch, device, rng):
     return step
 
 
-def torch_step(torch, batch, device, rng):
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(3136, 1024), nn.ReLU(), nn.Linear(1024, 10)).to(device)
+def torch_step(torch, name, batch, device, rng):
+    model = torch_model(torch, name).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.tensor(rng.random((batch, 1, 28, 28)).astype(numpy.float32), device=device)
+    x = torch.tensor(rng.random((batch,) + INPUT[name]).astype(numpy.float32), device=device)
     y = torch.tensor(rng.integers(0, 10, batch), device=device)
+
     def step():
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -125,37 +222,127 @@ def torch_step(torch, batch, device, rng):
     return step
 
 
+# ---------------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------------
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_child(library, name, batch, threads):
+    """Run in a fresh process: build the model and a batch, note the resident set size (RSS),
+    run one training step (minidl's tuning happens here), then 3 more while a thread samples the
+    RSS every millisecond. Prints the growth over the RSS before the first step: the peak of the
+    first step (``ru_maxrss``) and the sampled peak of the later ones."""
+    rng = numpy.random.default_rng(0)
+    torch = try_import_torch() if library == "torch" else None
+    if threads:
+        _set_threads(threads, torch)
+    step = minidl_step(name, batch, "cpu", rng) if library == "minidl" else torch_step(torch, name, batch, "cpu", rng)
+    before = _rss_bytes()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step()
+    first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sampled, done = [_rss_bytes()], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            sampled.append(_rss_bytes())
+            time.sleep(0.001)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for _ in range(3):
+        step()
+    done.set()
+    sampler.join()
+    # ru_maxrss is a high-water mark: if setting up went higher than the first step, that step's
+    # own peak is hidden (reported as None rather than as a figure that looks exact).
+    print(json.dumps({"first": first - before if first > peak_before else None,
+                      "steady": max(sampled) - before}))
+
+
+def peak_step_memory(name, batch, threads, torch_available):
+    """Peak memory of training steps beyond the model and data, per library: each library runs in
+    its own fresh process (so neither sees the other's allocations or allocator caches); see
+    ``memory_child``. The growth counts everything a step allocates and keeps (activations,
+    gradients, workspaces, pooled or cached buffers). Returns {library: {"first", "steady"}} in bytes."""
+    out = {}
+    for library in ("minidl", "torch") if torch_available else ("minidl",):
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", library, "--model", name,
+               "--batch", str(batch)] + (["--threads", str(threads)] if threads else [])
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[library] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def _set_threads(n, torch):
+    """n threads for NumPy's BLAS (threadpoolctl), minidl's kernel loops and PyTorch."""
+    blas.set_num_threads(n)
+    parallel.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
 def main(argv=None):
     parser = benchmark_parser(__doc__, repeat=8)
+    parser.add_argument("--model", default="madry_mnist", choices=MODELS)
+    parser.add_argument("--no-layers", action="store_true", help="time the training step only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--memory-child", choices=("minidl", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args.memory_child, args.model, args.batch, args.threads)
     device = backend.normalize_device(args.device)
     torch = try_import_torch()
     tdev = "cuda" if device == "cuda" else "cpu"
-    if torch is not None and device == "cpu":
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if device == "cpu":
+        _set_threads(args.threads or os.cpu_count() or 1, torch)
     xp = backend.xp_for(device)
     sync = (lambda: xp.cuda.Stream.null.synchronize()) if device == "cuda" else None
     tsync = (lambda: torch.cuda.synchronize()) if (torch is not None and device == "cuda") else None
     rng = numpy.random.default_rng(0)
 
     peak = matmul_gflops(xp=xp, sync=sync)
-    print(f"device: {device}; threads: {args.threads or os.cpu_count()}; float32 matmul (1024^3) measured at {peak:.1f} GFLOP/s")
-    print(f"reference: {'PyTorch ' + torch.__version__ if torch else 'PyTorch not installed (pip install torch)'}")
-    print(f"batch {args.batch}, float32, best of {args.repeat} alternating rounds of 2 calls each (minidl, then "
-          f"PyTorch) after warm-up; times in ms, forward+backward")
-    print(f"{'':<34}{'minidl':>9}{'torch':>9}{'ratio':>7}{'GFLOP/s':>8}")
-    for spec in layer_specs(args.batch):
-        ours, ref = paired_best_times(minidl_layer(spec, device, rng),
-                                      torch_layer(torch, spec, tdev, rng) if torch else None,
-                                      rounds=args.repeat, sync=sync, ref_sync=tsync)
-        print(fmt_row(spec[0], ours, ref, 3 * spec[3] if spec[3] else None))
-    ours, ref = paired_best_times(minidl_step(args.batch, device, rng),
-                                  torch_step(torch, args.batch, tdev, rng) if torch else None,
-                                  rounds=args.repeat, sync=sync, ref_sync=tsync)
-    flops = step_flops(args.batch)
-    print(fmt_row("TRAINING STEP (fwd+bwd+SGD)", ours, ref, flops))
-    print(f"minidl reaches {flops / ours / 1e9 / peak:.0%} of the measured matmul rate"
-          + (f"; PyTorch {flops / ref / 1e9 / peak:.0%}; minidl/PyTorch = {ours / ref:.2f}x" if ref else ""))
+    overrides = ", ".join(f"{v}={os.environ[v]}" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                          if v in os.environ) or "none"
+    print(f"model {args.model}, batch {args.batch}, float32, device {device}")
+    print(f"NumPy BLAS: {blas.describe()}; OpenBLAS overrides: {overrides}; "
+          f"float32 matmul 1024^3: {peak:.1f} GFLOP/s")
+    print(f"minidl kernel threads: {parallel.get_num_threads()}; conv algorithm mode: "
+          f"{autotune.get_conv_algorithm()}")
+    print(f"reference: {'PyTorch ' + torch.__version__ + f', {torch.get_num_threads()} threads' if torch else 'PyTorch not installed (pip install torch)'}")
+    print(f"{args.repeat} alternating rounds of 2 calls each (minidl, then PyTorch) after 2 warm-up calls; "
+          f"ms, forward+backward")
+    print(TIMES_HEADER)
+    if not args.no_layers:
+        for spec in layer_specs(args.model, args.batch):
+            ours, ref = paired_times(minidl_layer(spec, device, rng),
+                                     torch_layer(torch, spec, tdev, rng) if torch else None,
+                                     rounds=args.repeat, sync=sync, ref_sync=tsync)
+            print(fmt_times_row(spec[0], ours, ref))
+    ours, ref = paired_times(minidl_step(args.model, args.batch, device, rng),
+                             torch_step(torch, args.model, args.batch, tdev, rng) if torch else None,
+                             rounds=args.repeat, sync=sync, ref_sync=tsync)
+    print(fmt_times_row("TRAINING STEP (fwd+bwd+SGD)", ours, ref))
+    if ref:
+        print(f"training step minidl / PyTorch: median {median(ours) / median(ref):.2f}x, "
+              f"best {min(ours) / min(ref):.2f}x")
+    if device == "cpu" and not args.no_memory:
+        mem = peak_step_memory(args.model, args.batch, args.threads, torch is not None)
+        mib = lambda b: "hidden by set-up" if b is None else f"{b / 2**20:.0f} MiB"  # noqa: E731
+        print("peak memory beyond model and data (fresh process per library; RSS growth over the RSS "
+              "before the first step):")
+        for what, label in (("steady", "steps 2-4, RSS sampled every 1 ms"), ("first", "first step, ru_maxrss")):
+            line = f"  {label:<36} minidl {mib(mem['minidl'][what])}"
+            if "torch" in mem:
+                line += f", PyTorch {mib(mem['torch'][what])}"
+                if mem["minidl"][what] and mem["torch"][what]:
+                    line += f", ratio {mem['minidl'][what] / mem['torch'][what]:.2f}x"
+            print(line)
+    if device == "cpu" and autotune.get_conv_algorithm() == "auto":
+        print("\n".join(autotune.describe()[1:]))
 
 
 if __name__ == "__main__":

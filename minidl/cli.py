@@ -16,7 +16,7 @@ import numpy
 
 from . import distributed
 from .experiment import TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
-from .info import describe
+from .info import describe, warm_up
 from .io import write_json
 from .models import MODELS
 from .study import run_study
@@ -42,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_info(args):
     print(describe())
+    if args.warm_up:
+        print("\n".join(warm_up(args.warm_up, args.batch)))
     return 0
 
 
@@ -131,8 +133,11 @@ def build_parser():
     parser = _Parser(prog="python -m minidl", description="minidl command line")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("info", help="versions, backends and BLAS").set_defaults(run=cmd_info)
-
+    info = sub.add_parser("info", help="versions, backends and BLAS")
+    info.add_argument("--warm-up", choices=sorted(MODELS), default=None,
+                      help="run one training step of this model, then print the convolution algorithms chosen")
+    info.add_argument("--batch", type=number(int, "--batch", minimum=1), default=128)
+    info.set_defaults(run=cmd_info)
     train = sub.add_parser("train", help="train a model on MNIST or CIFAR-10")
     train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     train.add_argument("--model", choices=sorted(MODELS), required=True)

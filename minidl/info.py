@@ -3,8 +3,10 @@ import platform
 
 import numpy
 
-from . import __version__, backend
-from .kernels import parallel
+from . import __version__, backend, functional
+from .kernels import autotune, blas, parallel
+from .models import get_model
+from .tensor import tensor
 
 
 def blas_name():
@@ -31,8 +33,24 @@ def describe():
             lines.append(f"{name}: not installed")
     lines.append(f"backend cpu (numpy): available; kernel threads: {parallel.get_num_threads()} "
                  f"(MINIDL_NUM_THREADS, else OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else the cores)")
+    lines.append(f"BLAS at run time (threadpoolctl): {blas.describe()}")
+    lines.append(autotune.describe()[0])
     lines.append(cuda_line())
     return "\n".join(lines)
+
+
+def warm_up(model_name, batch):
+    """Run one CPU forward and backward pass of ``model_name`` on random data (batch ``batch``, float32), so
+    that ``auto`` mode measures its convolutions; returns the lines describing the algorithm cache."""
+    model = get_model(model_name)
+    # MNIST models take 1x28x28 images, the others 3x32x32 (CIFAR-10).
+    shape = (1, 28, 28) if ("mnist" in model_name or model_name in ("mlp", "lenet")) else (3, 32, 32)
+    rng = numpy.random.default_rng(0)
+    x = tensor(rng.random((batch,) + shape, dtype=numpy.float32))
+    y = tensor(rng.integers(0, 10, batch))
+    loss = functional.cross_entropy(model(x), y)
+    loss.backward()
+    return [f"after one forward and backward pass of {model_name} (batch {batch}):"] + autotune.describe()[1:]
 
 
 def nvrtc_state():

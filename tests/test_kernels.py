@@ -219,8 +219,8 @@ class TestConvDispatch:
         rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
         np.testing.assert_allclose(gx, 2 * rgx, **TOL64)
         assert calls == ["forward", "backward"]
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'doubled'"):
-            conv2d_forward(x, w, (1, 1), (1, 1), algorithm="winograd")
+        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd' or 'doubled'"):
+            conv2d_forward(x, w, (1, 1), (1, 1), algorithm="direct")
 
     def test_layout_is_checked(self):
         x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
@@ -284,8 +284,8 @@ class TestConvFFT:
 
     def test_errors(self):
         x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft'"):
-            conv2d_forward(x, w, (1, 1), (0, 0), algorithm="winograd")
+        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd', got 'direct'"):
+            conv2d_forward(x, w, (1, 1), (0, 0), algorithm="direct")
         with pytest.raises(ValueError, match="fft algorithm needs CPU arrays and stride 1.*stride \\(2, 1\\)"):
             conv2d_forward(x, w, (2, 1), (0, 0), algorithm="fft")
         with pytest.raises(ValueError, match="layout='chwn' applies to the im2col algorithm"):

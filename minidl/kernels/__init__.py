@@ -11,6 +11,7 @@ Reading order: ``reference.py`` (plain NumPy, the oracle of the tests), then ``c
 and the CUDA ones, ``conv_cuda.py`` and ``pool_cuda.py`` (kernel sources in ``cuda_sources.py``).
 """
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
+from .autotune import conv_algorithm, get_conv_algorithm, set_conv_algorithm
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
     "avg_pool2d_forward", "avg_pool2d_backward",
+    "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
 ]

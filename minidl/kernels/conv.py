@@ -26,6 +26,12 @@ The algorithms that compute this, by name (``ALGORITHMS``):
 * ``fft``: ``conv_fft``, CPU and stride 1 only, one complex product per frequency instead
   of kh*kw per output pixel; chosen by default where ``use_fft`` says it pays.
 
+* ``winograd``: ``conv_winograd``, CPU, 3x3 kernels and stride 1 only, Winograd's
+  F(2x2, 3x3) (2.25x fewer multiplications than im2col).
+
+Which CPU algorithm runs follows ``autotune``'s mode: measured once per shape (``auto``, the
+default), the fixed rule (``choose_algorithm``) or a forced choice.
+
 Every algorithm module has ``forward(x, w, stride, padding, out_hw, dtype, **options) ->
 (y, cache)`` and ``backward(grad_y, cache, need_x_grad, need_w_grad) -> (grad_x, grad_w)``;
 its cache records ``algorithm`` and ``device``, so the backward pass finds its way back.
@@ -35,7 +41,7 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import device_of, get_array_module
-from . import conv_cuda, conv_fft, conv_im2col
+from . import autotune, blas, conv_cuda, conv_fft, conv_im2col, conv_winograd, parallel, workspace
 from .arrays import check_nchw, conv_output_size, float_dtype, gpu_dtype  # noqa: F401 (public names)
 
 
@@ -43,11 +49,18 @@ class Algorithm(NamedTuple):
     """One way to compute a convolution: its module per device, and its limits."""
     modules: dict                 # device ("cpu", "cuda") -> module with forward/backward
     stride_1_only: bool = False
+    kernel: tuple = None          # the only kernel size it computes, or None for any
+
+    def applies(self, device, kernel, stride):
+        """Whether this algorithm computes a convolution with these settings on ``device``."""
+        return (device in self.modules and not (self.stride_1_only and tuple(stride) != (1, 1))
+                and (self.kernel is None or tuple(kernel) == self.kernel))
 
 
 ALGORITHMS = {
     "im2col": Algorithm({"cpu": conv_im2col, "cuda": conv_cuda}),
     "fft": Algorithm({"cpu": conv_fft}, stride_1_only=True),
+    "winograd": Algorithm({"cpu": conv_winograd}, stride_1_only=True, kernel=(3, 3)),
 }
 
 # Below this batch size the per-frequency products are too small for the FFT path to pay.
@@ -68,21 +81,24 @@ def use_fft(N, C, F, kernel, stride):
 
 
 def choose_algorithm(x, w, stride):
-    """The default algorithm for these arrays: FFT where ``use_fft`` says so, else im2col."""
+    """The fixed rule's algorithm for these arrays: FFT where ``use_fft`` says so, else im2col."""
     N, C = x.shape[:2]
     F, _, kh, kw = w.shape
     on_cpu = get_array_module(x, w) is numpy
     return "fft" if on_cpu and use_fft(N, C, F, (kh, kw), stride) else "im2col"
 
 
-def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
+def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=(True, True)):
     """Cross-correlation ``y = conv2d(x, w)`` without bias; returns ``(y, cache)``.
 
     x: (N, C, H, W), w: (F, C, kh, kw), stride=(sh, sw), padding=(ph, pw) (zero padding).
     y: (N, F, Ho, Wo) in the common float dtype of x and w, C-contiguous.
     ``algorithm`` (a name in ``ALGORITHMS``) forces the method and ``layout`` ('cnhw' or
-    'chwn') the CPU buffer layout of im2col (tests, tuning); by default both are chosen
-    from the shapes (``choose_algorithm``, ``conv_im2col._choose_layout``).
+    'chwn') the CPU buffer layout of im2col (tests, tuning). By default the CPU method follows
+    ``autotune``'s mode: measured once per shape (``auto``), the fixed rule
+    (``choose_algorithm``, ``conv_im2col._choose_layout``) or a forced algorithm.
+    ``grads`` = (input gradient, weight gradient) that the backward pass will be asked for:
+    part of the tuning key, since the candidates' backward costs differ.
     """
     check_nchw(x, "conv2d input x")
     check_nchw(w, "conv2d weight w")
@@ -97,14 +113,21 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
     if algorithm is not None and algorithm not in ALGORITHMS:
         names = " or ".join(repr(name) for name in ALGORITHMS)
         raise ValueError(f"conv2d: algorithm must be {names}, got {algorithm!r}")
-    if algorithm is None:
-        algorithm = "im2col" if layout is not None else choose_algorithm(x, w, stride)
-    chosen, device = ALGORITHMS[algorithm], device_of(x)
-    if device not in chosen.modules or (chosen.stride_1_only and stride != (1, 1)):
-        raise ValueError(f"conv2d: the {algorithm} algorithm needs "
-                         f"{' or '.join(d.upper() for d in chosen.modules)} arrays"
-                         f"{' and stride 1' if chosen.stride_1_only else ''}, got "
-                         f"{'CuPy' if device == 'cuda' else 'NumPy'} arrays and stride {stride}")
+    device = device_of(x)
+    if algorithm is None and layout is None:
+        algorithm, layout = _split(_default_name(x, w, stride, padding, out_hw, dtype, device, grads))
+    algorithm = algorithm or "im2col"
+    chosen = ALGORITHMS[algorithm]
+    if not chosen.applies(device, (kh, kw), stride):
+        limits = [f"{' or '.join(d.upper() for d in chosen.modules)} arrays"]
+        if chosen.kernel is not None:
+            limits.append(f"a {chosen.kernel[0]}x{chosen.kernel[1]} kernel")
+        if chosen.stride_1_only:
+            limits.append("stride 1")
+        needs = " and ".join([", ".join(limits[:-1]), limits[-1]] if len(limits) > 1 else limits)
+        raise ValueError(f"conv2d: the {algorithm} algorithm needs {needs}, got "
+                         f"{'CuPy' if device == 'cuda' else 'NumPy'} arrays, kernel {(kh, kw)} and "
+                         f"stride {stride}")
     options = {}
     if layout is not None:
         if algorithm != "im2col" or device != "cpu":
@@ -114,6 +137,57 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None):
             raise ValueError(f"conv2d: layout must be 'cnhw' or 'chwn', got {layout!r}")
         options["layout"] = layout
     return chosen.modules[device].forward(x, w, stride, padding, out_hw, dtype, **options)
+
+
+def _split(name):
+    """'im2col_chwn' -> ('im2col', 'chwn'); any other candidate name -> (name, None)."""
+    algorithm, _, layout = name.partition("_")
+    return algorithm, layout or None
+
+
+def _cpu_candidates(kernel, stride):
+    """The CPU algorithms that compute this convolution (im2col's layouts count one each)."""
+    return [f"im2col_{layout}" for layout in conv_im2col.LAYOUTS] + [
+        name for name, algo in ALGORITHMS.items() if name != "im2col" and algo.applies("cpu", kernel, stride)]
+
+
+def _default_name(x, w, stride, padding, out_hw, dtype, device, grads):
+    """The candidate name (``_cpu_candidates``, or 'im2col' with its layout left to the rule)
+    that runs when the caller forces nothing: ``autotune``'s mode decides."""
+    rule = choose_algorithm(x, w, stride)
+    if device != "cpu":
+        return rule
+    N, C = x.shape[:2]
+    F, _, kh, kw = w.shape
+    (Ho, Wo) = out_hw
+    mode = autotune.get_conv_algorithm()
+    candidates = _cpu_candidates((kh, kw), stride)
+    if mode in candidates or mode == "im2col":
+        return mode
+    if mode != "auto" or 2 * N * Ho * Wo * F * C * kh * kw < autotune.MIN_TUNE_FLOPS:
+        return rule  # "rule", or a forced algorithm that does not apply here
+    # Measured choice (``autotune``): the key holds everything the timing depends on.
+    grads = tuple(bool(g) for g in grads)
+    key = ("conv2d", tuple(x.shape), tuple(w.shape), stride, padding, dtype.str, device,
+           (parallel.get_num_threads(), blas.get_num_threads()), grads)
+    name = autotune.lookup(key)
+    if name is not None:
+        return name
+
+    def timed(name):
+        algorithm, layout = _split(name)
+        options = {} if layout is None else {"layout": layout}
+        module = ALGORITHMS[algorithm].modules[device]
+
+        def once():
+            y, cache = module.forward(x, w, stride, padding, out_hw, dtype, **options)
+            if any(grads):
+                module.backward(y, cache, *grads)  # y stands in for dL/dy: only the time counts
+        return once
+    prefer = rule if rule != "im2col" else "im2col_" + conv_im2col._choose_layout(C, F, kh, kw, Wo, stride[1]).name
+    name = autotune.tune(key, {name: timed(name) for name in candidates}, prefer=prefer)
+    workspace.release()  # the losers' buffers would otherwise stay pooled, unused
+    return name
 
 
 def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):

@@ -1,6 +1,9 @@
 """Activations and (log-)softmax, written to stay finite for large |x|."""
+import numpy
+
 from ..autograd import Function
 from ..backend import get_array_module
+from ..kernels import workspace
 
 
 class ReLU(Function):
@@ -11,8 +14,14 @@ class ReLU(Function):
         return self.y
 
     def backward(self, g):
-        # g * [y > 0] (y > 0 exactly where x > 0); a multiply is several times faster than where().
-        return (g * (self.y > 0),)
+        # g * [y > 0] (y > 0 exactly where x > 0); a multiply is several times faster than where(),
+        # and on the CPU the mask, a temporary, comes from the kernels' buffer pool (``workspace``),
+        # saving the page faults of a fresh array. The output is an ordinary array.
+        xp = get_array_module(g)
+        with workspace.Scratch() as scratch:
+            mask = scratch.empty(self.y.shape, bool) if xp is numpy else None
+            mask = xp.greater(self.y, 0, out=mask)
+            return (xp.multiply(g, mask),)
 
 
 class Sigmoid(Function):

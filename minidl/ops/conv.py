@@ -1,5 +1,5 @@
 """2-D convolution as an autograd Function; the array kernels live in ``minidl.kernels.conv``."""
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..kernels import conv as kernels
 
 
@@ -14,7 +14,9 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, weight, bias):
-        y, self.cache = kernels.conv2d_forward(x, weight, self.stride, self.padding)
+        # Which gradients backward will need is part of the algorithm-tuning key.
+        grads = tuple(self.needs_grad[:2]) if is_grad_enabled() else (False, False)
+        y, self.cache = kernels.conv2d_forward(x, weight, self.stride, self.padding, grads=grads)
         if bias is not None:  # None: the layer has no bias
             y += bias.reshape(1, -1, 1, 1)
         return y

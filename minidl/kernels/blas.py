@@ -1,0 +1,67 @@
+"""The BLAS behind NumPy (OpenBLAS, MKL, ...), seen and steered at run time through threadpoolctl.
+
+BLAS libraries read their thread count from environment variables once, when they load;
+threadpoolctl calls the library's own setter instead, so the count can change at any
+time, e.g. one BLAS thread inside the PGD loop while the other core runs the kernels'
+copies (an idle OpenBLAS worker keeps spinning on its core for a while after each product,
+and competes with anything else started there).
+
+:func:`describe` names the library, its version, the CPU kernel it picked (OpenBLAS's
+``architecture``: e.g. Haswell when ``OPENBLAS_CORETYPE=Haswell`` is set, else what it
+detects) and its thread count; ``python -m minidl info`` and the benchmarks print it.
+"""
+import contextlib
+
+import numpy  # noqa: F401  (loads the BLAS that threadpoolctl is to find)
+import threadpoolctl
+
+_controller = None
+
+
+def _blas():
+    global _controller
+    if _controller is None:
+        _controller = threadpoolctl.ThreadpoolController()
+    return _controller.select(user_api="blas")
+
+
+def info():
+    """threadpoolctl's description of each loaded BLAS library (a list of dicts)."""
+    return _blas().info()
+
+
+def describe():
+    """One line per BLAS: library, version, CPU kernel and threads, e.g.
+    ``openblas 0.3.31 (kernel SkylakeX, 2 threads, pthreads)``."""
+    lines = []
+    for lib in info():
+        extra = [f"kernel {lib['architecture']}"] if lib.get("architecture") else []
+        extra.append(f"{lib['num_threads']} threads")
+        if lib.get("threading_layer"):
+            extra.append(lib["threading_layer"])
+        lines.append(f"{lib['internal_api']} {lib.get('version') or '?'} ({', '.join(extra)})")
+    return "; ".join(lines) or "no BLAS found by threadpoolctl"
+
+
+def get_num_threads():
+    """The BLAS thread count (the largest, if several BLAS libraries are loaded); 1 if none."""
+    return max((lib.num_threads for lib in _blas().lib_controllers), default=1)
+
+
+def set_num_threads(n):
+    """Let every loaded BLAS use ``n`` (>= 1) threads; returns the previous count."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"blas.set_num_threads: n must be an integer >= 1, got {n!r}")
+    previous = get_num_threads()
+    _blas().limit(limits=n)
+    return previous
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """``with num_threads(1): ...`` runs the block with ``n`` BLAS threads, then restores the count."""
+    previous = set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
