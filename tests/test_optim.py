@@ -250,3 +250,18 @@ def test_schedule_resumes_from_an_old_checkpoint():
     s = CyclicLR(make_opt(0.4), base_lr=0.0, max_lr=0.4, step_size_up=4, step_size_down=6, cycle_momentum=False)
     s.load_state_dict({"count": 2, "base_lr": 0.4})
     assert s.optimizer.lr == pytest.approx(0.2) and s.last_epoch == 2
+def test_fast_training_schedule_is_wong_et_al_per_batch():
+    """The cyclic schedule of a TrainConfig runs batch i of epoch e at Wong et al.'s
+    interp(e + (i + 1) / n, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]), set before the step:
+    not one step late (the first step at rate 0, the last one above 0)."""
+    from minidl.experiment import TrainConfig, make_optimizer
+    epochs, n, lr_max = 10, 7, 5e-3
+    config = TrainConfig(adv="fgsm", epochs=epochs, lr=lr_max, optimizer="adam").resolved()
+    assert config.schedule == "cyclic"
+    opt, schedule = make_optimizer(config, md.nn.Linear(2, 2), n)
+    used = []
+    for _ in range(epochs * n):
+        used.append(opt.lr)  # the rate the next optimizer step runs at
+        schedule.step()
+    t = np.arange(epochs * n) // n + (np.arange(epochs * n) % n + 1) / n
+    np.testing.assert_allclose(used, np.interp(t, [0, epochs * 2 // 5, epochs], [0, lr_max, 0]), rtol=1e-12, atol=1e-18)
