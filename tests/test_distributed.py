@@ -157,6 +157,44 @@ def test_init_without_a_launcher_is_the_single_process():
         distributed.init("gloo")
 
 
+class RootSays(FakeComm):
+    """Rank 1 of 2 whose broadcasts deliver what rank 0 decided (``said``, in order)."""
+
+    def __init__(self, said):
+        super().__init__(1, 2)
+        self.said = list(said)
+
+    def broadcast_object(self, obj, root=0):
+        return self.said.pop(0)
+
+
+def test_study_stage_follows_rank_zeros_decision_not_its_own_disk(tmp_path):
+    """A rank that found a finished stage on its own disk while rank 0 recomputes it would skip
+    the collective work the others do (a hang); it follows rank 0's broadcast decision, and
+    leaves writing to rank 0."""
+    from minidl.study.stages import Stages
+    Stages(str(tmp_path)).run("s", {"a": 1}, lambda: {"old": True})  # a finished stage on this disk
+    calls = []
+    stages = Stages(str(tmp_path), progress=False, comm=RootSays([None, 1.5]))
+    result = stages.run("s", {"a": 1}, lambda: calls.append(1) or {"new": True}, sharded=True)
+    assert calls == [1] and result == {"new": True} and stages.timings["s"] == 1.5
+    assert json.load(open(tmp_path / "stages" / "s.json"))["result"] == {"old": True}  # rank 1 wrote nothing
+    # a stage rank 0 runs alone: rank 1 takes the broadcast result and computes nothing
+    stages = Stages(str(tmp_path), progress=False, comm=RootSays([None, {"root": 1}, 0.5]))
+    assert stages.run("t", {}, lambda: calls.append(2)) == {"root": 1} and calls == [1]
+    assert not os.path.exists(tmp_path / "stages" / "t.json")
+
+
+def test_a_stage_run_alone_sees_a_one_process_world():
+    from minidl.study.stages import alone
+    old = distributed.set_world(FakeComm(1, 2))
+    try:
+        assert alone(lambda: distributed.world().size) == 1
+        assert distributed.world().size == 2
+    finally:
+        distributed.set_world(old)
+
+
 # --- under mpirun -n 2 ------------------------------------------------------------------------
 def _mpirun(case, out, n=2, timeout=180):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -237,6 +275,36 @@ def test_a_failing_rank_ends_every_rank_with_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "error on rank 1 of 2: planted failure" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@needs_mpi
+def test_study_under_mpirun_writes_once_shards_the_table_and_reuses_stages(tmp_path):
+    """Under mpirun -n 2 the study trains data-parallel, shards the accuracy table and writes
+    from rank 0 alone; a second run reuses every stage on every rank (a rank deciding alone
+    would leave the others waiting in a collective: the timeout). The figures are those of one
+    process, up to the summation order of data-parallel training."""
+    from minidl.study import run_study
+    from cases import STUDY_TINY, study_arrays
+    proc = _mpirun("study", tmp_path, timeout=300)
+    _ok(proc)
+    assert proc.stdout.count("[study] report:") == 2  # rank 0 reports, once per run
+    assert proc.stdout.count("reusing finished stage") == 4 and proc.stdout.count("training the") == 3
+    out = tmp_path / "study"
+    parallel = json.load(open(out / "metrics.json"))
+    assert parallel["world_size"] == 2
+    leftovers = [f for _, _, files in os.walk(out) for f in files if ".tmp" in f or f.endswith(".lock")]
+    assert leftovers == []
+    one = run_study("mnist", "quick", out_dir=str(tmp_path / "one"), arrays=study_arrays(), overrides=STUDY_TINY,
+                    progress=False)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "one"))
+    # The natural model trains without randomness beyond the shared batch order, and FGSM has no
+    # random start: one example of 30 may flip with the summation order, no more. (Adversarial
+    # training draws each rank's random starts from its own generator, so that model differs.)
+    natural = parallel["accuracy"]["rows"]["natural"]
+    for key, value in one["accuracy"]["rows"]["natural"].items():
+        if key == "clean" or key.startswith("fgsm"):
+            assert abs(natural[key] - value) <= 1 / 30 + 1e-9, key
+    assert parallel["accuracy"]["n"] == one["accuracy"]["n"] == STUDY_TINY["eval_n"]
 
 
 REAL_DATA = os.environ.get("MINIDL_TEST_DATA")

@@ -4,6 +4,7 @@ import os
 import time
 
 from .. import backend
+from ..distributed import world
 from ..experiment import load_arrays
 from ..io import write_json
 from .analyses import accuracy_table, landscape_analysis, rse_table, uap_analysis
@@ -15,12 +16,20 @@ from .stages import Stages, train_models
 def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="runs/study", arrays=None,
               overrides=None, progress=True, seed=0):
     """Run (or resume) the whole study and write the report. ``arrays`` = ((train_x, train_y),
-    (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data)."""
+    (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data).
+
+    Under ``mpirun`` the models train data-parallel and the accuracy table is sharded over the
+    ranks (exact, gathered); the RSE, UAP and landscape stages run on rank 0 alone; rank 0
+    alone writes. Every rank returns the metrics."""
     device = backend.normalize_device(device)
     base = "cifar10" if dataset == "cifar10" else "mnist"
     p = get_preset(base, preset, **(overrides or {}))
-    os.makedirs(out_dir, exist_ok=True)
-    stages = Stages(out_dir, progress)
+    comm = world()
+    progress = progress and comm.is_root
+    if comm.is_root:
+        os.makedirs(out_dir, exist_ok=True)
+    comm.barrier()
+    stages = Stages(out_dir, progress, comm)
     total_start = time.perf_counter()
     if arrays is None:
         train = load_arrays(dataset, data_dir, train=True, limit=p.train_limit)
@@ -39,7 +48,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
 
     models = train_models(p, dataset, train, test, device, out_dir, stages, progress, seed)
     accuracy = stages.run("accuracy", {"preset": p.to_dict(), "n": len(eval_set[1]), "models": _model_ids(models)},
-                          lambda: accuracy_table(p, models, eval_set, num_classes, progress))
+                          lambda: accuracy_table(p, models, eval_set, num_classes, progress), sharded=True)
     rse = stages.run("rse", {"preset": p.to_dict(), "models": _model_ids(models)},
                      lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
                                        num_classes, progress))
@@ -51,8 +60,11 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                "training": {k: v["history"] for k, v in models.items()},
                "accuracy": accuracy, "rse": rse, "uap": uap, "landscape": landscape,
                "stage_seconds": stages.timings, "total_seconds": time.perf_counter() - total_start}
-    write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    write_report(os.path.join(out_dir, "report.md"), metrics)
+    if comm.size > 1:
+        metrics["world_size"] = comm.size
+    if comm.is_root:
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        write_report(os.path.join(out_dir, "report.md"), metrics)
     if progress:
         print(f"[study] report: {os.path.join(out_dir, 'report.md')}")
     return metrics

@@ -4,12 +4,18 @@ A stage's result is ``<out>/stages/<name>.json`` holding the settings it was com
 model is ``<out>/models/<name>/checkpoint.npz`` with ``finished.json`` once its training
 ended. Either is reused when its saved settings equal the current ones, else recomputed (a
 model whose training stopped half-way resumes from its last checkpoint).
+
+Under ``mpirun`` rank 0 alone reads the folder, decides what to reuse and writes; every rank
+gets its decisions (a rank that decided alone could skip a stage the others run collectively,
+and the job would hang). A *sharded* stage runs on every rank, each on its part of the test
+set; any other stage runs on rank 0 alone, as one process, and its result is broadcast.
 """
 import dataclasses
 import os
 import time
 
 from ..adversarial.attacks import pgd_alpha
+from ..distributed import SingleProcess, set_world, world
 from ..experiment import TrainConfig, load_model, train_on_arrays
 from ..io import as_json, read_json, write_json
 from ..train import CHECKPOINT
@@ -21,33 +27,53 @@ class Stages:
     """Each stage's result is a JSON file (plus an optional .npz of arrays) keyed by its settings:
     a finished stage with the same settings is loaded instead of recomputed."""
 
-    def __init__(self, out_dir, progress=True):
+    def __init__(self, out_dir, progress=True, comm=None):
+        self.comm = comm or world()
         self.dir = os.path.join(out_dir, STAGES)
-        os.makedirs(self.dir, exist_ok=True)
-        self.progress = progress
+        if self.comm.is_root:
+            os.makedirs(self.dir, exist_ok=True)
+        self.progress = progress and self.comm.is_root
         self.timings = {}
 
-    def run(self, name, settings, compute):
+    def run(self, name, settings, compute, sharded=False):
+        """The result of ``compute()``, or the saved one of an earlier run with equal settings.
+        ``sharded``: ``compute`` splits its work over the ranks itself (``robust_accuracy``)."""
         path = os.path.join(self.dir, f"{name}.json")
         settings = as_json(settings)
-        if os.path.exists(path):
+        saved = None
+        if self.comm.is_root and os.path.exists(path):
             saved = read_json(path)
-            if saved.get("settings") == settings:
-                self._say(f"[study] {name}: reusing finished stage ({path})")
-                self.timings[name] = saved.get("seconds", 0.0)
-                return saved["result"]
+            saved = saved if saved.get("settings") == settings else None
+        saved = self.comm.broadcast_object(saved)
+        if saved is not None:
+            self._say(f"[study] {name}: reusing finished stage ({path})")
+            self.timings[name] = saved.get("seconds", 0.0)
+            return saved["result"]
         self._say(f"[study] {name} ...")
         start = time.perf_counter()
-        result = compute()
-        seconds = time.perf_counter() - start
+        if sharded:
+            result = as_json(compute())
+        else:
+            result = self.comm.broadcast_object(as_json(alone(compute)) if self.comm.is_root else None)
+        seconds = self.comm.broadcast_object(time.perf_counter() - start)
         self.timings[name] = seconds
-        write_json(path, {"settings": settings, "result": result, "seconds": seconds})
+        if self.comm.is_root:
+            write_json(path, {"settings": settings, "result": result, "seconds": seconds})
         self._say(f"[study] {name}: done in {seconds:.1f} s")
-        return as_json(result)
+        return result
 
     def _say(self, text):
         if self.progress:
             print(text, flush=True)
+
+
+def alone(compute):
+    """``compute()`` with this process as the whole world (nothing in it waits for other ranks)."""
+    old = set_world(SingleProcess())
+    try:
+        return compute()
+    finally:
+        set_world(old)
 
 
 def train_models(p, dataset, train, test, device, out_dir, stages, progress, seed):
@@ -61,6 +87,8 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
         "rse": TrainConfig(dataset=dataset, model=p.rse_model, epochs=p.rse_epochs, batch_size=p.batch_size,
                            device=device, seed=seed),
     }
+    comm = world()
+    progress = progress and comm.is_root
     models = {}
     for name, config in configs.items():
         folder = os.path.join(out_dir, "models", name)
@@ -68,9 +96,13 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
         settings = dataclasses.asdict(config.resolved())
         settings["train_n"] = int(len(train[1]))
         marker = os.path.join(folder, "finished.json")
-        done = False
-        if os.path.exists(marker) and os.path.exists(ckpt):
-            done = same_settings(read_json(marker).get("settings"), settings)
+        done = resume = False
+        if comm.is_root:
+            done = os.path.exists(marker) and os.path.exists(ckpt) and \
+                same_settings(read_json(marker).get("settings"), settings)
+            resume = not done and os.path.exists(ckpt) and os.path.exists(os.path.join(folder, "settings.json")) \
+                and same_settings(read_json(os.path.join(folder, "settings.json")), settings)
+        done, resume = comm.broadcast_object((done, resume))
         if done:
             if progress:
                 print(f"[study] model {name}: reusing {ckpt}")
@@ -80,15 +112,17 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
             if progress:
                 print(f"[study] training the {name} model ({config.model}, {config.epochs} epochs"
                       f"{', adversarial: ' + config.adv if config.adv != 'none' else ''})")
-            resume = os.path.exists(ckpt) and os.path.exists(os.path.join(folder, "settings.json")) and \
-                same_settings(read_json(os.path.join(folder, "settings.json")), settings)
-            write_json(os.path.join(folder, "settings.json"), settings)
+            if comm.is_root:
+                os.makedirs(folder, exist_ok=True)
+                write_json(os.path.join(folder, "settings.json"), settings)
             model, history = train_on_arrays(config, train, (test[0][:p.eval_n], test[1][:p.eval_n]), folder,
                                              resume=resume, overwrite=not resume, progress=progress)
-            write_json(marker, {"settings": settings})
+            if comm.is_root:
+                write_json(marker, {"settings": settings})
+            comm.barrier()  # the checkpoint is written before any rank reads its time
         model.eval()
         models[name] = {"model": model, "history": history, "config": settings,
-                        "checkpoint_mtime": os.path.getmtime(ckpt)}
+                        "checkpoint_mtime": comm.broadcast_object(os.path.getmtime(ckpt) if comm.is_root else None)}
     return models
 
 

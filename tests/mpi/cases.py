@@ -25,3 +25,13 @@ def train_config(epochs, adv="none"):
     # a gradient average that ignored the shares would not match the one-process run.
     return TrainConfig(dataset="synthetic", model="mlp", epochs=epochs, batch_size=15, lr=0.05, optimizer="sgd",
                        schedule="constant", seed=5, adv=adv, eps=0.1, alpha=0.05, steps=2)
+
+
+# The study's pipeline at toy sizes (tests/test_study.py uses the same).
+STUDY_TINY = dict(natural_epochs=1, adv_epochs=1, rse_epochs=1, eval_n=30, pgd_steps=2, rse_n=2, rse_eot=2,
+                  rse_eval_n=12, uap_n=24, uap_test_n=20, uap_steps=2, uap_k=3, iterative_passes=1, landscape_n=3,
+                  landscape_steps=2, cos_points=3, batch_size=32)
+
+
+def study_arrays():
+    return dataset(128), dataset(40, seed=1)

@@ -106,6 +106,18 @@ def case_wrong_size_resume(out, comm):
     raise AssertionError("resume with another number of ranks was not refused")
 
 
+def case_study(out, comm):
+    """The study's whole pipeline on tiny synthetic data, twice: the second run must reuse
+    every stage on every rank (rank 0's decision), and nothing but rank 0 writes."""
+    from minidl.study import run_study
+    from cases import STUDY_TINY, study_arrays
+    for _ in range(2):
+        metrics = run_study("mnist", "quick", out_dir=os.path.join(out, "study"), arrays=study_arrays(),
+                            overrides=STUDY_TINY, progress=True)
+    same = comm.allgather_object(json.dumps(metrics["accuracy"], sort_keys=True))
+    assert all(s == same[0] for s in same), "ranks hold different accuracy tables"
+
+
 if __name__ == "__main__":
     case, out = sys.argv[1], sys.argv[2]
     comm = distributed.init()
