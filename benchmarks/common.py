@@ -20,18 +20,8 @@ def benchmark_parser(doc, repeat):
 def best_time(fn, repeat=5, warmup=2, sync=None):
     """Seconds of the fastest of ``repeat`` calls of ``fn`` after ``warmup`` calls.
     ``sync`` (e.g. a CUDA synchronise) runs after each call so the clock sees finished work."""
-    for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
-    times = [float("inf")]
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    call_times(fn, warmup, sync)
+    return min([float("inf")] + call_times(fn, repeat, sync))
 
 
 def call_times(fn, repeat, sync=None):
