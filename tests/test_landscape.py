@@ -295,6 +295,25 @@ def test_pgd_path_matches_trajectories_losses_and_gradients():
         / np.linalg.norm(path["gradients"][5, 0]))
 
 
+def test_the_adversarial_point_is_the_strongest_iterate_and_the_taylor_term_uses_the_gradient_at_x():
+    """A given path whose loss peaks half-way: x* is that iterate, not the last, and the
+    first-order term is g(x) . (x* - x) with the gradient at the image, not at x*."""
+    model = two_class_linear(11)
+    x = np.full((1,) + SHAPE, 0.5, np.float32)
+    y = np.array([0])
+    step = np.zeros(SHAPE, np.float32)
+    step[0, 0, 0] = 0.1
+    iterates = np.stack([x, x + step, x + 2 * step])
+    grads = np.zeros((3, 1, D))
+    grads[0, 0, 0], grads[1, 0, 0], grads[2, 0, 0] = 3.0, -50.0, 70.0
+    losses = np.array([[1.0], [2.0], [1.5]])
+    path = {"iterates": iterates, "gradients": grads, "losses": losses}
+    out = random_to_adversarial(model, x, y, 0.2, norm="inf", n_directions=1, loss="margin", rng=0, path=path)
+    assert out["adversarial_increase"][0] == pytest.approx(1.0)
+    assert out["taylor_remainder"][0] == pytest.approx(abs(1.0 - 3.0 * 0.1), rel=1e-5)
+    assert out["taylor_remainder_relative"][0] == pytest.approx(0.7, rel=1e-5)
+
+
 @pytest.mark.parametrize("norm", ["inf", "2"])
 def test_surface_directions_are_antithetic_and_on_the_sphere(norm):
     d = surface_directions(np.random.default_rng(0), (5,) + SHAPE, 3, 0.2, norm)

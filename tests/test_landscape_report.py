@@ -126,3 +126,32 @@ def test_summaries_and_fractions_of_the_analysis():
     assert analyses.landscape_fractions(get_preset("mnist", "quick")) == [0.25, 0.5, 1.0]
     assert analyses.landscape_fractions(get_preset("mnist", "quick", landscape_fractions=(0.5,))) == [0.5, 1.0]
     assert report.LANDSCAPE_Z > 0
+
+
+def test_landscape_analysis_rows_on_two_tiny_models(tmp_path):
+    """A row per (measure, norm, radius); the difference is adversarial - natural over the same
+    images; the talk's summary keys equal the talk's rows; every figure is written."""
+    import minidl
+    from minidl import nn
+    models = {}
+    for name, seed in (("natural", 0), ("adversarial", 1)):
+        minidl.manual_seed(seed)
+        models[name] = {"model": nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))}
+    rng = np.random.default_rng(0)
+    data = (rng.random((4, 1, 4, 4)).astype(np.float32), np.array([0, 1, 2, 0]))
+    p = get_preset("mnist", "quick", landscape_n=3, landscape_steps=3, cos_points=3, landscape_directions=1)
+    out = analyses.landscape_analysis(p, models, data, str(tmp_path), seed=0)
+    assert len(out["rows"]) == len(MEASURES) * 2 * 3
+    assert {(r["norm"], r["radius"]) for r in out["rows"]} == {("inf", 0.075), ("inf", 0.15), ("inf", 0.3),
+                                                               ("2", 0.5), ("2", 1.0), ("2", 2.0)}
+    for r in out["rows"]:
+        assert r["smoother"] == MEASURES[r["measure"]][0]
+        if r["natural"]["n"] == r["adversarial"]["n"] == r["difference"]["n"] == 3:
+            assert r["difference"]["mean"] == pytest.approx(r["adversarial"]["mean"] - r["natural"]["mean"], abs=1e-12)
+    cos = talk_row(out["rows"], "ball_cosine", "inf")
+    straight = talk_row(out["rows"], "straightness", "2")
+    for name in ("natural", "adversarial"):
+        assert out[name]["cosine_mean"] == pytest.approx(cos[name]["mean"])
+        assert out[name]["straightness_mean"] == pytest.approx(straight[name]["mean"])
+    for f in out["figures"]:
+        assert (tmp_path / f).stat().st_size > 1000, f
