@@ -291,7 +291,7 @@ def gradient_cosine_similarities_many(model, images, labels, eps, n_points=20, n
     and per_image_mean (N,) (NaN-aware means)."""
     op = "gradient_cosine_similarities_many"
     check_number(f"{op}: eps", eps, minimum=0)
-    out = ball_gradient_cosines(model, images, labels, [eps], norm, n_points, loss, rng, batch_size, progress, op=op)
+    out = _ball_cosines(model, images, labels, [eps], norm, n_points, loss, rng, batch_size, progress, op)
     per_image = out["pairwise"][0]
     return {"values": per_image.reshape(-1), "per_image": per_image, "per_image_mean": out["ball_cosine"][0]}
 
@@ -344,7 +344,7 @@ def _nanmean(a, axis):
 
 
 def ball_gradient_cosines(model, images, labels, radii, norm="inf", n_points=16, loss="ce", rng=None, batch_size=256,
-                          progress=False, op="ball_gradient_cosines"):
+                          progress=False):
     """Gradient similarity in balls of several radii. For each radius r and image x: the loss
     gradients g_1 .. g_P at P = ``n_points`` uniform random points of the r-ball of ``norm``
     around x (clipped to [0, 1]) and g_0 = dL/dx(x) give
@@ -355,6 +355,12 @@ def ball_gradient_cosines(model, images, labels, radii, norm="inf", n_points=16,
     Returns a dict of host arrays: radii (R,), pairwise (R, N, P (P - 1) / 2) the cosines of
     all pairs, ball_cosine (R, N) and centre_cosine (R, N), NaN-aware per-image means (a pair
     with a vanishing gradient is NaN)."""
+    return _ball_cosines(model, images, labels, radii, norm, n_points, loss, rng, batch_size, progress,
+                         "ball_gradient_cosines")
+
+
+def _ball_cosines(model, images, labels, radii, norm, n_points, loss, rng, batch_size, progress, op):
+    """:func:`ball_gradient_cosines`, its errors naming ``op``."""
     norm = resolve_norm(norm, op)
     radii = _check_radii(radii, op)
     check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
@@ -469,7 +475,7 @@ def landscape_measures(model, images, labels, radii, norm="inf", n_points=16, n_
     check_number(f"{op}: steps", steps, minimum=1, integer=True)
     check_number(f"{op}: n_directions", n_directions, minimum=1, integer=True)
     gen = _rng(rng)
-    out = ball_gradient_cosines(model, images, labels, radii, norm, n_points, loss, gen, batch_size, op=op)
+    out = _ball_cosines(model, images, labels, radii, norm, n_points, loss, gen, batch_size, False, op)
     x, y = _host(images), _host(labels)
     per_radius = {name: [] for name in MEASURES if name not in out}
     paths = []
