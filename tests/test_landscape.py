@@ -1,16 +1,21 @@
 """Tests for minidl.adversarial.landscape: PGD trajectories, their straightness and plane, loss
-grids, gradient cosine similarities in the eps-ball, and the pictures. Tiny linear models and
-MLPs on 4x4 images (no convolution)."""
+grids, gradient cosine similarities in the eps-ball, the named measures at several radii, and
+the pictures. Tiny linear models, quadratic losses with a known Hessian and MLPs on 4x4 images
+(no convolution)."""
 import numpy as np
 import pytest
 
 import minidl
 from minidl import nn
 from minidl.adversarial import pgd
-from minidl.adversarial.landscape import (batch_straightness, gradient_cosine_similarities,
-                                          gradient_cosine_similarities_many, loss_grid, pgd_trajectories,
-                                          pgd_trajectory, plot_cosine_histograms, plot_trajectory,
+from minidl.adversarial import input_gradient
+from minidl.adversarial.landscape import (MEASURES, ball_gradient_cosines, batch_straightness,
+                                          gradient_cosine_similarities, gradient_cosine_similarities_many,
+                                          landscape_measures, loss_grid, path_gradient_cosines, pgd_path,
+                                          pgd_trajectories, pgd_trajectory, plot_cosine_histograms,
+                                          plot_trajectory, random_to_adversarial, surface_directions,
                                           trajectory_coordinates, trajectory_plane, trajectory_straightness)
+from minidl.tensor import Tensor
 
 SHAPE = (1, 4, 4)
 D = 16
@@ -154,6 +159,230 @@ def test_cosines_of_a_nonlinear_model_and_many_images():
     lin = gradient_cosine_similarities_many(two_class_linear(), images, labels % 2, eps=0.1, n_points=5,
                                             progress=False)
     np.testing.assert_allclose(lin["values"], 1.0, atol=1e-5)
+
+
+# --- named measures at several radii ---------------------------------------------------------------
+class Quadratic:
+    """A plain function of x with logits (0, q(x)), q(x) = b.(x - c) + (1/2) (x - c)' diag(h) (x - c):
+    with label 0 the margin loss is q itself, so its gradient b + h (x - c) and Hessian diag(h)
+    are known."""
+
+    def __init__(self, c, b, h):
+        self.c, self.b, self.h = (np.asarray(a, np.float32).reshape(-1) for a in (c, b, h))
+
+    def __call__(self, x):
+        d = x.reshape(len(x), -1) - Tensor(self.c)
+        q = (d * Tensor(self.b)).sum(axis=1) + 0.5 * (d * d * Tensor(self.h)).sum(axis=1)
+        return q.reshape(-1, 1) * Tensor(np.array([[0, 1]], np.float32))
+
+
+class Recorder:
+    """``model`` that keeps every input it is called on."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def __call__(self, x):
+        self.seen.append(x.numpy().copy())
+        return self.model(x)
+
+
+def linear_in_x(norm):
+    """Every measure's value for a loss that is linear in the ball."""
+    return {name: 1.0 if way == "higher" else 0.0 for name, (way, _) in MEASURES.items()}
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_a_linear_loss_is_flat_by_every_measure(norm):
+    """The margin loss of a 2-class linear model is linear in x: every cosine and the
+    straightness are 1, the ratio and the Taylor remainders 0 (points stay inside [0, 1])."""
+    images = np.stack([image(s) for s in range(3)])
+    out = landscape_measures(two_class_linear(7), images, np.array([0, 1, 0]), [0.05, 0.2], norm=norm, n_points=6,
+                             n_directions=3, steps=8, loss="margin", rng=0)
+    for name, value in linear_in_x(norm).items():
+        assert out[name].shape == (2, 3), name
+        np.testing.assert_allclose(out[name], value, atol=2e-5, err_msg=name)
+    assert out["pairwise"].shape == (2, 3, 15) and out["example_path"].shape == (2, 9) + SHAPE
+    np.testing.assert_array_equal(out["radii"], [0.05, 0.2])
+
+
+def isotropic(h=2.0, beta=0.5, seed=0):
+    """q with c = the image (all 0.5), b = beta * random signs, H = h I: the gradient at the
+    image is b, PGD runs straight along b's signs (L-inf) or along b (L2)."""
+    signs = np.sign(np.random.default_rng(seed).standard_normal(D))
+    return Quadratic(np.full(D, 0.5), beta * signs, np.full(D, h)), np.full((2,) + SHAPE, 0.5, np.float32)
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_isotropic_quadratic_has_the_known_curvature(norm):
+    h, beta = 2.0, 0.5
+    model, x = isotropic(h, beta)
+    y = np.zeros(2, np.int64)
+    for r in (0.1, 0.3):
+        out = random_to_adversarial(model, x, y, r, norm=norm, n_directions=3, steps=10, loss="margin", rng=1)
+        # |d|^2 of a surface point and of PGD's point: D r^2 (a corner of the box) or r^2
+        sq = D * r ** 2 if norm == "inf" else r ** 2
+        slope = beta * D * r if norm == "inf" else beta * np.sqrt(D) * r   # g . d* = r |b|_1 or r |b|_2
+        curv = 0.5 * h * sq
+        np.testing.assert_allclose(out["random_increase"], curv, rtol=1e-4)
+        np.testing.assert_allclose(out["adversarial_increase"], slope + curv, rtol=1e-4)
+        np.testing.assert_allclose(out["ratio"], curv / (slope + curv), rtol=1e-4)
+        np.testing.assert_allclose(out["taylor_remainder"], curv, rtol=1e-4)
+        np.testing.assert_allclose(out["taylor_remainder_relative"], curv / (slope + curv), rtol=1e-4)
+        np.testing.assert_allclose(out["taylor_remainder_random"], curv, rtol=1e-4)
+    # the gradient b + h d stays parallel to b along PGD's path: cosines and straightness are 1
+    path = pgd_path(model, x, y, 0.3, steps=10, norm=norm, loss="margin")
+    cos = path_gradient_cosines(path["gradients"])
+    np.testing.assert_allclose(cos["successive"], 1, atol=1e-6)
+    np.testing.assert_allclose(cos["initial"], 1, atol=1e-6)
+    np.testing.assert_allclose(batch_straightness(path["iterates"]), 1, atol=1e-6)
+
+
+def test_cosines_decay_as_the_hessian_says():
+    """q(x) = beta x_1 + (h / 2) (x_2 - 1/2)^2 on two pixels: g = (beta, h d_2) with d_2 uniform on
+    [-r, r] in the L-inf ball, so cos(g, g_0) = beta / sqrt(beta^2 + h^2 d_2^2) has the mean
+    (beta / (h r)) asinh(h r / beta), and the pairwise mean is a double integral (computed on a
+    grid). PGD moves along x_1 only, where the loss is linear: its Taylor remainder is 0, while
+    random corners (d_2 = +-r) see the curvature: ratio (h r^2 / 2) / (beta r)."""
+    beta, h = 1.0, 20.0
+    model = Quadratic([0.5, 0.5], [beta, 0], [0, h])
+    x = np.full((8, 1, 1, 2), 0.5, np.float32)
+    y = np.zeros(8, np.int64)
+    radii = [0.05, 0.15, 0.4]
+    out = ball_gradient_cosines(model, x, y, radii, norm="inf", n_points=300, loss="margin", rng=0)
+    t = (np.arange(2000) + 0.5) / 2000 * 2 - 1   # midpoints of [-1, 1]
+    for i, r in enumerate(radii):
+        k = h * r / beta
+        centre = np.arcsinh(k) / k
+        g = np.stack([np.ones_like(t), k * t], axis=1)
+        g /= np.linalg.norm(g, axis=1, keepdims=True)
+        pairwise = (g @ g.T).mean()
+        # 8 images x 300 points: the standard error of the means is below 0.005
+        assert out["centre_cosine"][i].mean() == pytest.approx(centre, abs=0.015)
+        assert out["ball_cosine"][i].mean() == pytest.approx(pairwise, abs=0.015)
+    for name in ("ball_cosine", "centre_cosine"):
+        assert (np.diff(out[name].mean(axis=1)) < 0).all(), name
+    for r in radii:
+        curv = random_to_adversarial(model, x, y, r, norm="inf", n_directions=2, steps=5, loss="margin", rng=0)
+        np.testing.assert_allclose(curv["taylor_remainder"], 0, atol=1e-5)
+        np.testing.assert_allclose(curv["ratio"], (h * r ** 2 / 2) / (beta * r), rtol=1e-4)
+
+
+def test_pgd_path_matches_trajectories_losses_and_gradients():
+    model = mlp(8)
+    rng = np.random.default_rng(8)
+    images = rng.random((3,) + SHAPE).astype(np.float32)
+    labels = np.array([0, 2, 1])
+    path = pgd_path(model, images, labels, 0.5, 0.1, 5, norm="2")
+    assert path["iterates"].shape == (6, 3) + SHAPE
+    assert path["gradients"].shape == (6, 3, D) and path["losses"].shape == (6, 3)
+    np.testing.assert_allclose(path["iterates"], pgd_trajectories(model, images, labels, 0.5, 0.1, 5, norm="2"))
+    for t in (0, 5):
+        for i in range(3):
+            assert path["losses"][t, i] == pytest.approx(ce(model, path["iterates"][t, i], labels[i]), rel=1e-4)
+    g0 = input_gradient(model, minidl.tensor(images), minidl.tensor(labels))[0]
+    np.testing.assert_allclose(path["gradients"][0], g0.reshape(3, -1), rtol=1e-5, atol=1e-7)
+    # the default step is pgd_alpha: 2.5 eps / steps
+    np.testing.assert_array_equal(pgd_path(model, images, labels, 0.5, steps=5)["iterates"],
+                                  pgd_path(model, images, labels, 0.5, 2.5 * 0.5 / 5, 5)["iterates"])
+    cos = path_gradient_cosines(path["gradients"])
+    assert cos["successive"].shape == (5, 3) and cos["initial"].shape == (5, 3)
+    ref = path["gradients"][1, 2] @ path["gradients"][2, 2] / np.linalg.norm(path["gradients"][1, 2]) / \
+        np.linalg.norm(path["gradients"][2, 2])
+    assert cos["successive"][1, 2] == pytest.approx(ref)
+    assert cos["initial"][4, 0] == pytest.approx(
+        path["gradients"][0, 0] @ path["gradients"][5, 0] / np.linalg.norm(path["gradients"][0, 0])
+        / np.linalg.norm(path["gradients"][5, 0]))
+
+
+def test_the_adversarial_point_is_the_strongest_iterate_and_the_taylor_term_uses_the_gradient_at_x():
+    """A given path whose loss peaks half-way: x* is that iterate, not the last, and the
+    first-order term is g(x) . (x* - x) with the gradient at the image, not at x*."""
+    model = two_class_linear(11)
+    x = np.full((1,) + SHAPE, 0.5, np.float32)
+    y = np.array([0])
+    step = np.zeros(SHAPE, np.float32)
+    step[0, 0, 0] = 0.1
+    iterates = np.stack([x, x + step, x + 2 * step])
+    grads = np.zeros((3, 1, D))
+    grads[0, 0, 0], grads[1, 0, 0], grads[2, 0, 0] = 3.0, -50.0, 70.0
+    losses = np.array([[1.0], [2.0], [1.5]])
+    path = {"iterates": iterates, "gradients": grads, "losses": losses}
+    out = random_to_adversarial(model, x, y, 0.2, norm="inf", n_directions=1, loss="margin", rng=0, path=path)
+    assert out["adversarial_increase"][0] == pytest.approx(1.0)
+    assert out["taylor_remainder"][0] == pytest.approx(abs(1.0 - 3.0 * 0.1), rel=1e-5)
+    assert out["taylor_remainder_relative"][0] == pytest.approx(0.7, rel=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_surface_directions_are_antithetic_and_on_the_sphere(norm):
+    d = surface_directions(np.random.default_rng(0), (5,) + SHAPE, 3, 0.2, norm)
+    assert d.shape == (6, 5) + SHAPE
+    np.testing.assert_array_equal(d[3:], -d[:3])
+    flat = d.reshape(6, 5, -1)
+    size = np.abs(flat).max(axis=2) if norm == "inf" else np.linalg.norm(flat, axis=2)
+    np.testing.assert_allclose(size, 0.2)
+    if norm == "inf":
+        np.testing.assert_allclose(np.abs(flat), 0.2)   # a corner of the box
+    assert not np.allclose(d[0], d[1])
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_every_point_looked_at_is_in_the_ball_and_the_box(norm):
+    """Images near 0 and 1, so that clipping acts; the model records what it is asked about."""
+    images = np.random.default_rng(9).choice([0.0, 0.05, 0.95, 1.0], (2,) + SHAPE).astype(np.float32)
+    labels = np.array([0, 1])
+    eps = 0.3 if norm == "inf" else 0.8
+    model = Recorder(mlp(9))
+    landscape_measures(model, images, labels, [eps / 2, eps], norm=norm, n_points=4, n_directions=2, steps=4, rng=0)
+    seen = np.concatenate([s.reshape(-1, *SHAPE) for s in model.seen])
+    assert len(seen) >= 2 * (2 * 4 + 2 * 5 + 2 * 4)
+    assert seen.min() >= 0 and seen.max() <= 1
+    offsets = (seen[:, None] - images[None]).reshape(len(seen), 2, -1)
+    size = np.abs(offsets).max(axis=2) if norm == "inf" else np.linalg.norm(offsets, axis=2)
+    assert (size.min(axis=1) <= eps * (1 + 1e-5)).all()   # each point is near one of the images
+
+
+def test_measures_are_deterministic_under_a_seed():
+    model = mlp(10)
+    images = np.random.default_rng(10).random((3,) + SHAPE).astype(np.float32)
+    labels = np.array([0, 1, 2])
+    run = lambda seed: landscape_measures(model, images, labels, [0.1, 0.3], n_points=4, n_directions=2, steps=3,
+                                          rng=seed)
+    a, b, c = run(0), run(0), run(1)
+    for name in list(MEASURES) + ["pairwise"]:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert not np.array_equal(a["ball_cosine"], c["ball_cosine"])
+    assert not np.array_equal(a["random_to_adversarial"], c["random_to_adversarial"])
+    np.testing.assert_array_equal(a["straightness"], c["straightness"])   # PGD has no random start
+    for name in MEASURES:
+        if MEASURES[name][0] == "higher" and name != "straightness":
+            assert ((a[name] >= -1) & (a[name] <= 1)).all(), name
+    assert ((a["straightness"] > 0) & (a["straightness"] <= 1)).all()
+    assert (a["taylor_remainder"] >= 0).all()
+    # one radius of many is the single-radius result, with the same draws
+    many = gradient_cosine_similarities_many(model, images, labels, 0.1, n_points=4, rng=0, progress=False)
+    one = ball_gradient_cosines(model, images, labels, [0.1], n_points=4, rng=0)
+    np.testing.assert_array_equal(many["per_image_mean"], one["ball_cosine"][0])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: landscape_measures(m, x, y, []), "landscape_measures: radii must be a non-empty list"),
+    (lambda m, x, y: landscape_measures(m, x, y, 0.3), "landscape_measures: radii must be a non-empty list"),
+    (lambda m, x, y: landscape_measures(m, x, y, [0.1, 0.0]), r"landscape_measures: radii\[1\]: expected"),
+    (lambda m, x, y: landscape_measures(m, x, y, [float("nan")]), r"landscape_measures: radii\[0\]: expected"),
+    (lambda m, x, y: ball_gradient_cosines(m, x, y, [-0.1]), r"ball_gradient_cosines: radii\[0\]: expected"),
+    (lambda m, x, y: landscape_measures(m, x, y, [0.1], norm="1"), "landscape_measures: norm must be"),
+    (lambda m, x, y: random_to_adversarial(m, x, y, 0.1, n_directions=0), "random_to_adversarial: n_directions"),
+    (lambda m, x, y: random_to_adversarial(m, x, y, 0.0), "random_to_adversarial: eps: expected"),
+    (lambda m, x, y: random_to_adversarial(m, x + 0.6, y, 0.1), r"random_to_adversarial: x must lie in \[0, 1\]"),
+    (lambda m, x, y: ball_gradient_cosines(m, x, y[:1], [0.1]), r"labels must have shape \(2,\)"),
+    (lambda m, x, y: path_gradient_cosines(np.zeros((1, 2, 3))), "path_gradient_cosines: gradients must be"),
+])
+def test_bad_arguments_are_named(call, message):
+    x = np.full((2,) + SHAPE, 0.5, np.float32)
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(mlp(0), x, np.array([0, 1]))
 
 
 # --- pictures -----------------------------------------------------------------------------------

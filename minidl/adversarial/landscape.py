@@ -12,6 +12,13 @@ Two measurements that separate naturally from adversarially trained models:
   :func:`gradient_cosine_similarities` returns their pairwise cosine similarities (all 1 for a
   model that is linear there), :func:`gradient_cosine_similarities_many` does it for many
   images, and :func:`plot_cosine_histograms` compares models.
+* Named measures at several radii (:data:`MEASURES`, :func:`landscape_measures`): gradient
+  cosines in L-inf and L2 balls (:func:`ball_gradient_cosines`), along PGD paths
+  (:func:`pgd_path`, :func:`path_gradient_cosines`), and the loss increase along random
+  against adversarial directions with the first-order Taylor remainder
+  (:func:`random_to_adversarial`). For a loss that is linear in the ball every cosine and the
+  straightness are 1 and the ratio and remainders 0; how far a model is from those values is
+  how curved its loss is there.
 
 Images are single examples without a batch axis (e.g. ``images[0]`` of shape (1, 28, 28)),
 labels Python or NumPy integers; results are host NumPy arrays.
@@ -26,17 +33,15 @@ from ..backend import as_generator as _rng
 from ..autograd import no_grad
 from ..tensor import Tensor, to_host as _host
 from ..validation import check_number
-from .attacks import attack_loss, attack_mode, input_gradient, model_device, prepare_inputs
-from .norms import pgd_step, resolve_norm, uniform_ball
+from .attacks import attack_loss, attack_mode, input_gradient, model_device, pgd_alpha, prepare_inputs
+from .norms import pgd_step, resolve_norm, step_direction, uniform_ball
 from .plots import plot_cosine_histograms, plot_loss_landscape
 
 __all__ = ["pgd_trajectories", "pgd_trajectory", "trajectory_straightness", "batch_straightness",
            "trajectory_plane", "trajectory_coordinates", "loss_grid", "plot_trajectory",
-           "gradient_cosine_similarities", "gradient_cosine_similarities_many", "plot_cosine_histograms"]
-
-
-
-
+           "gradient_cosine_similarities", "gradient_cosine_similarities_many", "plot_cosine_histograms",
+           "MEASURES", "ball_gradient_cosines", "pgd_path", "path_gradient_cosines", "surface_directions",
+           "random_to_adversarial", "landscape_measures"]
 
 
 def _single(image, label, op):
@@ -51,25 +56,56 @@ def _single(image, label, op):
 
 
 # --- PGD trajectories ---------------------------------------------------------------------------
+def _pgd_path(model, x, y, eps, alpha, steps, norm, loss, last):
+    """PGD from x (Tensors from prepare_inputs), no random start: the iterates (steps + 1 host
+    arrays), and the input gradients and per-example losses at each iterate as host float64
+    arrays, the final iterate's only when ``last`` (a plain trajectory does not need it)."""
+    x0 = x.data
+    cur = x0
+    iterates, grads, losses = [backend.to_numpy(cur)], [], []
+    with attack_mode(model):
+        for t in range(steps + 1):
+            if t == steps and not last:
+                break
+            g, _, value = input_gradient(model, Tensor(cur), y, loss)
+            grads.append(backend.to_numpy(g).reshape(len(g), -1).astype(numpy.float64))
+            losses.append(backend.to_numpy(value).astype(numpy.float64))
+            if t < steps:
+                cur = pgd_step(cur, g, x0, eps, alpha, norm)
+                iterates.append(backend.to_numpy(cur))
+    return iterates, grads, losses
+
+
+def _check_path_args(op, norm, eps, alpha, steps):
+    norm = resolve_norm(norm, op)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    return norm
+
+
 def pgd_trajectories(model, images, labels, eps, alpha, steps, norm="2", loss="ce"):
     """Every iterate of PGD (same update and projection as :func:`minidl.adversarial.pgd`)
     started at the images themselves, for a batch. Returns a host array (steps + 1, N, ...):
     entry 0 is x, entry t the t-th iterate (plain iterates, not the best point found)."""
     op = "pgd_trajectories"
-    norm = resolve_norm(norm, op)
-    check_number(f"{op}: eps", eps, minimum=0)
-    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
-    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    norm = _check_path_args(op, norm, eps, alpha, steps)
     x, y = prepare_inputs(model, images, labels, op)
-    x0 = x.data
-    cur = x0.copy()
-    path = [backend.to_numpy(cur)]
-    with attack_mode(model):
-        for _ in range(steps):
-            g, _, _ = input_gradient(model, Tensor(cur), y, loss)
-            cur = pgd_step(cur, g, x0, eps, alpha, norm)
-            path.append(backend.to_numpy(cur))
-    return numpy.stack(path)
+    return numpy.stack(_pgd_path(model, x, y, eps, alpha, steps, norm, loss, last=False)[0])
+
+
+def pgd_path(model, images, labels, eps, alpha=None, steps=20, norm="2", loss="ce"):
+    """The PGD iterates of :func:`pgd_trajectories` with the loss gradient g_t = dL/dx(x_t) and
+    the loss L(x_t) at every iterate t = 0 .. T, the last included. ``alpha`` defaults to
+    :func:`~minidl.adversarial.attacks.pgd_alpha`. Returns a dict of host arrays: iterates
+    (T + 1, N, ...), gradients (T + 1, N, D) float64 with D the size of one image, losses
+    (T + 1, N) float64."""
+    op = "pgd_path"
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
+    norm = _check_path_args(op, norm, eps, alpha, steps)
+    x, y = prepare_inputs(model, images, labels, op)
+    iterates, grads, losses = _pgd_path(model, x, y, eps, alpha, steps, norm, loss, last=True)
+    return {"iterates": numpy.stack(iterates), "gradients": numpy.stack(grads), "losses": numpy.stack(losses)}
 
 
 def pgd_trajectory(model, image, label, eps, alpha, steps, norm="2", loss="ce"):
@@ -159,22 +195,27 @@ def loss_grid(model, image, label, u, v, extent, resolution=21, clip=False, loss
     b = numpy.linspace(extent[2], extent[3], resolution)
     aa, bb = numpy.meshgrid(a, b)  # [b, a]
     u, v = _host(u).reshape(x.shape[1:]), _host(v).reshape(x.shape[1:])
-    device = model_device(model)
     points = aa.reshape(-1, *([1] * u.ndim)) * u + bb.reshape(-1, *([1] * u.ndim)) * v + x[0]
     if clip:
         points = numpy.clip(points, 0, 1)
-    points = points.astype(x.dtype)
+    losses, preds = _losses_at(model, points.astype(x.dtype), numpy.full(len(points), y[0]), loss, batch_size)
+    shape = (resolution, resolution)
+    return {"a": a, "b": b, "loss": losses.reshape(shape), "pred": preds.reshape(shape)}
+
+
+def _losses_at(model, points, labels, loss, batch_size):
+    """The per-example loss (float64) and predicted class at host ``points`` (M, ...) with
+    integer ``labels`` (M,), forward passes only, in batches."""
+    device = model_device(model)
     losses, preds = [], []
     with attack_mode(model), no_grad():
         for i in range(0, len(points), batch_size):
             p = Tensor(backend.to_device(points[i:i + batch_size], device))
-            yy = Tensor(backend.to_device(numpy.full(len(p), y[0], dtype=numpy.int64), device))
+            yy = Tensor(backend.to_device(numpy.asarray(labels[i:i + batch_size], dtype=numpy.int64), device))
             logits = model(p)
             losses.append(backend.to_numpy(attack_loss(logits, yy, loss).data))
             preds.append(backend.to_numpy(logits.data.argmax(axis=1)))
-    shape = (resolution, resolution)
-    return {"a": a, "b": b, "loss": numpy.concatenate(losses).reshape(shape).astype(numpy.float64),
-            "pred": numpy.concatenate(preds).reshape(shape)}
+    return numpy.concatenate(losses).astype(numpy.float64), numpy.concatenate(preds)
 
 
 def plot_trajectory(model, image, label, trajectory, path, extent=None, resolution=31, clip=False, loss="ce",
@@ -249,23 +290,206 @@ def gradient_cosine_similarities_many(model, images, labels, eps, n_points=20, n
     values (all pairs of all images, concatenated), per_image (N, n_points (n_points - 1) / 2)
     and per_image_mean (N,) (NaN-aware means)."""
     op = "gradient_cosine_similarities_many"
-    norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
+    out = _ball_cosines(model, images, labels, [eps], norm, n_points, loss, rng, batch_size, progress, op)
+    per_image = out["pairwise"][0]
+    return {"values": per_image.reshape(-1), "per_image": per_image, "per_image_mean": out["ball_cosine"][0]}
+
+
+# --- named measures at several radii ------------------------------------------------------------
+# name -> (the direction in which the loss is more nearly linear in the ball, i.e. smoother;
+# the definition). A loss that is linear in the ball gives 1 for the first five and 0 for the
+# last three.
+MEASURES = {
+    "ball_cosine": ("higher", "mean pairwise cosine of the loss gradients at random points of the ball"),
+    "centre_cosine": ("higher", "mean cosine of those gradients with the gradient at the image"),
+    "path_successive_cosine": ("higher", "mean cosine of the gradients at successive PGD iterates"),
+    "path_initial_cosine": ("higher", "mean cosine of the gradient at each PGD iterate with the one at the image"),
+    "straightness": ("higher", "|x_T - x_0| / length of the PGD path"),
+    "random_to_adversarial": ("lower", "mean loss increase along random directions on the ball's surface "
+                                       "(antithetic pairs) / the increase at PGD's strongest point"),
+    "taylor_remainder": ("lower", "|L(x*) - L(x) - g(x) . (x* - x)| at PGD's strongest point x* (nats)"),
+    "taylor_remainder_relative": ("lower", "the Taylor remainder / (L(x*) - L(x))"),
+}
+
+
+def _check_radii(radii, op, strict=False):
+    given = radii
+    radii = list(radii) if isinstance(radii, (list, tuple, numpy.ndarray)) else []
+    if not radii:
+        raise ValueError(f"{op}: radii must be a non-empty list of numbers {'>' if strict else '>='} 0, got {given!r}")
+    return [check_number(f"{op}: radii[{i}]", r, minimum=0, strict=strict) for i, r in enumerate(radii)]
+
+
+def _flat(a, image_ndim):
+    """``a`` (..., *image shape) as float64 (..., D), D the image size."""
+    return a.reshape(a.shape[:a.ndim - image_ndim] + (-1,)).astype(numpy.float64)
+
+
+def _row_cosines(a, b):
+    """cos(a, b) along the last axis of two arrays of the same shape (..., D); NaN where a row
+    of either is zero."""
+    na, nb = numpy.linalg.norm(a, axis=-1), numpy.linalg.norm(b, axis=-1)
+    with numpy.errstate(all="ignore"):
+        c = (a * b).sum(axis=-1) / (na * nb)
+    return numpy.where((na > 0) & (nb > 0), numpy.clip(c, -1, 1), numpy.nan)
+
+
+def _nanmean(a, axis):
+    """numpy.nanmean that gives NaN for an all-NaN slice without a warning."""
+    with numpy.errstate(all="ignore"):
+        count = numpy.isfinite(a).sum(axis=axis)
+        total = numpy.where(numpy.isfinite(a), a, 0).sum(axis=axis)
+        return numpy.where(count > 0, total / numpy.maximum(count, 1), numpy.nan)
+
+
+def ball_gradient_cosines(model, images, labels, radii, norm="inf", n_points=16, loss="ce", rng=None, batch_size=256,
+                          progress=False):
+    """Gradient similarity in balls of several radii. For each radius r and image x: the loss
+    gradients g_1 .. g_P at P = ``n_points`` uniform random points of the r-ball of ``norm``
+    around x (clipped to [0, 1]) and g_0 = dL/dx(x) give
+
+        ball_cosine   = mean_{i < j} cos(g_i, g_j)   (the talk's "similar gradients around an image")
+        centre_cosine = mean_i cos(g_i, g_0)          (how well the gradient at x predicts them)
+
+    Returns a dict of host arrays: radii (R,), pairwise (R, N, P (P - 1) / 2) the cosines of
+    all pairs, ball_cosine (R, N) and centre_cosine (R, N), NaN-aware per-image means (a pair
+    with a vanishing gradient is NaN)."""
+    return _ball_cosines(model, images, labels, radii, norm, n_points, loss, rng, batch_size, progress,
+                         "ball_gradient_cosines")
+
+
+def _ball_cosines(model, images, labels, radii, norm, n_points, loss, rng, batch_size, progress, op):
+    """:func:`ball_gradient_cosines`, its errors naming ``op``."""
+    norm = resolve_norm(norm, op)
+    radii = _check_radii(radii, op)
     check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
     x, y = _host(images), _host(labels)
     if y.shape != (len(x),):
         raise ValueError(f"{op}: labels must have shape ({len(x)},), got {y.shape}")
     gen = _rng(rng)
     per_chunk = max(1, batch_size // n_points)
-    rows = []
+    pairs = n_points * (n_points - 1) // 2
+    pairwise = numpy.full((len(radii), len(x), pairs), numpy.nan)
+    centre = numpy.full((len(radii), len(x)), numpy.nan)
     bar = tqdm(total=len(x), desc="gradient cosines", leave=False, disable=not progress)
     for i in range(0, len(x), per_chunk):
-        g = _ball_gradients(model, x[i:i + per_chunk], y[i:i + per_chunk], eps, n_points, norm, loss, gen,
-                            batch_size)
-        rows.extend(_pairwise_cosines(gi) for gi in g)
-        bar.update(len(g))
+        xc, yc = x[i:i + per_chunk], y[i:i + per_chunk]
+        with attack_mode(model):
+            g0 = backend.to_numpy(input_gradient(model, *prepare_inputs(model, xc, yc, op), loss)[0])
+        g0 = g0.reshape(len(xc), -1).astype(numpy.float64)
+        for r, eps in enumerate(radii):
+            g = _ball_gradients(model, xc, yc, eps, n_points, norm, loss, gen, batch_size)
+            pairwise[r, i:i + len(xc)] = [_pairwise_cosines(gi) for gi in g]
+            centre[r, i:i + len(xc)] = _nanmean(_row_cosines(g, g0[:, None]), axis=1)
+        bar.update(len(xc))
     bar.close()
-    per_image = numpy.stack(rows) if rows else numpy.zeros((0, n_points * (n_points - 1) // 2))
+    return {"radii": numpy.array(radii, dtype=numpy.float64), "pairwise": pairwise,
+            "ball_cosine": _nanmean(pairwise, axis=2), "centre_cosine": centre}
+
+
+def path_gradient_cosines(gradients):
+    """Gradient agreement along PGD paths, from the gradients (T + 1, N, D) of :func:`pgd_path`:
+    successive (T, N) = cos(g_t, g_{t+1}) for t = 0 .. T - 1 and initial (T, N) = cos(g_0, g_t)
+    for t = 1 .. T (NaN where a gradient vanishes). Both are 1 for a linear loss; an L-inf
+    iterate that has stopped at a corner of the box repeats its gradient, so successive counts
+    it as aligned."""
+    g = numpy.asarray(_host(gradients), dtype=numpy.float64)
+    if g.ndim != 3 or len(g) < 2:
+        raise ValueError(f"path_gradient_cosines: gradients must be (steps + 1 >= 2, N, D), got shape {g.shape}")
+    return {"successive": _row_cosines(g[:-1], g[1:]), "initial": _row_cosines(g[:1], g[1:])}
+
+
+def surface_directions(gen, shape, n_directions, eps, norm):
+    """2 ``n_directions`` perturbations (2 n, N, ...) on the surface of the eps-ball of ``norm``,
+    in antithetic pairs: u_1 .. u_n then -u_1 .. -u_n, each u = eps * step_direction(z) for a
+    Gaussian z, i.e. eps times random signs (L-inf: a random corner of the box, the kind of
+    point PGD ends at) or a uniform direction of L2 norm eps. The pairs cancel the first-order
+    term of the loss, so the mean increase along them is curvature alone."""
+    z = gen.standard_normal((n_directions,) + tuple(shape))
+    u = numpy.stack([eps * step_direction(zi, norm) for zi in z])
+    return numpy.concatenate([u, -u])
+
+
+def random_to_adversarial(model, images, labels, eps, norm="inf", n_directions=4, steps=20, loss="ce", rng=None,
+                          batch_size=256, path=None):
+    """Loss increase along random against adversarial directions at the same radius, and the
+    first-order Taylor remainder. With L0 = L(x), g = dL/dx(x), x* the iterate of PGD (``steps``
+    steps of :func:`pgd_path`, or the given ``path``) with the largest loss and dL* = L(x*) - L0,
+    and x_k = clip01(x + d_k) for the 2 ``n_directions`` perturbations d_k of
+    :func:`surface_directions`, per image:
+
+        random_increase      = mean_k L(x_k) - L0
+        adversarial_increase = dL*
+        ratio                = random_increase / dL*  (0 for a linear loss: the pairs cancel;
+                               (1/2) d'Hd / (g.d* + (1/2) d*'Hd*) for a quadratic one)
+        taylor_remainder     = |dL* - g . (x* - x)|   (0 for a linear loss; the local linearity
+                               measure of Qin et al. 2019, at PGD's point)
+        taylor_remainder_relative = taylor_remainder / dL*
+        taylor_remainder_random   = mean_k |L(x_k) - L0 - g . (x_k - x)|
+
+    The ratios are NaN where PGD did not raise the loss (dL* <= 0). Returns a dict of (N,)
+    float64 host arrays with those names."""
+    op = "random_to_adversarial"
+    norm = resolve_norm(norm, op)
+    check_number(f"{op}: eps", eps, minimum=0, strict=True)
+    check_number(f"{op}: n_directions", n_directions, minimum=1, integer=True)
+    x, y = _host(images), _host(labels)
+    prepare_inputs(model, x, y, op)
+    if path is None:
+        path = pgd_path(model, x, y, eps, None, steps, norm, loss)
+    losses, g0 = path["losses"], path["gradients"][0]
+    n, image_ndim = len(x), x.ndim - 1
+    best = losses.argmax(axis=0)
+    x_star = path["iterates"][best, numpy.arange(n)]
+    adv = losses[best, numpy.arange(n)] - losses[0]
+    remainder = numpy.abs(adv - (_flat(x_star - x, image_ndim) * g0).sum(axis=-1))
+    d = surface_directions(_rng(rng), x.shape, n_directions, eps, norm)
+    points = numpy.clip(x[None] + d, 0, 1).astype(x.dtype)
+    k = len(points)
+    values = _losses_at(model, points.reshape((k * n,) + x.shape[1:]), numpy.tile(y, k), loss, batch_size)[0]
+    rise = values.reshape(k, n) - losses[0]
+    random_remainder = numpy.abs(rise - (_flat(points - x[None], image_ndim) * g0).sum(axis=-1)).mean(axis=0)
+    rand = rise.mean(axis=0)
     with numpy.errstate(all="ignore"):
-        means = numpy.array([numpy.nanmean(r) if numpy.isfinite(r).any() else numpy.nan for r in per_image])
-    return {"values": per_image.reshape(-1), "per_image": per_image, "per_image_mean": means}
+        ratio = numpy.where(adv > 0, rand / adv, numpy.nan)
+        relative = numpy.where(adv > 0, remainder / adv, numpy.nan)
+    return {"random_increase": rand, "adversarial_increase": adv, "ratio": ratio, "taylor_remainder": remainder,
+            "taylor_remainder_relative": relative, "taylor_remainder_random": random_remainder}
+
+
+def landscape_measures(model, images, labels, radii, norm="inf", n_points=16, n_directions=4, steps=20, loss="ce",
+                       rng=None, batch_size=256, progress=False):
+    """Every measure of :data:`MEASURES` at each radius of ``radii`` in the balls of ``norm``,
+    for each image: :func:`ball_gradient_cosines`, then per radius one PGD path (``steps``
+    steps of size pgd_alpha(r, steps), from the image) shared by the path cosines
+    (:func:`path_gradient_cosines`, averaged over the steps), the straightness
+    (:func:`batch_straightness`) and :func:`random_to_adversarial`. Deterministic for a given
+    ``rng`` seed. Returns a dict of host arrays: radii (R,), one (R, N) array per measure
+    name, pairwise (R, N, P (P - 1) / 2) the ball's cosines, and example_path (R, T + 1, ...)
+    the PGD path of the first image at each radius."""
+    op = "landscape_measures"
+    norm = resolve_norm(norm, op)
+    radii = _check_radii(radii, op, strict=True)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    check_number(f"{op}: n_directions", n_directions, minimum=1, integer=True)
+    gen = _rng(rng)
+    out = _ball_cosines(model, images, labels, radii, norm, n_points, loss, gen, batch_size, False, op)
+    x, y = _host(images), _host(labels)
+    per_radius = {name: [] for name in MEASURES if name not in out}
+    paths = []
+    for eps in tqdm(radii, desc=f"landscape L{norm}", leave=False, disable=not progress):
+        path = pgd_path(model, x, y, eps, None, steps, norm, loss)
+        cos = path_gradient_cosines(path["gradients"])
+        curv = random_to_adversarial(model, x, y, eps, norm, n_directions, steps, loss, gen, batch_size, path)
+        per_radius["path_successive_cosine"].append(_nanmean(cos["successive"], axis=0))
+        per_radius["path_initial_cosine"].append(_nanmean(cos["initial"], axis=0))
+        per_radius["straightness"].append(batch_straightness(path["iterates"]))
+        per_radius["random_to_adversarial"].append(curv["ratio"])
+        per_radius["taylor_remainder"].append(curv["taylor_remainder"])
+        per_radius["taylor_remainder_relative"].append(curv["taylor_remainder_relative"])
+        paths.append(path["iterates"][:, 0])
+    out.update({name: numpy.stack(v) for name, v in per_radius.items()})
+    out["example_path"] = numpy.stack(paths)
+    return out

@@ -6,7 +6,8 @@ as PNG files (parent folders are created).
 * :func:`plot_spectra`          - singular values as bar charts, one panel per matrix;
 * :func:`plot_cosine_histograms` - histograms of gradient cosine similarities per model;
 * :func:`plot_loss_landscape`   - loss contours on a plane with a PGD path on top;
-* :func:`plot_fooling_rates`    - grouped bars of fooling rates per model and method.
+* :func:`plot_fooling_rates`    - grouped bars of fooling rates per model and method;
+* :func:`plot_landscape_measures` - each landscape measure against the radius, per model and norm.
 
 Images are channel-first (C, H, W) as everywhere in minidl; flat vectors (D,) are reshaped with
 ``image_shape`` or, when it is omitted, as a square 1-channel (D = s^2) or 3-channel (D = 3 s^2)
@@ -206,5 +207,39 @@ def plot_fooling_rates(rates, path, title="fooling rate", ylabel="fooling rate")
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def plot_landscape_measures(rows, path, models=("natural", "adversarial")):
+    """One panel per measure: its mean over the images (bars: one standard error) against the
+    radius as a fraction of the full radius, a line per model and norm (solid L-inf, dashed L2).
+    ``rows`` are the dicts of :func:`minidl.study.analyses.landscape_analysis`: measure, norm,
+    fraction, smoother and per model a summary with mean and se (None where not measured)."""
+    plt = _pyplot()
+    if not rows:
+        raise ValueError("plot_landscape_measures: nothing to plot")
+    measures = list(dict.fromkeys(r["measure"] for r in rows))
+    cols = min(4, len(measures))
+    nrows = math.ceil(len(measures) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+    colours = dict(zip(models, ("tab:blue", "tab:orange", "tab:green")))
+    for ax, measure in zip(axes.ravel(), measures):
+        mine = [r for r in rows if r["measure"] == measure]
+        for model in models:
+            for norm, style in (("inf", "-"), ("2", "--")):
+                line = sorted((r["fraction"], r[model]["mean"], r[model]["se"]) for r in mine if r["norm"] == norm)
+                if not line:
+                    continue
+                f, m, e = (numpy.array([numpy.nan if v is None else v for v in col], dtype=float) for col in zip(*line))
+                ax.errorbar(f, m, yerr=numpy.nan_to_num(e), fmt=style, marker="o", ms=3, color=colours.get(model),
+                            capsize=2, label=f"{model}, L{norm}")
+        ax.set_title(f"{measure} ({mine[0]['smoother']} = smoother)", fontsize=8)
+        ax.set_xlabel("radius / full radius", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(measures):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6)
     fig.tight_layout()
     return _save(fig, path, plt)

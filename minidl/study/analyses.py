@@ -114,26 +114,67 @@ def uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed):
     return result
 
 
+def landscape_fractions(p):
+    """The preset's landscape radii as fractions of the full radius, 1.0 included, ascending."""
+    return sorted({float(f) for f in p.landscape_fractions} | {1.0})
+
+
+def _summary(values):
+    """mean, median, standard error of the mean and count of the finite entries of ``values``
+    (None for what needs more entries than there are)."""
+    v = numpy.asarray(values, dtype=numpy.float64)
+    v = v[numpy.isfinite(v)]
+    n = len(v)
+    return {"mean": float(v.mean()) if n else None, "median": float(numpy.median(v)) if n else None,
+            "se": float(v.std(ddof=1) / numpy.sqrt(n)) if n > 1 else None, "n": int(n)}
+
+
 def landscape_analysis(p, models, data, out_dir, seed):
-    """PGD trajectory straightness and gradient cosine similarity, natural vs adversarial."""
+    """Every measure of :data:`minidl.adversarial.landscape.MEASURES` for the natural and the
+    adversarial model, in L-inf balls (radii: fractions of cos_eps) and L2 balls (fractions of
+    l2_eps), on the same test images and the same random draws for both models. One row per
+    (measure, norm, radius) holds each model's summary over the images and the paired
+    per-image difference adversarial - natural (what the verdicts judge). The old summary keys
+    (straightness: L2 paths at l2_eps; cosine: pairwise in the L-inf ball of cos_eps) stay."""
     images, labels = data[0][:p.landscape_n], data[1][:p.landscape_n]
-    alpha = pgd_alpha(p.l2_eps, p.landscape_steps)
-    result, cosines = {}, {}
+    fractions = landscape_fractions(p)
+    radii = {"inf": [f * p.cos_eps for f in fractions], "2": [f * p.l2_eps for f in fractions]}
+    full = fractions.index(1.0)
+    measured = {}
     for name in ("natural", "adversarial"):
         model = models[name]["model"]
-        trajs = landscape.pgd_trajectories(model, images, labels, p.l2_eps, alpha, p.landscape_steps, norm="2")
-        straight = landscape.batch_straightness(trajs)
-        cos = landscape.gradient_cosine_similarities_many(model, images, labels, p.cos_eps, n_points=p.cos_points,
-                                                          norm="inf", rng=seed)
-        cosines[name] = cos["values"]
-        landscape.plot_trajectory(model, images[0], labels[0], trajs[:, 0],
+        measured[name] = {norm: landscape.landscape_measures(
+            model, images, labels, radii[norm], norm, n_points=p.cos_points, n_directions=p.landscape_directions,
+            steps=p.landscape_steps, rng=seed) for norm in ("inf", "2")}
+    rows = []
+    for measure, (way, definition) in landscape.MEASURES.items():
+        for norm in ("inf", "2"):
+            for i, (fraction, radius) in enumerate(zip(fractions, radii[norm])):
+                nat, adv = (measured[name][norm][measure][i] for name in ("natural", "adversarial"))
+                rows.append({"measure": measure, "norm": norm, "radius": radius, "fraction": fraction,
+                             "smoother": way, "natural": _summary(nat), "adversarial": _summary(adv),
+                             "difference": _summary(adv - nat)})
+    result = {"rows": rows}
+    cosines = {}
+    for name in ("natural", "adversarial"):
+        straight = measured[name]["2"]["straightness"][full]
+        pairs = measured[name]["inf"]["pairwise"][full].reshape(-1)
+        cosines[name] = pairs
+        example = measured[name]["2"]["example_path"][full]
+        landscape.plot_trajectory(models[name]["model"], images[0], labels[0], example,
                                   os.path.join(out_dir, f"trajectory_{name}.png"))
-        result[name] = {"straightness_mean": float(numpy.nanmean(straight)),
-                        "straightness_median": float(numpy.nanmedian(straight)),
-                        "cosine_mean": float(numpy.nanmean(cos["values"])),
-                        "cosine_median": float(numpy.nanmedian(cos["values"]))}
+        with numpy.errstate(all="ignore"):
+            result[name] = {"straightness_mean": float(numpy.nanmean(straight)),
+                            "straightness_median": float(numpy.nanmedian(straight)),
+                            "cosine_mean": float(numpy.nanmean(pairs)), "cosine_median": float(numpy.nanmedian(pairs))}
     plots.plot_cosine_histograms(cosines, os.path.join(out_dir, "gradient_cosines.png"))
+    plots.plot_landscape_measures(rows, os.path.join(out_dir, "landscape_measures.png"))
     result["settings"] = {"n_images": int(len(labels)), "trajectory_eps_l2": p.l2_eps, "steps": p.landscape_steps,
-                          "alpha": alpha, "cos_eps_linf": p.cos_eps, "cos_points": p.cos_points}
-    result["figures"] = ["trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png"]
+                          "alpha": pgd_alpha(p.l2_eps, p.landscape_steps),
+                          "alpha_rule": f"alpha = {PGD_ALPHA_FACTOR} * r / steps",
+                          "cos_eps_linf": p.cos_eps, "cos_points": p.cos_points, "fractions": fractions,
+                          "radii_linf": radii["inf"], "radii_l2": radii["2"], "directions": p.landscape_directions,
+                          "definitions": {k: v[1] for k, v in landscape.MEASURES.items()}}
+    result["figures"] = ["trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png",
+                         "landscape_measures.png"]
     return result

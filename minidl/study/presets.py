@@ -33,6 +33,10 @@ class Preset:
     landscape_steps: int
     cos_points: int
     cos_eps: float
+    # Landscape radii as fractions of cos_eps (L-inf balls) and of l2_eps (L2 balls); 1.0 is
+    # always added, since the talk's own measures are taken at the full radius.
+    landscape_fractions: tuple = (0.25, 0.5, 1.0)
+    landscape_directions: int = 4   # random directions u, each used as +u and -u, for the curvature ratio
 
     def to_dict(self):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
