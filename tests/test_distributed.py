@@ -22,7 +22,7 @@ from minidl.train import CHECKPOINT
 from conftest import examples
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "mpi"))
-from cases import dataset, tiny_model, train_config  # noqa: E402
+from cases import banded_model, dataset, tiny_model, train_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi", "worker.py")
@@ -267,6 +267,19 @@ def test_sharded_robust_accuracy_equals_the_unsharded_one(tmp_path):
         assert got[name]["robust_correct"] == ref["robust_correct"].tolist()
         assert got[name]["clean_correct"] == ref["clean_correct"].tolist()
         assert got[name]["robust_accuracy"] == ref["robust_accuracy"]
+
+
+@needs_mpi
+def test_sharded_rse_evaluation_gathers_the_one_process_results(tmp_path):
+    from minidl.adversarial.rse_eval import evaluate_rse
+    _ok(_mpirun("rse", tmp_path))
+    got = json.load(open(tmp_path / "rse.json"))
+    ref = evaluate_rse(banded_model(), dataset(13, seed=2), eps=0.0, alpha=0.01, steps=2, n_ensemble=2, eot_samples=2,
+                       batch_size=4, huge_eps=1.0, check_n=5)
+    assert got["n"] == got["noisy_n"] == 13
+    for key in ("clean_correct", "single_pass_robust_correct", "eot_robust_correct"):
+        assert got[key] == ref[key].tolist(), key
+    assert got["huge"] == ref["huge_eps_accuracy"]
 
 
 @needs_mpi

@@ -22,6 +22,7 @@ import numpy
 from tqdm.auto import tqdm
 
 from .. import backend
+from ..distributed import shard, world
 from ..models.ensemble import Ensemble
 from ..nn.noise import noise_layers
 from ..tensor import Tensor
@@ -36,7 +37,7 @@ RANDOMIZED_WARNING = evaluate.RANDOMIZED_WARNING + "; report pgd_eot_accuracy, n
 
 def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_samples=10, restarts=1,
                  batch_size=100, loss="ce", huge_eps=None, num_classes=None, check_n=16, gap_slack=0.02,
-                 progress=False):
+                 progress=False, comm=None):
     """Clean and robust accuracy of the self-ensemble of ``model``.
 
     ``model`` is the noisy network (e.g. from :func:`minidl.models.rse`) or an
@@ -54,6 +55,10 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     (single-pass minus EOT accuracy), n, randomized, warnings (list of str), huge_eps_accuracy
     (or None), settings (every argument and the noise sigmas) and the per-example boolean
     arrays clean_correct, single_pass_robust_correct, eot_robust_correct.
+
+    Sharded over the ranks of ``comm`` (default :func:`minidl.distributed.world`) as
+    ``robust_accuracy`` is: each rank attacks its block, the per-example results are gathered
+    in order; the randomness probe and the huge-eps check run on rank 0 and are broadcast.
     """
     op = "evaluate_rse"
     inner = model.model if isinstance(model, Ensemble) else model
@@ -71,10 +76,12 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
         return pgd(inner, x, y, radius, alpha, steps, norm=norm_key, restarts=restarts, loss=loss,
                    eot_samples=eot)
 
+    comm = comm or world()
+    full = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
+    mine = shard(full, comm) if comm.size > 1 else full
     clean, single_clean, robust_single, robust_eot = [], [], [], []
-    total = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
-    bar = tqdm(total=total, desc=op, leave=False, disable=not progress)
-    for xb, yb in batches(data, batch_size):
+    bar = tqdm(total=len(mine[0]), desc=op, leave=False, disable=not (progress and comm.is_root))
+    for xb, yb in batches(mine, batch_size):
         x, y = prepare_inputs(inner, xb, yb, op)
         y_host = backend.to_numpy(y.data)
         ok = predict(ens, x) == y_host
@@ -91,14 +98,17 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
         robust_eot.append(ok_eot)
         bar.update(len(yb))
     bar.close()
-    clean, single_clean = numpy.concatenate(clean), numpy.concatenate(single_clean)
-    robust_single, robust_eot = numpy.concatenate(robust_single), numpy.concatenate(robust_eot)
+    per_example = [numpy.concatenate(a) if a else numpy.zeros(0, dtype=bool)
+                   for a in (clean, single_clean, robust_single, robust_eot)]
+    if comm.size > 1:
+        per_example = [comm.allgather(a) for a in per_example]
+    clean, single_clean, robust_single, robust_eot = per_example
     both = robust_single & robust_eot
 
     warnings = []
-    images = data[0] if isinstance(data, (tuple, list)) else data.images
+    images = full[0]
     probe = images[:max(1, min(len(images), check_n or 16))]
-    randomized = bool(is_randomized(ens, probe))
+    randomized = bool(comm.broadcast_object(is_randomized(ens, probe) if comm.is_root else None))
     if randomized:
         warnings.append(RANDOMIZED_WARNING)
     if eot_samples < 10:
@@ -111,11 +121,13 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
                         "number is an artefact of the randomness (Athalye et al. 2018)")
     huge_acc = None
     if huge_eps is not None and check_n > 0:
-        x, y = prepare_inputs(inner, images[:check_n], _labels(data)[:check_n], op)
-        huge_acc = float((predict(ens, attack(x, y, eot_samples, radius=huge_eps))
-                          == backend.to_numpy(y.data)).mean())
-        if num_classes is None:
-            num_classes = ens.predict_proba(x[:1]).shape[1]
+        if comm.is_root:
+            x, y = prepare_inputs(inner, images[:check_n], full[1][:check_n], op)
+            huge_acc = float((predict(ens, attack(x, y, eot_samples, radius=huge_eps))
+                              == backend.to_numpy(y.data)).mean())
+            if num_classes is None:
+                num_classes = ens.predict_proba(x[:1]).shape[1]
+        huge_acc, num_classes = comm.broadcast_object((huge_acc, num_classes))
         masked = masked_gradient_warning(huge_acc, num_classes, eps=huge_eps)
         if masked:
             warnings.append(masked)
@@ -129,6 +141,3 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
             "randomized": randomized, "warnings": warnings, "huge_eps_accuracy": huge_acc, "settings": settings,
             "clean_correct": clean, "single_pass_robust_correct": robust_single, "eot_robust_correct": robust_eot}
 
-
-def _labels(data):
-    return data[1] if isinstance(data, (tuple, list)) else data.labels

@@ -19,7 +19,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
     (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data).
 
     Under ``mpirun`` the models train data-parallel and the accuracy table is sharded over the
-    ranks (exact, gathered); the RSE, UAP and landscape stages run on rank 0 alone; rank 0
+    ranks (exact, gathered), as is the RSE table; the UAP and landscape stages run on rank 0 alone; rank 0
     alone writes. Every rank returns the metrics."""
     device = backend.normalize_device(device)
     base = "cifar10" if dataset == "cifar10" else "mnist"
@@ -51,7 +51,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                           lambda: accuracy_table(p, models, eval_set, num_classes, progress), sharded=True)
     rse = stages.run("rse", {"preset": p.to_dict(), "models": _model_ids(models)},
                      lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
-                                       num_classes, progress))
+                                       num_classes, progress), sharded=True)
     uap = stages.run("uap", {"preset": p.to_dict(), "models": _model_ids(models)},
                      lambda: uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed))
     landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models)},
