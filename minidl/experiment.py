@@ -343,12 +343,14 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     check_number("seed", seed, minimum=0, integer=True)
     check_number("judge_samples", judge_samples, minimum=1, integer=True, allow_none=True)
     alpha = pgd_alpha(eps, steps) if alpha is None else alpha
+    # Seeded before the model is built (its initialisation draws from the generator), so that
+    # with seed 0, the generator's state at import, a fresh process draws what earlier runs drew.
+    backend.manual_seed(seed)
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    backend.manual_seed(seed)  # seed 0 is the generator's state at import: earlier runs are unchanged
     judge = world().broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
     if attack == "fgsm":
         run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)

@@ -166,18 +166,23 @@ def test_cli_attack_says_how_points_were_judged(tmp_path):
         pytest.skip("real MNIST files not found")
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 32)
-    results = {}
-    for name, extra in (("rse_wong_mnist", []), ("rse_wong_mnist", ["--judge-samples", "3"]), ("mlp", [])):
+    results, draws = {}, {}
+    for name, extra in (("rse_wong_mnist", []), ("rse_wong_mnist", ["--judge-samples", "3"]), ("mlp", []),
+                        ("rse_wong_mnist", ["--seed", "0"])):
         run = tmp_path / name
         if not run.exists():
             train_on_arrays(TrainConfig(dataset="mnist", model=name, epochs=1, batch_size=32), (x, y),
                             (x[:8], y[:8]), str(run), progress=False)
-        out = tmp_path / f"{name}{len(extra)}.json"
+        out = tmp_path / f"{name}{len(results)}.json"
         code = cli_main(["attack", "--checkpoint", str(run / CHECKPOINT), "--eps", "0.05", "--steps", "2",
                          "--data-dir", str(real), "--limit", "8", "--no-checks", "--quiet", "--json", str(out)] + extra)
         assert code == 0
-        results[(name, len(extra))] = json.loads(out.read_text())
-    assert results[("rse_wong_mnist", 0)]["judge_samples"] == 20
-    assert "mean softmax of 20" in results[("rse_wong_mnist", 0)]["judged_by"]
-    assert results[("rse_wong_mnist", 2)]["judge_samples"] == 3
-    assert results[("mlp", 0)]["judge_samples"] == 1 and "one forward pass" in results[("mlp", 0)]["judged_by"]
+        results[(name, " ".join(extra))] = json.loads(out.read_text())
+        draws[(name, " ".join(extra))] = md.backend.rng().random()  # where the run left the generator
+    rse, mlp = results[("rse_wong_mnist", "")], results[("mlp", "")]
+    assert rse["judge_samples"] == 20 and "mean softmax of 20" in rse["judged_by"]
+    assert results[("rse_wong_mnist", "--judge-samples 3")]["judge_samples"] == 3
+    assert mlp["judge_samples"] == 1 and "one forward pass" in mlp["judged_by"]
+    # the same seed: the same noise and starts from the same generator state, the same numbers
+    again = ("rse_wong_mnist", "--seed 0")
+    assert results[again] == rse and draws[again] == draws[("rse_wong_mnist", "")]
