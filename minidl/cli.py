@@ -104,7 +104,7 @@ def cmd_attack(args):
                                steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
                                eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
                                limit=args.limit, checks=not args.no_checks, progress=not args.quiet,
-                               version=args.version, seed=args.seed)
+                               version=args.version, seed=args.seed, judge_samples=args.judge_samples)
     if not distributed.world().is_root:  # every rank holds the gathered result; one reports it
         return 0
     if result["attack"] == "autoattack":
@@ -116,6 +116,8 @@ def cmd_attack(args):
         print(f"{result['attack']} (norm {result['norm']}, eps {result['eps']:.4g}, alpha {result['alpha']:.4g}, "
               f"{result['steps']} steps, {result['restarts']} restarts) on {result['n']} test images: "
               f"clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
+    if result["judge_samples"] > 1:
+        print(f"  (points judged by {result['judged_by']})")
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
     if args.json is not None:
@@ -189,7 +191,8 @@ def build_parser():
     at.add_argument("--attack", choices=["fgsm", "pgd", "autoattack"], default="pgd")
     at.add_argument("--version", choices=["standard", "rand"], default="standard",
                     help="AutoAttack's version: standard, or rand (EOT 20) for randomized models")
-    at.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0, help="AutoAttack's seed")
+    at.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0,
+                    help="seed of the random starts, the model's noise and AutoAttack's stages")
     at.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
     at.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None,
                     help="default 2.5 * eps / steps")
@@ -198,6 +201,9 @@ def build_parser():
     at.add_argument("--norm", choices=["inf", "2"], default="inf")
     at.add_argument("--loss", choices=["ce", "margin"], default="ce")
     at.add_argument("--eot-samples", type=number(int, "--eot-samples", minimum=1), default=1)
+    at.add_argument("--judge-samples", type=number(int, "--judge-samples", minimum=1), default=None,
+                    help="judge each point by the mean softmax of N passes; default 20 for a randomized "
+                         "model (e.g. RSE), 1 otherwise")
     at.add_argument("--data-dir", default=None)
     at.add_argument("--device", default="cpu")
     at.add_argument("--limit", type=number(int, "--limit", minimum=1), default=None)

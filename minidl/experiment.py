@@ -8,7 +8,7 @@ import os
 from . import backend
 from .adversarial import StageLog, autoattack, fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
 from .adversarial.attacks import pgd_alpha
-from .adversarial.evaluate import stage_warnings
+from .adversarial.evaluate import PROBE_N, judge_samples_for, stage_warnings
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -321,10 +321,15 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
 
 def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
                       loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
-                      checks=True, progress=True, version="standard", seed=0):
+                      checks=True, progress=True, version="standard", seed=0, judge_samples=None):
     """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM, PGD or
-    AutoAttack (``version``, ``seed``; the result then holds the per-stage ``breakdown``), plus
-    the sanity checks of ``adversarial.evaluate`` on the first 500 images."""
+    AutoAttack (``version``; the result then holds the per-stage ``breakdown``, over all ranks
+    under MPI), plus the sanity checks of ``adversarial.evaluate`` on the first 500 images.
+
+    ``seed`` seeds minidl's generator (random starts, noise) and AutoAttack's stages. Points
+    are judged by the mean softmax of ``judge_samples`` passes (None: 20 for a randomized
+    model, e.g. RSE, 1 otherwise; ``adversarial.evaluate``); the result says which
+    (``judge_samples``, ``judged_by``)."""
     # Every argument is checked before the model and the data are loaded.
     check_choice("attack", attack, ATTACKS)
     check_choice("version", version, ("standard", "rand"))
@@ -336,29 +341,36 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     check_number("limit", limit, minimum=1, integer=True, allow_none=True)
     check_number("batch_size", batch_size, minimum=1, integer=True)
     check_number("seed", seed, minimum=0, integer=True)
+    check_number("judge_samples", judge_samples, minimum=1, integer=True, allow_none=True)
     alpha = pgd_alpha(eps, steps) if alpha is None else alpha
+    # Seeded before the model is built (its initialisation draws from the generator), so that
+    # with seed 0, the generator's state at import, a fresh process draws what earlier runs drew.
+    backend.manual_seed(seed)
     model, state = load_model(checkpoint_path, device)
     config = state["config"]
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    judge = world().broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
     if attack == "fgsm":
         run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
     elif attack == "autoattack":
         log = StageLog()
         run = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
-                                         progress=progress)
+                                         progress=progress, judge_samples=judge)
     else:
         run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
                                   eot_samples=eot_samples)
-    result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress)
+    result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress,
+                             judge_samples=judge)
     out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
+           "judge_samples": judge, "judged_by": judged_by(judge), "seed": seed,
            "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
     if attack == "autoattack":
-        out.update(version=version, seed=seed, breakdown=log.rows())
+        out.update(version=version, breakdown=log.gathered().rows())
     if checks:
         sub = (images[:500], labels[:500])
         warnings, numbers = sanity_checks(
@@ -367,8 +379,15 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
             more_steps_attack=lambda m, x, y: pgd(m, x, y, eps, alpha, 2 * steps, norm=norm, eot_samples=eot_samples),
             huge_eps_attack=lambda m, x, y: pgd(m, x, y, 1.0 if norm == "inf" else 50.0, 0.1 if norm == "inf" else 5.0,
                                                 steps, norm=norm, eot_samples=eot_samples),
-            batch_size=batch_size, progress=progress)
+            batch_size=batch_size, progress=progress, judge_samples=judge)
         out["warnings"], out["checks"] = warnings, numbers
     if attack == "autoattack":
         out["warnings"] = out.get("warnings", []) + stage_warnings(out["breakdown"])
     return out
+
+
+def judged_by(samples):
+    """How ``attack_checkpoint`` judged the points, in words (for its result and the JSON)."""
+    if samples == 1:
+        return "the argmax of one forward pass"
+    return f"the argmax of the mean softmax of {samples} forward passes (the expectation over the model's noise)"

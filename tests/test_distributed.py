@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 import minidl as md
 from minidl import distributed
-from minidl.adversarial import fgsm, pgd, robust_accuracy
+from minidl.adversarial import StageLog, autoattack, fgsm, pgd, robust_accuracy
 from minidl.data import DataLoader
 from minidl.experiment import train_on_arrays
 from minidl.functional import cross_entropy
@@ -22,7 +22,7 @@ from minidl.train import CHECKPOINT
 from conftest import examples
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "mpi"))
-from cases import banded_model, dataset, tiny_model, train_config  # noqa: E402
+from cases import AA_EPS, autoattack_data, banded_model, dataset, tiny_model, train_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi", "worker.py")
@@ -195,6 +195,29 @@ def test_a_stage_run_alone_sees_a_one_process_world():
         distributed.set_world(old)
 
 
+class LogsOfRanks(distributed.SingleProcess):
+    """A communicator whose allgather_object answers the given per-rank objects."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def allgather_object(self, obj):
+        return self.objects
+
+
+def test_stage_log_gathered_sums_counts_and_takes_the_slowest_rank():
+    a, b, empty = StageLog(), StageLog(), StageLog()
+    a.add("clean", 5, 0.5, n=6)
+    a.add("apgd-ce", 3, 2.0)
+    b.add("clean", 4, 0.25, n=5)
+    b.add("apgd-ce", 2, 3.0)
+    ranks = [(log.n, list(log.stages.items())) for log in (a, empty, b)]  # a rank without examples logs nothing
+    rows = a.gathered(LogsOfRanks(ranks)).rows()
+    assert rows == [{"stage": "clean", "robust": 9, "robust_accuracy": 9 / 11, "seconds": 0.5},
+                    {"stage": "apgd-ce", "robust": 5, "robust_accuracy": 5 / 11, "seconds": 3.0}]
+    assert a.gathered().rows() == a.rows()  # one process: the log itself
+
+
 # --- under mpirun -n 2 ------------------------------------------------------------------------
 def _mpirun(case, out, n=2, timeout=180):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -282,6 +305,27 @@ def test_sharded_rse_evaluation_gathers_the_one_process_results(tmp_path):
     assert got["huge"] == ref["huge_eps_accuracy"]
 
 
+def test_sharded_autoattack_breakdown_equals_the_unsharded_one(tmp_path):
+    """Every stage's robust count over both ranks' shards is the one-process count (not one
+    shard's), and a stage's seconds are those of the slower rank."""
+    _ok(_mpirun("autoattack", tmp_path))
+    got = json.load(open(tmp_path / "autoattack.json"))
+    log = StageLog()
+    model = tiny_model()
+    ref = robust_accuracy(model, autoattack_data(model), lambda m, x, y: autoattack(m, x, y, AA_EPS, log=log),
+                          batch_size=3, progress=False)
+    expected = log.rows()
+    assert [r["stage"] for r in got["rows"]] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    assert [(r["stage"], r["robust"], r["robust_accuracy"]) for r in got["rows"]] == \
+        [(r["stage"], r["robust"], r["robust_accuracy"]) for r in expected]
+    assert expected[0]["robust"] > expected[-1]["robust"]  # the stages broke points: the counts say something
+    assert all(sum(own[i]["robust"] for own in got["own"]) == r["robust"] for i, r in enumerate(got["rows"]))
+    assert all(0 < own[0]["robust"] < r["robust"] for own in got["own"] for r in got["rows"][:1])  # each rank a part
+    for i, row in enumerate(got["rows"]):
+        assert row["seconds"] == max(own[i]["seconds"] for own in got["own"])
+    assert got["robust_accuracy"] == ref["robust_accuracy"] == expected[-1]["robust_accuracy"]
+
+
 @needs_mpi
 def test_a_failing_rank_ends_every_rank_with_one_clear_line(tmp_path):
     proc = _mpirun("fail", tmp_path, timeout=60)  # a hang would raise TimeoutExpired
@@ -348,3 +392,12 @@ def test_cli_train_and_attack_under_mpirun(tmp_path):
     one, two = json.load(open(tmp_path / "one.json")), json.load(open(tmp_path / "two.json"))
     assert one["n"] == two["n"] == 50
     assert one["robust_accuracy"] == two["robust_accuracy"] and one["clean_accuracy"] == two["clean_accuracy"]
+    # AutoAttack's breakdown covers both shards: its clean row counts every image, not one rank's
+    aa = ["attack", "--checkpoint", str(out / CHECKPOINT), "--attack", "autoattack", "--eps", "0.3", "--no-checks",
+          "--limit", "8", "--quiet"]
+    _ok(run(2, *aa, "--json", str(tmp_path / "aa2.json")))
+    _ok(run(1, *aa, "--json", str(tmp_path / "aa1.json")))
+    one, two = json.load(open(tmp_path / "aa1.json")), json.load(open(tmp_path / "aa2.json"))
+    assert two["breakdown"][0] == {**one["breakdown"][0], "seconds": two["breakdown"][0]["seconds"]}
+    assert two["breakdown"][0]["robust"] == round(8 * one["clean_accuracy"])
+    assert two["breakdown"][-1]["robust_accuracy"] == two["robust_accuracy"]

@@ -10,17 +10,25 @@ every stage.
   gradient and loss averaged over 20 forward passes (expectation over transformation).
 
 ``StageLog`` collects the per-stage breakdown (robust accuracy after each stage, seconds),
-summed over every batch the attack is called on. For "rand" a point counts as broken when the
-mean logits of 20 passes misclassify it; a later single noisy pass (``robust_accuracy``) may
-still classify it correctly, so the two numbers differ for randomized models.
+summed over every batch the attack is called on; under MPI, :meth:`StageLog.gathered` sums the
+counts of every rank's shard (and takes the slowest rank's seconds).
+
+A point counts as broken when the model's expected prediction misclassifies it: the argmax of
+the mean softmax of ``judge_samples`` passes, the rule of ``robust_accuracy`` and of RSE's
+ensemble (:mod:`minidl.adversarial.evaluate`); by default 20 passes for a randomized model,
+one for a deterministic one. ``robust_accuracy`` judges the returned points afresh by the same
+rule, so on a randomized model its number can differ from the log's last row by the points
+whose judgement the noise decides.
 """
 import time
 
 from .. import backend
+from ..distributed import world
 from ..tensor import Tensor
 from .apgd import apgd, mean_logits
 from ..validation import check_number
 from .attacks import attack_mode, prepare_inputs
+from .evaluate import PROBE_N, judge_samples_for, predict
 from .norms import resolve_norm
 from .fab import fab
 from .square import square
@@ -48,6 +56,21 @@ class StageLog:
         return [{"stage": s, "robust": r, "robust_accuracy": r / self.n if self.n else float("nan"), "seconds": sec}
                 for s, (r, sec) in self.stages.items()]
 
+    def gathered(self, comm=None):
+        """The log of the whole job when each rank of ``comm`` (default
+        :func:`minidl.distributed.world`) logged its own shard: examples and robust counts
+        summed over the ranks, seconds the largest of any rank (the ranks run side by side,
+        so a stage lasts as long as its slowest rank). A new StageLog; every rank gets it."""
+        comm = comm or world()
+        out = StageLog()
+        for n, stages in comm.allgather_object((self.n, list(self.stages.items()))):
+            out.n += n
+            for stage, (robust, seconds) in stages:  # a rank without examples logged no stage
+                entry = out.stages.setdefault(stage, [0, 0.0])
+                entry[0] += robust
+                entry[1] = max(entry[1], seconds)
+        return out
+
 
 def stages(eps, norm, version, seed, progress=False):
     """[(name, attack(model, x, y))] of an AutoAttack version, in order."""
@@ -73,11 +96,13 @@ def _classes(model, x):
     return int(mean_logits(model, x[:1].data).shape[1])
 
 
-def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=None, progress=False):
+def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=None, progress=False,
+               judge_samples=None):
     """AutoAttack on the batch (x, y) (module docstring); each stage attacks only the examples
-    still classified correctly. ``log``, a ``StageLog``, receives the breakdown; ``progress``
-    shows a bar per stage. Returns a detached Tensor of worst-case inputs (x where every stage
-    failed, or the model misclassifies x already)."""
+    still classified correctly, judged by the mean softmax of ``judge_samples`` passes (None:
+    20 for a randomized model, 1 otherwise). ``log``, a ``StageLog``, receives the breakdown;
+    ``progress`` shows a bar per stage. Returns a detached Tensor of worst-case inputs (x where
+    every stage failed, or the model misclassifies x already)."""
     op = "autoattack"
     norm = resolve_norm(norm, op)
     check_number(f"{op}: eps", eps, minimum=0)
@@ -87,12 +112,16 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
     if log is not None and not isinstance(log, StageLog):
         raise TypeError(f"{op}: log must be a StageLog or None, got {type(log).__name__}")
     x, y = prepare_inputs(model, x, y, op)
+    samples = judge_samples_for(model, x[:PROBE_N], judge_samples, op)
     xp = backend.get_array_module(x.data)
     out = x.data.copy()
-    eot = 1 if version == "standard" else EOT_SAMPLES
+
+    def correct(points, labels):
+        return xp.asarray(predict(model, Tensor(points), samples)) == labels
+
     with attack_mode(model):
         t0 = time.perf_counter()
-        robust = mean_logits(model, x.data, eot).argmax(axis=1) == y.data
+        robust = correct(x.data, y.data)
         if log is not None:
             log.add("clean", robust.sum(), time.perf_counter() - t0, n=len(y))
         for name, attack in stages(eps, norm, version, seed, progress):
@@ -100,7 +129,7 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
             rows = xp.nonzero(robust)[0]
             if len(rows):
                 adv = attack(model, Tensor(x.data[rows]), Tensor(y.data[rows])).data
-                broken = mean_logits(model, adv, eot).argmax(axis=1) != y.data[rows]
+                broken = ~correct(adv, y.data[rows])
                 out[rows[broken]] = adv[broken]
                 robust[rows[broken]] = False
             if log is not None:

@@ -13,6 +13,16 @@ warnings in the spirit of AutoAttack's checks (Croce and Hein 2020):
   is not converging or the gradients mislead it;
 * in AutoAttack's breakdown, points that survive APGD but fall to FAB or to the gradient-free
   Square mean the gradients were not showing the way (``stage_warnings``).
+
+Judging a randomized model. A randomized classifier (Random Self-Ensemble) predicts by the
+expectation over its noise, the argmax of the mean softmax of many passes
+(:class:`~minidl.models.ensemble.Ensemble`). An adversarial point is judged by that same rule:
+``robust_accuracy`` and ``autoattack`` count a point as classified correctly when the argmax
+of the mean softmax of ``judge_samples`` passes is its label. One fresh noisy pass would
+instead ask whether a single draw of the noise happens to classify the point correctly, which
+neither the model's own prediction nor an adversary's goal is. By default a model that
+:func:`is_randomized` finds randomized is judged by ``JUDGE_SAMPLES`` passes, any other by one
+pass (for a deterministic model the two are the same).
 """
 import os
 
@@ -22,12 +32,19 @@ from tqdm.auto import tqdm
 from .. import backend
 from ..autograd import no_grad
 from ..distributed import shard, world
+from ..models.ensemble import Ensemble
+from ..validation import check_number
 from .attacks import attack_mode, prepare_inputs
 
 # Accuracy at a huge eps may exceed chance (1 / classes) by this much before it counts as a sign
 # of masked gradients: the checks run on about 100 points, where 0.1 is three standard errors
 # of an accuracy near chance for 10 classes (sqrt(0.1 * 0.9 / 100) = 0.03).
 CHANCE_SLACK = 0.1
+# Passes whose mean softmax judges a randomized model's prediction by default: as many as
+# AutoAttack's rand version averages each gradient over (Croce and Hein 2020).
+JUDGE_SAMPLES = 20
+# Images on which robust_accuracy checks whether a model is randomized.
+PROBE_N = 16
 RANDOMIZED_WARNING = ("the model is randomized (two forward passes differ): gradient attacks need "
                       "expectation over transformation (eot_samples > 1) for an honest robust accuracy")
 
@@ -50,10 +67,13 @@ def batches(data, batch_size):
         yield images[i:i + batch_size], labels[i:i + batch_size]
 
 
-def predict(model, x):
-    """Predicted classes (host array) of ``model`` in eval mode (its modes kept)."""
+def predict(model, x, samples=1):
+    """Predicted classes (host array) of ``model`` in eval mode (its modes kept). With
+    ``samples`` > 1, the prediction of ``Ensemble(model, samples)``: the argmax over classes of
+    (1/samples) sum_k softmax(model_k(x)), the mean over that many (noisy) passes."""
+    judge = model if samples == 1 else Ensemble(model, samples)
     with model.mode(training=False), no_grad():
-        return backend.to_numpy(model(x).data.argmax(axis=1))
+        return backend.to_numpy(judge(x).data.argmax(axis=1))
 
 
 def is_randomized(model, x, trials=2):
@@ -64,14 +84,28 @@ def is_randomized(model, x, trials=2):
         return any(not numpy.array_equal(first, backend.to_numpy(model(x).data)) for _ in range(trials - 1))
 
 
+def judge_samples_for(model, x, judge_samples=None, op="robust_accuracy"):
+    """The number of passes whose mean softmax judges ``model``'s predictions (module
+    docstring): ``judge_samples`` when given, else ``JUDGE_SAMPLES`` when the model is
+    randomized on the images ``x`` (a few are enough) and 1 when it is not."""
+    check_number(f"{op}: judge_samples", judge_samples, minimum=1, integer=True, allow_none=True)
+    if judge_samples is not None:
+        return judge_samples
+    return JUDGE_SAMPLES if len(x) and is_randomized(model, x) else 1
+
+
 def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="attack", return_points=False,
-                    comm=None):
+                    comm=None, judge_samples=None):
     """Clean and robust accuracy of ``model`` on ``data`` ((images, labels) arrays or a dataset)
     under ``attack(model, x, y) -> x_adv``, in batches with a progress bar.
 
-    Returns a dict: clean_accuracy, robust_accuracy, n, and per-example boolean arrays
-    ``clean_correct`` and ``robust_correct`` (robust_correct implies the attack failed on a
-    correctly classified point; misclassified clean points count as broken).
+    Clean and adversarial points are judged by the argmax of the mean softmax of
+    ``judge_samples`` passes (:func:`predict`); None: ``JUDGE_SAMPLES`` for a randomized model,
+    one pass for a deterministic one (:func:`judge_samples_for`, on the first images).
+
+    Returns a dict: clean_accuracy, robust_accuracy, n, judge_samples, and per-example boolean
+    arrays ``clean_correct`` and ``robust_correct`` (robust_correct implies the attack failed on
+    a correctly classified point; misclassified clean points count as broken).
 
     Sharded over the ranks of ``comm`` (default :func:`minidl.distributed.world`, one process
     unless launched by MPI): each rank attacks its contiguous block of the data and the
@@ -83,6 +117,13 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     comm = comm or world()
     if not isinstance(data, (tuple, list)):
         data = (data.images, data.labels)
+    if len(data[0]) != len(data[1]):
+        raise ValueError(f"images and labels differ in length: {len(data[0])} vs {len(data[1])}")
+    probe = data[0][:PROBE_N]
+    if len(probe):
+        probe, _ = prepare_inputs(model, probe, data[1][:PROBE_N], "robust_accuracy")
+    # decided on the same images on every rank, and rank 0's decision taken, so all ranks judge alike
+    samples = comm.broadcast_object(judge_samples_for(model, probe, judge_samples))
     data = shard(data, comm) if comm.size > 1 else data
     clean, robust, points = [], [], []
     total = len(data[0])
@@ -90,9 +131,9 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     for xb, yb in batches(data, batch_size):
         x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
         y_host = backend.to_numpy(y.data)
-        ok = predict(model, x) == y_host
+        ok = predict(model, x, samples) == y_host
         x_adv = attack(model, x, y)
-        adv_ok = (predict(model, x_adv) == y_host) & ok
+        adv_ok = (predict(model, x_adv, samples) == y_host) & ok
         clean.append(ok)
         robust.append(adv_ok)
         if return_points:
@@ -109,7 +150,7 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
             points = [comm.allgather(numpy.concatenate(points) if points else
                                      numpy.zeros((0,) + tuple(data[0].shape[1:]), dtype=numpy.float32))]
     out = {"clean_accuracy": float(clean.mean()), "robust_accuracy": float(robust.mean()), "n": int(len(clean)),
-           "clean_correct": clean, "robust_correct": robust}
+           "judge_samples": samples, "clean_correct": clean, "robust_correct": robust}
     if return_points:
         out["adversarial"] = numpy.concatenate(points)
     return out
@@ -172,19 +213,22 @@ def stage_warnings(rows, slack=0.001):
 
 def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,
                   batch_size=200, progress=False, chance_slack=CHANCE_SLACK, more_steps_attack=None,
-                  steps_slack=0.005):
+                  steps_slack=0.005, judge_samples=None):
     """Run the checks described in the module docstring; returns a list of warning strings
     (empty when everything looks right) and the numbers behind them. ``more_steps_attack`` is
-    ``pgd_attack`` with more steps; its accuracy may exceed PGD's by ``steps_slack`` at most."""
+    ``pgd_attack`` with more steps; its accuracy may exceed PGD's by ``steps_slack`` at most.
+    ``judge_samples`` goes to every ``robust_accuracy``."""
     warnings, numbers = [], {}
     images = data[0] if isinstance(data, (tuple, list)) else data.images
     if is_randomized(model, images[:min(len(images), 16)]):
         warnings.append(RANDOMIZED_WARNING)
         numbers["randomized"] = True
-    pgd_res = robust_accuracy(model, data, pgd_attack, batch_size, progress, desc="check: pgd")
+    pgd_res = robust_accuracy(model, data, pgd_attack, batch_size, progress, desc="check: pgd",
+                             judge_samples=judge_samples)
     numbers["pgd_accuracy"] = pgd_res["robust_accuracy"]
     if fgsm_attack is not None:
-        fgsm_res = robust_accuracy(model, data, fgsm_attack, batch_size, progress, desc="check: fgsm")
+        fgsm_res = robust_accuracy(model, data, fgsm_attack, batch_size, progress, desc="check: fgsm",
+                                   judge_samples=judge_samples)
         numbers["fgsm_accuracy"] = fgsm_res["robust_accuracy"]
         fgsm_only = int((~fgsm_res["robust_correct"] & pgd_res["robust_correct"]).sum())
         numbers["broken_by_fgsm_not_pgd"] = fgsm_only
@@ -192,14 +236,16 @@ def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=Non
             warnings.append(f"PGD is weaker than FGSM on {fgsm_only} points (FGSM breaks them, PGD does not): "
                             "PGD is not converging (step size, steps) or gradients are masked")
     if more_steps_attack is not None:
-        more = robust_accuracy(model, data, more_steps_attack, batch_size, progress, desc="check: more steps")
+        more = robust_accuracy(model, data, more_steps_attack, batch_size, progress, desc="check: more steps",
+                               judge_samples=judge_samples)
         numbers["more_steps_accuracy"] = more["robust_accuracy"]
         if more["robust_accuracy"] > pgd_res["robust_accuracy"] + steps_slack:
             warnings.append(f"robust accuracy rose from {pgd_res['robust_accuracy']:.4f} to "
                             f"{more['robust_accuracy']:.4f} with more attack steps: the attack is not converging "
                             "or the gradients are masked")
     if huge_eps_attack is not None:
-        huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps")
+        huge = robust_accuracy(model, data, huge_eps_attack, batch_size, progress, desc="check: huge eps",
+                               judge_samples=judge_samples)
         numbers["huge_eps_accuracy"] = huge["robust_accuracy"]
         masked = masked_gradient_warning(huge["robust_accuracy"], num_classes, slack=chance_slack)
         if masked:

@@ -8,13 +8,13 @@ import numpy as np
 
 import minidl as md
 from minidl import distributed
-from minidl.adversarial import fgsm, pgd, robust_accuracy
+from minidl.adversarial import StageLog, autoattack, fgsm, pgd, robust_accuracy
 from minidl.experiment import TrainConfig, train_on_arrays
 from minidl.models import get_model
 from minidl.functional import cross_entropy
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cases import banded_model, dataset, tiny_model, train_config  # noqa: E402  (shared with the in-process side)
+from cases import AA_EPS, autoattack_data, banded_model, dataset, tiny_model, train_config  # noqa: E402  (shared with the in-process side)
 
 
 def case_grads(out, comm):
@@ -80,6 +80,20 @@ def case_robust(out, comm):
         json.dump({k: {"robust_correct": v["robust_correct"].tolist(), "clean_correct": v["clean_correct"].tolist(),
                        "robust_accuracy": v["robust_accuracy"], "n": v["n"]} for k, v in result.items()},
                   open(os.path.join(out, "robust.json"), "w"))
+
+
+def case_autoattack(out, comm):
+    """AutoAttack's breakdown over the shards: rank 0 writes the gathered rows and every rank's
+    own ones (12 images in batches of 3: each rank's batches are batches of the unsharded run)."""
+    model = tiny_model()
+    log = StageLog()
+    result = robust_accuracy(model, autoattack_data(model), lambda m, x, y: autoattack(m, x, y, AA_EPS, log=log),
+                             batch_size=3, progress=False)
+    own = comm.allgather_object(log.rows())
+    rows = log.gathered(comm).rows()
+    if comm.is_root:
+        json.dump({"rows": rows, "own": own, "robust_accuracy": result["robust_accuracy"]},
+                  open(os.path.join(out, "autoattack.json"), "w"))
 
 
 def case_fail(out, comm):
