@@ -4,13 +4,15 @@ import json
 import os
 
 
-from minidl.study import run_study
+import pytest
+
+from minidl.study import PRESETS, get_preset, run_study
 
 from test_train import synthetic
 
 TINY = dict(natural_epochs=1, adv_epochs=1, rse_epochs=1, eval_n=30, pgd_steps=2, rse_n=2, rse_eot=2,
             rse_eval_n=12, uap_n=24, uap_test_n=20, uap_steps=2, uap_k=3, iterative_passes=1, landscape_n=3,
-            landscape_steps=2, cos_points=3, batch_size=32)
+            landscape_steps=2, cos_points=3, batch_size=32, autoattack_n=4)
 FILES = ["report.md", "metrics.json", "uap_spectra.png", "uap_singular_vectors.png", "uap_fooling_rates.png",
          "trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png"]
 
@@ -32,11 +34,62 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     spectrum = saved["uap"]["natural"]["top_singular_values"]
     assert spectrum == sorted(spectrum, reverse=True) and min(spectrum) >= 0
 
+    for name in ("natural", "adversarial"):   # AutoAttack's figures are in metrics.json and in the report
+        aa = saved["accuracy"]["rows"][name]["autoattack"]
+        assert aa["n"] == TINY["autoattack_n"] and aa["eps"] == 0.3
+        assert [b["stage"] for b in aa["breakdown"]] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+        assert aa["worst_case"] <= min(aa["same_images"].values())
+        assert f"**{100 * aa['worst_case']:.1f}%**" in report
+    assert "AutoAttack (standard), L-inf eps 0.3, first 4 test images" in report
+    assert "PGD-5 adversarial training" in report          # the quick preset's model is PGD-trained
+
     capsys.readouterr()
     again = run_study("mnist", "quick", out_dir=out, arrays=arrays, overrides=TINY, progress=True)
     printed = capsys.readouterr().out
     assert "reusing" in printed and "training the" not in printed
     assert again["accuracy"] == metrics["accuracy"]
+
+
+@pytest.mark.parametrize("dataset, preset, channels", [("mnist", "standard", 1), ("cifar10", "standard", 3)])
+def test_standard_presets_end_to_end(tmp_path, dataset, preset, channels):
+    """The hour-long presets on tiny data: madry_mnist (PGD-trained) and cifar_cnn (fast FGSM)."""
+    arrays = (synthetic(96, channels=channels), synthetic(24, seed=1, channels=channels))
+    out = str(tmp_path / "study")
+    overrides = {**TINY, "eval_n": 16, "autoattack_n": 3, "uap_n": 16, "uap_test_n": 12}
+    metrics = run_study(dataset, preset, out_dir=out, arrays=arrays, overrides=overrides, progress=False)
+    assert metrics["settings"]["model"] == get_preset(dataset, preset).model
+    report = open(os.path.join(out, "report.md")).read()
+    assert f"preset {preset}" in report and "AutoAttack (standard)" in report
+    rows = metrics["accuracy"]["rows"]
+    assert all(rows[name]["autoattack"]["n"] == 3 for name in ("natural", "adversarial"))
+    eps = 0.3 if dataset == "mnist" else 8 / 255
+    assert rows["adversarial"]["autoattack"]["eps"] == pytest.approx(eps)
+    for name in FILES:
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+
+
+def test_presets_train_what_they_promise():
+    """The adversarial model of each CPU preset: the quick and standard MNIST ones PGD-trained with
+    the eps warm-up (Wong et al.'s recipe, shortened), CIFAR-10's by fast FGSM at 8/255; every
+    preset's three configurations are valid."""
+    from minidl.study.stages import model_configs
+    for (dataset, name), p in PRESETS.items():
+        for config in model_configs(p, dataset, "cpu", 0).values():
+            config.resolved()
+        assert 0 < p.autoattack_n <= p.eval_n, (dataset, name)
+    quick = model_configs(get_preset("mnist", "quick"), "mnist", "cpu", 0)["adversarial"].resolved()
+    assert (quick.model, quick.adv, quick.eps, quick.steps) == ("wong_mnist", "pgd", 0.3, 5)
+    assert quick.alpha == pytest.approx(0.15) and quick.eps_warmup == 1
+    assert (quick.init, quick.schedule, quick.optimizer, quick.lr) == ("fan_in_uniform", "cyclic", "adam", 5e-3)
+    standard = model_configs(get_preset("mnist", "standard"), "mnist", "cpu", 0)
+    assert standard["natural"].model == standard["adversarial"].model == "madry_mnist"
+    assert standard["adversarial"].adv == "pgd" and standard["adversarial"].eps_warmup > 0
+    assert get_preset("mnist", "standard").uap_n >= 1000
+    cifar = model_configs(get_preset("cifar10", "standard"), "cifar10", "cpu", 0)["adversarial"].resolved()
+    assert (cifar.model, cifar.adv) == ("cifar_cnn", "fgsm") and cifar.eps == pytest.approx(8 / 255)
+    assert cifar.alpha == pytest.approx(10 / 255)
+    with pytest.raises(ValueError, match="no preset 'tiny'"):
+        get_preset("mnist", "tiny")
 
 
 def test_settings_written_before_new_config_keys_still_match():
@@ -56,8 +109,6 @@ def test_settings_written_before_new_config_keys_still_match():
 
 # --- the verdicts, on constructed inputs ------------------------------------------------------
 import math
-
-import pytest
 
 from minidl.study import report
 from minidl.study.report import (CLOSE_S1_S5, DOMINANT_S1_S2, NOT_JUDGED, UAP_OVER_RANDOM_MARGIN, findings,

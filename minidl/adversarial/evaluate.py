@@ -23,6 +23,7 @@ from .. import backend
 from ..autograd import no_grad
 from ..distributed import shard, world
 from .attacks import attack_mode, prepare_inputs
+from .autoattack import StageLog, autoattack
 
 # Accuracy at a huge eps may exceed chance (1 / classes) by this much before it counts as a sign
 # of masked gradients: the checks run on about 100 points, where 0.1 is three standard errors
@@ -168,6 +169,19 @@ def stage_warnings(rows, slack=0.001):
                                 "APGD, so the gradients are probably masked and gradient-only numbers overstate")
             previous = row["robust_accuracy"]
     return warnings
+
+
+def autoattack_accuracy(model, data, eps, norm="inf", version="standard", seed=0, batch_size=200, progress=True,
+                        desc="autoattack"):
+    """:func:`robust_accuracy` under :func:`autoattack`, plus "breakdown" (the per-stage rows of
+    ``StageLog.rows()``, summed over the batches) and "warnings" (:func:`stage_warnings`)."""
+    log = StageLog()
+    attack = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
+                                        progress=progress)
+    result = robust_accuracy(model, data, attack, batch_size=batch_size, progress=progress, desc=desc)
+    rows = log.rows()
+    result.update(breakdown=rows, warnings=stage_warnings(rows))
+    return result
 
 
 def sanity_checks(model, data, pgd_attack, fgsm_attack=None, huge_eps_attack=None, num_classes=10,

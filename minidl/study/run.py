@@ -39,7 +39,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
 
     models = train_models(p, dataset, train, test, device, out_dir, stages, progress, seed)
     accuracy = stages.run("accuracy", {"preset": p.to_dict(), "n": len(eval_set[1]), "models": _model_ids(models)},
-                          lambda: accuracy_table(p, models, eval_set, num_classes, progress))
+                          lambda: accuracy_table(p, models, eval_set, num_classes, progress, seed))
     rse = stages.run("rse", {"preset": p.to_dict(), "models": _model_ids(models)},
                      lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
                                        num_classes, progress))
