@@ -184,3 +184,79 @@ def test_findings_with_missing_or_nan_numbers_say_so():
     assert [v.split(" for")[0].rstrip(".") for v in _verdicts(lines)] == [NOT_JUDGED, "reproduces", NOT_JUDGED,
                                                                           NOT_JUDGED]
     assert report.verdict(report.several_close_directions(None)) == NOT_JUDGED
+
+
+# --- AutoAttack rows: the worst case over attacks and the report's table ------------------------
+import numpy as np
+
+from minidl.study import analyses
+from minidl.study.analyses import autoattack_row, worst_case
+from minidl.study.report import autoattack_lines
+
+
+def test_worst_case_counts_images_that_survive_every_attack():
+    points = {"pgd": [True, True, False, True], "autoattack": [True, False, True, True], "fgsm": [True] * 4}
+    assert worst_case(points) == 0.5           # images 0 and 3; each attack alone leaves 75%
+    assert worst_case({"pgd": [True, False]}) == 0.5
+    assert math.isnan(worst_case({"pgd": []}))
+    with pytest.raises(ValueError, match="worst_case: expected per-image results of one length, got lengths"):
+        worst_case({"pgd": [True], "autoattack": [True, False]})
+
+
+def _breakdown(n, robust_after):
+    return [{"stage": s, "robust": int(round(r * n)), "robust_accuracy": r, "seconds": 1.0}
+            for s, r in zip(["clean", "apgd-ce", "apgd-t", "fab-t", "square"], robust_after)]
+
+
+def test_autoattack_row_judges_the_same_images_by_every_attack(monkeypatch):
+    """A constructed AutoAttack result on the first 4 of 6 images: the row takes the other attacks'
+    results on those 4 images only, names the strongest one, and counts the images none broke."""
+    seen = {}
+
+    def fake(model, data, eps, norm, version, seed, progress, desc):
+        seen.update(n=len(data[1]), eps=eps, norm=norm, version=version, seed=seed)
+        return {"n": 4, "clean_accuracy": 1.0, "robust_accuracy": 0.75,
+                "robust_correct": np.array([True, True, True, False]),
+                "breakdown": _breakdown(4, [1.0, 1.0, 0.75, 0.75, 0.75]), "warnings": []}
+    monkeypatch.setattr(analyses, "autoattack_accuracy", fake)
+    data = (np.zeros((6, 1, 4, 4), np.float32), np.zeros(6, np.int64))
+    others = {"pgd Linf-0.3": np.array([True, False, True, True, False, False]),   # 75% on the first 4
+              "fgsm Linf-0.3": np.array([True, True, True, True, False, False])}
+    row = autoattack_row(None, data, 0.3, 4, others, seed=7, progress=False)
+    assert seen == {"n": 4, "eps": 0.3, "norm": "inf", "version": "standard", "seed": 7}
+    assert row["same_images"] == {"autoattack": 0.75, "pgd Linf-0.3": 0.75, "fgsm Linf-0.3": 1.0}
+    assert row["strongest"] == "autoattack"            # a tie goes to AutoAttack
+    assert row["worst_case"] == 0.5                    # images 0 and 2
+    others["pgd Linf-0.3"] = np.array([True, False, False, True, True, True])   # now 50%: PGD is strongest
+    row = autoattack_row(None, data, 0.3, 4, others, seed=7, progress=False)
+    assert row["strongest"] == "pgd Linf-0.3" and row["worst_case"] == 0.25
+
+
+def _aa_row(worst, warnings=()):
+    return {"eps": 0.3, "n": 100, "clean": 0.99, "breakdown": _breakdown(100, [0.99, 0.9, 0.88, 0.87, 0.85]),
+            "same_images": {"autoattack": 0.85, "pgd Linf-0.3": 0.9}, "strongest": "autoattack",
+            "worst_case": worst, "warnings": list(warnings), "robust_accuracy": 0.85}
+
+
+def test_autoattack_lines_show_the_breakdown_and_the_worst_case():
+    lines = autoattack_lines({"natural": {"autoattack": _aa_row(0.0)},
+                              "adversarial": {"autoattack": _aa_row(0.843, ["square lowered it"])}})
+    text = "\n".join(lines)
+    assert "### AutoAttack (standard), L-inf eps 0.3, first 100 test images" in text
+    header = next(line for line in lines if line.startswith("| model"))
+    assert header.count("after ") == 4 and "pgd Linf-0.3 (same images)" in header and "**robust**" in header
+    adv = next(line for line in lines if line.startswith("| adversarial"))
+    assert adv == ("| adversarial | 99.0% | 90.0% | 88.0% | 87.0% | 85.0% | 90.0% | autoattack | **84.3%** |")
+    assert len(header.split("|")) == len(adv.split("|"))
+    assert "**Warning (adversarial, AutoAttack)**: square lowered it" in text
+    assert "Warning (natural" not in text
+    # metrics written before AutoAttack joined the study (or autoattack_n = 0) have no section
+    assert autoattack_lines({"natural": {"clean": 0.9}, "adversarial": {"clean": 0.9}}) == []
+
+
+def test_the_command_line_offers_every_preset():
+    from minidl.cli import build_parser
+    for preset in ("quick", "standard", "full"):
+        args = build_parser().parse_args(["study", "--dataset", "cifar10", "--preset", preset, "--out", "runs/x"])
+        assert args.preset == preset
+    assert {name for _, name in PRESETS} == {"quick", "standard", "full"}
