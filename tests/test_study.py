@@ -42,6 +42,7 @@ def test_quick_study_end_to_end(tmp_path, capsys):
         assert f"**{100 * aa['worst_case']:.1f}%**" in report
     assert "AutoAttack (standard), L-inf eps 0.3, first 4 test images" in report
     assert "PGD-5 adversarial training" in report          # the quick preset's model is PGD-trained
+    assert "adam with a cyclic lr schedule peaking at 0.005, batch 32, init fan_in_uniform" in report
 
     capsys.readouterr()
     again = run_study("mnist", "quick", out_dir=out, arrays=arrays, overrides=TINY, progress=True)

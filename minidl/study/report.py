@@ -73,13 +73,21 @@ def _num(x, digits):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _pgd_training(s):
-    warmup = (f", eps (and alpha) ramped up from 0 over the first {s['adv_eps_warmup']:g} epoch(s)"
-              if s.get("adv_eps_warmup") else "")
-    alpha = s.get("adv_alpha") or pgd_alpha(s["adv_eps"], s["adv_steps"])
-    return (f"PGD-{s['adv_steps']} adversarial training (random start, alpha {alpha:.4g}), eps {s['adv_eps']:.4g}"
-            f"{warmup}, {s['adv_epochs']} epochs, lr {s['adv_lr'] or 'the default'} ({s.get('adv_schedule') or 'default'}"
-            f" schedule), init {s.get('adv_init') or 'default'}")
+def _adversarial_training(s, config):
+    """How the adversarial model was trained, from the preset ``s`` and its resolved TrainConfig
+    (``config``, a dict; empty for metrics written before the study recorded it)."""
+    if s["adv"] == "fgsm":
+        what = f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}"
+    else:
+        alpha = s.get("adv_alpha") or pgd_alpha(s["adv_eps"], s["adv_steps"])
+        what = f"PGD-{s['adv_steps']} adversarial training (random start, alpha {alpha:.4g}), eps {s['adv_eps']:.4g}"
+    if s.get("adv_eps_warmup"):
+        what += f", eps (and alpha) ramped up from 0 over the first {s['adv_eps_warmup']:g} epoch(s)"
+    what += f", {s['adv_epochs']} epochs"
+    if config:
+        what += (f", {config['optimizer']} with a {config['schedule']} lr schedule peaking at {config['lr']:g}, "
+                 f"batch {config['batch_size']}, init {config.get('init', 'default')}")
+    return what
 
 
 def autoattack_lines(rows):
@@ -126,9 +134,7 @@ def write_report(path, m):
              f"{s['eval_n']} test images) |", "| --- | --- | --- | --- | --- |"]
     arch = {"natural": s["model"], "adversarial": s["model"], "rse": s["rse_model"]}
     how = {"natural": f"natural, {s['natural_epochs']} epoch(s)",
-           "adversarial": (f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}, "
-                           f"{s['adv_epochs']} epochs, Adam with a cyclic lr peaking at {s['adv_lr'] or 'the default'}"
-                           if s["adv"] == "fgsm" else _pgd_training(s)),
+           "adversarial": _adversarial_training(s, m.get("training_configs", {}).get("adversarial", {})),
            "rse": f"Random Self-Ensemble, noise on while training, {s['rse_epochs']} epoch(s)"}
     for name, hist in m["training"].items():
         last = hist[-1] if hist else {}

@@ -49,6 +49,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                            lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
     metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
                "training": {k: v["history"] for k, v in models.items()},
+               "training_configs": {k: v["config"] for k, v in models.items()},
                "accuracy": accuracy, "rse": rse, "uap": uap, "landscape": landscape,
                "stage_seconds": stages.timings, "total_seconds": time.perf_counter() - total_start}
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
