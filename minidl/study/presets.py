@@ -57,10 +57,11 @@ class Preset:
 #     first of the 4 epochs (their 2 of 10), without which PGD training stalls at chance.
 #   batch 100 as in Wong et al.; AutoAttack on 100 images (about a minute and a half for the robust
 #     model: its Square stage spends 5,000 queries on every point that survives).
-# mnist standard (<= 60 minutes): the talk's network madry_mnist, whose training step costs 8 times
-#   wong_mnist's; 1 natural epoch (about 99%); PGD-3 (alpha 0.25) for 2 epochs, eps ramped over the
-#   first: 2 x (1 + 3 x 0.68) = 6 natural epochs of cost (a PGD step costs 0.68 of a training step
-#   here), about 22 minutes; 1,000 images for the SVD; AutoAttack on 50 images (about 8 minutes).
+# mnist standard (<= 60 minutes): the talk's network madry_mnist, whose training step costs 16 times
+#   wong_mnist's; 1 natural epoch (about 99%; 221 s); PGD-3 (alpha 0.25) for 2 epochs, eps ramped
+#   over the first: 2 x (1 + 3 x 0.68) = 6 natural epochs of cost (a PGD step costs 0.68 of a
+#   training step here), about 22 minutes; 1,000 images for the SVD; AutoAttack on 50 images
+#   (about 8 minutes: Square's 5,000 queries on each robust point are half of it).
 # cifar10 standard (<= 2 hours): cifar_cnn, 4 natural epochs (about 22 minutes), and fast FGSM
 #   training (random start, alpha 10/255; Wong et al. 2020) rather than PGD: it costs 1.7 natural
 #   epochs per epoch where PGD-7 would cost 5.8, so 4 epochs fit (about 38 minutes), and its guard
