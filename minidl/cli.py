@@ -19,7 +19,7 @@ from .experiment import TrainConfig, attack_checkpoint, evaluate_checkpoint, run
 from .info import describe, warm_up
 from .io import write_json
 from .models import MODELS
-from .study import run_study
+from .study import PRESETS, run_study
 from .validation import check_number, check_writable_file, check_writable_folder
 
 
@@ -214,7 +214,8 @@ def build_parser():
 
     st = sub.add_parser("study", help="the robustness study: train, attack, UAP/SVD, landscape, report")
     st.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
-    st.add_argument("--preset", choices=["quick", "full"], default="quick")
+    st.add_argument("--preset", choices=sorted({name for _, name in PRESETS}), default="quick",
+                    help="quick (minutes on a CPU), standard (an hour or two on a CPU), full (a GPU)")
     st.add_argument("--device", default="cpu")
     st.add_argument("--data-dir", default=None)
     st.add_argument("--out", type=path("folder"), required=True)

@@ -6,9 +6,10 @@ import functools
 import os
 
 from . import backend
-from .adversarial import StageLog, autoattack, fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
+from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
 from .adversarial.attacks import pgd_alpha
-from .adversarial.evaluate import PROBE_N, judge_samples_for, stage_warnings
+from .adversarial.autoattack import autoattack_accuracy
+from .adversarial.evaluate import PROBE_N, judge_samples_for
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -352,17 +353,15 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     judge = world().broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
-    if attack == "fgsm":
-        run = lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)
-    elif attack == "autoattack":
-        log = StageLog()
-        run = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
-                                         progress=progress, judge_samples=judge)
+    if attack == "autoattack":
+        result = autoattack_accuracy(model, (images, labels), eps, norm=norm, version=version, seed=seed,
+                                     batch_size=batch_size, progress=progress, desc="attack", judge_samples=judge)
     else:
-        run = lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
-                                  eot_samples=eot_samples)
-    result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress,
-                             judge_samples=judge)
+        run = (lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)) if attack == "fgsm" else \
+            (lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
+                                 eot_samples=eot_samples))
+        result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress,
+                                 judge_samples=judge)
     out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
@@ -370,7 +369,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
            "judge_samples": judge, "judged_by": judged_by(judge), "seed": seed,
            "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
     if attack == "autoattack":
-        out.update(version=version, breakdown=log.gathered().rows())
+        out.update(version=version, breakdown=result["breakdown"])
     if checks:
         sub = (images[:500], labels[:500])
         warnings, numbers = sanity_checks(
@@ -382,7 +381,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
             batch_size=batch_size, progress=progress, judge_samples=judge)
         out["warnings"], out["checks"] = warnings, numbers
     if attack == "autoattack":
-        out["warnings"] = out.get("warnings", []) + stage_warnings(out["breakdown"])
+        out["warnings"] = out.get("warnings", []) + result["warnings"]
     return out
 
 

@@ -28,7 +28,7 @@ from ..tensor import Tensor
 from .apgd import apgd, mean_logits
 from ..validation import check_number
 from .attacks import attack_mode, prepare_inputs
-from .evaluate import PROBE_N, judge_samples_for, predict
+from .evaluate import PROBE_N, judge_samples_for, predict, robust_accuracy, stage_warnings
 from .norms import resolve_norm
 from .fab import fab
 from .square import square
@@ -135,3 +135,25 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
             if log is not None:
                 log.add(name, robust.sum(), time.perf_counter() - t0)
     return Tensor(out)
+
+
+def autoattack_accuracy(model, data, eps, norm="inf", version="standard", seed=0, batch_size=200, progress=True,
+                        desc="autoattack", judge_samples=None, comm=None):
+    """:func:`robust_accuracy` under :func:`autoattack`, plus "breakdown" (the per-stage rows of
+    ``StageLog.rows()``, summed over the batches and, under MPI, over the ranks) and "warnings"
+    (:func:`stage_warnings`). AutoAttack's bookkeeping and the final count judge the points
+    alike (``judge_samples``, see :func:`robust_accuracy`)."""
+    comm = comm or world()
+    images, labels = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
+    probe = images[:PROBE_N]
+    if len(probe):
+        probe, _ = prepare_inputs(model, probe, labels[:PROBE_N], "autoattack_accuracy")
+    judge = comm.broadcast_object(judge_samples_for(model, probe, judge_samples, "autoattack_accuracy"))
+    log = StageLog()
+    attack = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
+                                        progress=progress, judge_samples=judge)
+    result = robust_accuracy(model, (images, labels), attack, batch_size=batch_size, progress=progress, desc=desc,
+                             comm=comm, judge_samples=judge)
+    rows = log.gathered(comm).rows()
+    result.update(breakdown=rows, warnings=stage_warnings(rows))
+    return result

@@ -1,10 +1,10 @@
-"""The robustness study: ``python -m minidl study --dataset mnist|cifar10 --preset quick|full``.
+"""The robustness study: ``python -m minidl study --dataset mnist|cifar10 --preset quick|standard|full``.
 
 It reproduces, on models minidl trains itself, the questions of "Probing the Structure of Deep
 Neural Networks with Universal Adversarial Perturbations" (Bhat, with Tsipras, MIT PRIMES 2019):
 
 1. train a natural, an adversarially trained (fast FGSM or PGD) and a Random Self-Ensemble model;
-2. evaluate clean, FGSM and PGD accuracy (RSE: with the single-pass gradient of the original
+2. evaluate clean, FGSM, PGD and AutoAttack accuracy (RSE: with the single-pass gradient of the original
    paper and with expectation over noise), with the sanity checks of ``adversarial.evaluate``;
 3. compute per-image L2 PGD perturbations, their singular-value spectrum and the universal
    perturbations built from them (top singular vectors, the average, the iterative UAP of

@@ -8,6 +8,7 @@ import numpy
 
 from ..adversarial import fgsm, landscape, pgd, plots, robust_accuracy, sanity_checks, uap
 from ..adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
+from ..adversarial.autoattack import autoattack_accuracy
 from ..adversarial.rse_eval import evaluate_rse
 from ..nn.noise import noise_layers
 
@@ -21,13 +22,16 @@ HUGE_EPS = 1.0
 HUGE_ALPHA = 0.1
 
 
-def accuracy_table(p, models, data, num_classes, progress):
+def accuracy_table(p, models, data, num_classes, progress, seed=0):
     """Clean, FGSM and PGD accuracy of the natural and adversarial models at each eps, with the
-    sanity checks (PGD at least as strong as FGSM; accuracy near chance at a huge eps)."""
+    sanity checks (PGD at least as strong as FGSM; accuracy near chance at a huge eps), and
+    AutoAttack at the largest L-inf eps on the first ``p.autoattack_n`` images (:func:`autoattack_row`)."""
     rows = {}
+    aa_eps = max(p.linf_eps)
     for name in ("natural", "adversarial"):
         model = models[name]["model"]
         row = {"clean": robust_accuracy(model, data, lambda m, x, y: x, progress=False)["clean_accuracy"]}
+        points = {}   # per-image results of the attacks at AutoAttack's eps
         for norm, eps_list in (("inf", p.linf_eps), ("2", (p.l2_eps,))):
             for eps in eps_list:
                 alpha = pgd_alpha(eps, p.pgd_steps)
@@ -35,10 +39,11 @@ def accuracy_table(p, models, data, num_classes, progress):
                 f_attack = lambda m, x, y, e=eps, n=norm: fgsm(m, x, y, e, norm=n)
                 p_attack = lambda m, x, y, e=eps, a=alpha, n=norm: pgd(m, x, y, e, a, p.pgd_steps, norm=n,
                                                                        restarts=p.pgd_restarts)
-                row[f"fgsm {key}"] = robust_accuracy(model, data, f_attack, progress=progress,
-                                                     desc=f"{name} fgsm {key}")["robust_accuracy"]
-                row[f"pgd {key}"] = robust_accuracy(model, data, p_attack, progress=progress,
-                                                    desc=f"{name} pgd {key}")["robust_accuracy"]
+                for attack, run in (("fgsm", f_attack), ("pgd", p_attack)):
+                    result = robust_accuracy(model, data, run, progress=progress, desc=f"{name} {attack} {key}")
+                    row[f"{attack} {key}"] = result["robust_accuracy"]
+                    if norm == "inf" and eps == aa_eps:
+                        points[f"{attack} {key}"] = result["robust_correct"]
         eps = max(p.linf_eps)
         check_data = (data[0][:SANITY_N], data[1][:SANITY_N])
         warnings, numbers = sanity_checks(
@@ -47,9 +52,40 @@ def accuracy_table(p, models, data, num_classes, progress):
             fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps),
             huge_eps_attack=lambda m, x, y: pgd(m, x, y, HUGE_EPS, HUGE_ALPHA, p.pgd_steps), num_classes=num_classes)
         row["warnings"], row["checks"] = warnings, numbers
+        if p.autoattack_n:
+            row["autoattack"] = autoattack_row(model, data, aa_eps, p.autoattack_n, points, seed, progress,
+                                               desc=f"{name} autoattack")
         rows[name] = row
     return {"rows": rows, "n": int(len(data[1])), "pgd_steps": p.pgd_steps, "pgd_restarts": p.pgd_restarts,
             "alpha_rule": f"alpha = {PGD_ALPHA_FACTOR} * eps / steps"}
+
+
+def autoattack_row(model, data, eps, n, others, seed, progress, desc="autoattack"):
+    """AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square, the paper's settings) at L-inf
+    ``eps`` on the first ``n`` images of ``data``, with its per-stage breakdown and warnings.
+
+    ``others`` maps the table's other attacks at the same eps to their per-image results on
+    ``data`` (robust_correct); on the same ``n`` images the row holds each attack's accuracy
+    ("same_images") and the per-image worst case over all of them ("worst_case", see
+    :func:`worst_case`): the robust number the report gives."""
+    sub = (data[0][:n], data[1][:n])
+    r = autoattack_accuracy(model, sub, eps, norm="inf", version="standard", seed=seed, progress=progress, desc=desc)
+    # AutoAttack first, so that a tie names it as the strongest attack
+    points = {"autoattack": r["robust_correct"], **{k: numpy.asarray(v)[:r["n"]] for k, v in others.items()}}
+    same = {k: float(v.mean()) for k, v in points.items()}
+    return {"eps": eps, "norm": "inf", "version": "standard", "n": r["n"], "clean": r["clean_accuracy"],
+            "robust_accuracy": r["robust_accuracy"], "breakdown": r["breakdown"], "warnings": r["warnings"],
+            "same_images": same, "strongest": min(same, key=same.get), "worst_case": worst_case(points)}
+
+
+def worst_case(points):
+    """The fraction of images that every attack leaves correctly classified: ``points`` maps
+    attack names to per-image booleans (True = still correct) of equal length."""
+    lengths = {len(v) for v in points.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"worst_case: expected per-image results of one length, got lengths {sorted(lengths)}")
+    survived = numpy.logical_and.reduce([numpy.asarray(v, dtype=bool) for v in points.values()])
+    return float(survived.mean()) if survived.size else float("nan")
 
 
 def rse_table(p, rse_entry, data, num_classes, progress):

@@ -2,6 +2,7 @@
 which claims of the talk reproduce, by the named thresholds below."""
 import math
 
+from ..adversarial.attacks import pgd_alpha
 from ..io import atomic_write
 
 
@@ -157,6 +158,54 @@ def _num(x, digits):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _adversarial_training(s, config):
+    """How the adversarial model was trained, from the preset ``s`` and its resolved TrainConfig
+    (``config``, a dict; empty for metrics written before the study recorded it)."""
+    if s["adv"] == "fgsm":
+        what = f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}"
+    else:
+        alpha = s.get("adv_alpha") or pgd_alpha(s["adv_eps"], s["adv_steps"])
+        what = f"PGD-{s['adv_steps']} adversarial training (random start, alpha {alpha:.4g}), eps {s['adv_eps']:.4g}"
+    if s.get("adv_eps_warmup"):
+        what += f", eps (and alpha) ramped up from 0 over the first {s['adv_eps_warmup']:g} epoch(s)"
+    what += f", {s['adv_epochs']} epochs"
+    if config:
+        what += (f", {config['optimizer']} with a {config['schedule']} lr schedule peaking at {config['lr']:g}, "
+                 f"batch {config['batch_size']}, init {config.get('init', 'default')}")
+    return what
+
+
+def autoattack_lines(rows):
+    """The AutoAttack section: per model the breakdown after each stage, every attack on the same
+    images, and the robust number (images no attack broke). Empty without AutoAttack rows."""
+    rows = {name: row["autoattack"] for name, row in rows.items() if row.get("autoattack")}
+    if not rows:
+        return []
+    first = next(iter(rows.values()))
+    stages = [b["stage"] for b in first["breakdown"] if b["stage"] != "clean"]
+    others = [k for k in first["same_images"] if k != "autoattack"]
+    lines = ["", f"### AutoAttack (standard), L-inf eps {first['eps']:.4g}, first {first['n']} test images", "",
+             "AutoAttack runs APGD-CE, APGD-T (9 target classes), FAB-T (9 targets) and Square (5,000 queries), each "
+             "only on the points every earlier stage left robust (Croce and Hein 2020, their settings). *Robust* "
+             "counts the images that no attack of this report broke at this eps (AutoAttack and "
+             + (", ".join(others) or "nothing else") + ", each image judged by all of them); the strongest single "
+             "attack is named.", "",
+             "| model | clean | " + " | ".join(f"after {st}" for st in stages) + " | "
+             + " | ".join(f"{k} (same images)" for k in others) + " | strongest attack | **robust** |",
+             "| --- " * (len(stages) + len(others) + 4) + "|"]
+    for name, r in rows.items():
+        after = {b["stage"]: b["robust_accuracy"] for b in r["breakdown"]}
+        lines.append(f"| {name} | {_pct(r['clean'])} | " + " | ".join(_pct(after.get(st)) for st in stages) + " | "
+                     + " | ".join(_pct(r["same_images"][k]) for k in others)
+                     + f" | {r['strongest']} | **{_pct(r['worst_case'])}** |")
+    seconds = {name: ", ".join(f"{b['stage']} {b['seconds']:.0f} s" for b in r["breakdown"] if b["stage"] != "clean")
+               for name, r in rows.items()}
+    lines += ["", "Seconds per stage: " + "; ".join(f"{name}: {v}" for name, v in seconds.items()) + "."]
+    for name, r in rows.items():
+        lines += [f"\n**Warning ({name}, AutoAttack)**: {w}" for w in r["warnings"]]
+    return lines
+
+
 def write_report(path, m):
     """``report.md`` at ``path`` from the metrics ``m`` of :func:`minidl.study.run_study`."""
     s = m["settings"]
@@ -170,10 +219,7 @@ def write_report(path, m):
              f"{s['eval_n']} test images) |", "| --- | --- | --- | --- | --- |"]
     arch = {"natural": s["model"], "adversarial": s["model"], "rse": s["rse_model"]}
     how = {"natural": f"natural, {s['natural_epochs']} epoch(s)",
-           "adversarial": (f"fast FGSM adversarial training (random start, alpha = 1.25 eps), eps {s['adv_eps']:.4g}, "
-                           f"{s['adv_epochs']} epochs, Adam with a cyclic lr peaking at {s['adv_lr'] or 'the default'}"
-                           if s["adv"] == "fgsm" else
-                           f"PGD-{s['adv_steps']} adversarial training, eps {s['adv_eps']:.4g}, {s['adv_epochs']} epochs"),
+           "adversarial": _adversarial_training(s, m.get("training_configs", {}).get("adversarial", {})),
            "rse": f"Random Self-Ensemble, noise on while training, {s['rse_epochs']} epoch(s)"}
     for name, hist in m["training"].items():
         last = hist[-1] if hist else {}
@@ -181,7 +227,7 @@ def write_report(path, m):
         lines.append(f"| {name} | `{arch[name]}` | {how[name]}{stopped} | {_pct(last.get('train_accuracy'))} | "
                      f"{_pct(last.get('test_accuracy'))} |")
     acc = m["accuracy"]
-    keys = [k for k in acc["rows"]["natural"] if k not in ("clean", "warnings", "checks")]
+    keys = [k for k in acc["rows"]["natural"] if k not in ("clean", "warnings", "checks", "autoattack")]
     lines += ["", "## Accuracy under attack", "",
               f"On the first {acc['n']} test images. PGD: {acc['pgd_steps']} steps, {acc['pgd_restarts']} restart(s), "
               f"{acc['alpha_rule']}, random start. Linf / L2 give the norm and eps.", "",
@@ -194,6 +240,7 @@ def write_report(path, m):
         if not row["warnings"]:
             lines.append(f"\nSanity checks ({name}): no warnings (PGD >= FGSM on every point; accuracy at eps 1.0: "
                          f"{_pct(row['checks'].get('huge_eps_accuracy'))}).")
+    lines += autoattack_lines(acc["rows"])
     rse = m["rse"]
     lines += ["", "## Random Self-Ensemble: claimed and honest robustness", "",
               f"Ensemble of {rse['ensemble']} noisy passes, noise sigmas {rse['sigmas']} (first conv, then the "

@@ -48,7 +48,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
 
     models = train_models(p, dataset, train, test, device, out_dir, stages, progress, seed)
     accuracy = stages.run("accuracy", {"preset": p.to_dict(), "n": len(eval_set[1]), "models": _model_ids(models)},
-                          lambda: accuracy_table(p, models, eval_set, num_classes, progress), sharded=True)
+                          lambda: accuracy_table(p, models, eval_set, num_classes, progress, seed), sharded=True)
     rse = stages.run("rse", {"preset": p.to_dict(), "models": _model_ids(models)},
                      lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
                                        num_classes, progress), sharded=True)
@@ -58,6 +58,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                            lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
     metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
                "training": {k: v["history"] for k, v in models.items()},
+               "training_configs": {k: v["config"] for k, v in models.items()},
                "accuracy": accuracy, "rse": rse, "uap": uap, "landscape": landscape,
                "stage_seconds": stages.timings, "total_seconds": time.perf_counter() - total_start}
     if comm.size > 1:

@@ -76,17 +76,23 @@ def alone(compute):
         set_world(old)
 
 
-def train_models(p, dataset, train, test, device, out_dir, stages, progress, seed):
-    """Train (or reuse from ``<out>/models``) the natural, adversarial and RSE models."""
-    configs = {
+def model_configs(p, dataset, device, seed):
+    """The TrainConfig of the natural, adversarial and RSE models of preset ``p``."""
+    return {
         "natural": TrainConfig(dataset=dataset, model=p.model, epochs=p.natural_epochs, batch_size=p.batch_size,
                                device=device, seed=seed),
         "adversarial": TrainConfig(dataset=dataset, model=p.model, epochs=p.adv_epochs, batch_size=p.batch_size,
                                    device=device, seed=seed, adv=p.adv, eps=p.adv_eps, lr=p.adv_lr,
-                                   steps=p.adv_steps, alpha=None if p.adv == "fgsm" else pgd_alpha(p.adv_eps, p.adv_steps)),
+                                   steps=p.adv_steps, alpha=_training_alpha(p), eps_warmup=p.adv_eps_warmup,
+                                   init=p.adv_init, schedule=p.adv_schedule),
         "rse": TrainConfig(dataset=dataset, model=p.rse_model, epochs=p.rse_epochs, batch_size=p.batch_size,
                            device=device, seed=seed),
     }
+
+
+def train_models(p, dataset, train, test, device, out_dir, stages, progress, seed):
+    """Train (or reuse from ``<out>/models``) the natural, adversarial and RSE models."""
+    configs = model_configs(p, dataset, device, seed)
     comm = world()
     progress = progress and comm.is_root
     models = {}
@@ -124,6 +130,14 @@ def train_models(p, dataset, train, test, device, out_dir, stages, progress, see
         models[name] = {"model": model, "history": history, "config": settings,
                         "checkpoint_mtime": comm.broadcast_object(os.path.getmtime(ckpt) if comm.is_root else None)}
     return models
+
+
+def _training_alpha(p):
+    """The preset's step for the training attack; None leaves FGSM at TrainConfig's 1.25 eps, and
+    PGD gets the evaluation's rule (``pgd_alpha``) rather than TrainConfig's MNIST-only 0.01."""
+    if p.adv_alpha is not None or p.adv == "fgsm":
+        return p.adv_alpha
+    return pgd_alpha(p.adv_eps, p.adv_steps)
 
 
 def same_settings(saved, settings):
