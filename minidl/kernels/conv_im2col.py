@@ -12,6 +12,8 @@ folded back by col2im; the math is in ``conv.py``), arranged for speed:
 * the buffers come from ``workspace`` (reused instead of freshly page-faulted);
 * the copies and folds are split over cores by channel (``parallel``).
 """
+import math
+
 import numpy
 
 from . import parallel, workspace
@@ -104,7 +106,7 @@ def _chunks(N, bytes_per_image):
 def _take(flat, shape):
     """The first prod(shape) elements of the flat buffer ``flat`` as a C-ordered array of
     ``shape`` (one buffer per call serves every chunk, the shorter last one included)."""
-    return flat[:numpy.prod(shape, dtype=numpy.int64)].reshape(shape)
+    return flat[:math.prod(shape)].reshape(shape)
 
 
 def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
@@ -130,21 +132,28 @@ def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
     return cols
 
 
-class _ChunkBuffers:
-    """The scratch buffers of one call, sized for the largest chunk (``nc`` images)."""
-
-    def __init__(self, scratch, lay, nc, C, F, kh, kw, Hp, Wp, Ho, Wo, dtype, backward=False):
-        self.lay, self.dtype = lay, dtype
-        self.xpad = scratch.empty((nc * C * Hp * Wp,), dtype)
-        self.cols = scratch.empty((nc * kh * kw * C * Ho * Wo,), dtype)
-        self.fm = scratch.empty((nc * F * Ho * Wo,), dtype)  # y or dy of a chunk, (F, Mc)
-        self.strip = scratch.empty((nc * C * Hp * Wo,), dtype) if backward else None  # col2im's strips
-
-    def padded(self, n, C, Hp, Wp):
-        return _take(self.xpad, self.lay.shape(n, C, Hp, Wp))
-
-    def cols_for(self, n, C, kh, kw, Ho, Wo):
-        return _take(self.cols, (kh, kw) + self.lay.shape(n, C, Ho, Wo))
+def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
+    """``out`` (N, F, Ho, Wo) = conv2d(x, w) for x (N, C, H, W) and the weights as an (F, K)
+    matrix ``wmat`` (K ordered (p, q, c)), a chunk of images at a time."""
+    N, C, H, W = x.shape
+    F, K = wmat.shape
+    (kh, kw), (ph, pw), (Ho, Wo) = kernel, padding, out.shape[2:]
+    dtype = out.dtype
+    chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
+    nc = chunks[0][1]
+    with workspace.Scratch() as scratch:
+        xpad = scratch.empty((nc * C * (H + 2 * ph) * (W + 2 * pw),), dtype)
+        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
+        y_int = scratch.empty((nc * F * Ho * Wo,), dtype)
+        for n0, n1 in chunks:
+            n = n1 - n0
+            c = _im2col(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
+                        _take(xpad, lay.shape(n, C, H + 2 * ph, W + 2 * pw)),
+                        _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo)))
+            yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(y_int, (F, n * Ho * Wo)))
+            # Split along F, the outer axis of y_int in both layouts.
+            parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+    return out
 
 
 def forward(x, w, stride, padding, out_hw, dtype, layout=None):
@@ -156,64 +165,85 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     """
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
-    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
-    K, Hp, Wp = kh * kw * C, H + 2 * ph, W + 2 * pw
+    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, out_hw[1], stride[1])
     # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
-    wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
-    y = numpy.empty((N, F, Ho, Wo), dtype)
-    chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
-    with workspace.Scratch() as scratch:
-        buf = _ChunkBuffers(scratch, lay, chunks[0][1], C, F, kh, kw, Hp, Wp, Ho, Wo, dtype)
-        for n0, n1 in chunks:
-            n = n1 - n0
-            cols = _im2col(x[n0:n1], lay, (kh, kw), stride, padding, out_hw,
-                           buf.padded(n, C, Hp, Wp), buf.cols_for(n, C, kh, kw, Ho, Wo))
-            y_int = numpy.matmul(wmat, cols.reshape(K, -1), out=_take(buf.fm, (F, n * Ho * Wo)))
-            # Split along F, the outer axis of y_int in both layouts.
-            parallel.assign(y[n0:n1], y_int.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+    wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, kh * kw * C)
+    y = _conv_chunks(x, wmat, lay, (kh, kw), stride, padding, numpy.empty((N, F) + tuple(out_hw), dtype))
     cache = Cache(device="cpu", x=x, wmat=wmat, x_shape=tuple(x.shape),
                   w_shape=tuple(w.shape), stride=stride, padding=padding,
                   out_hw=out_hw, layout=lay, dtype=dtype, algorithm="im2col")
     return y, cache
 
 
+def _input_grad_by_conv(stride, padding, kernel):
+    """Whether dL/dx is computed as a convolution of dy (see ``backward``): stride 1 and
+    padding at most kernel - 1, so that dy's own padding kh - 1 - ph is not negative."""
+    (kh, kw), (ph, pw) = kernel, padding
+    return tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
+
+
 def backward(grad_y, cache, need_x_grad, need_w_grad):
-    """Gradients of :func:`forward`: returns ``(grad_x or None, grad_w or None)``."""
+    """Gradients of :func:`forward`: returns ``(grad_x or None, grad_w or None)``.
+
+    dL/dw = dy @ cols^T, summed over the chunks of images. For stride 1, dL/dx is itself a
+    convolution: the "full" correlation of dy (zero-padded by kh - 1 - ph, kw - 1 - pw) with
+    the weights flipped in both spatial axes and with F and C swapped,
+
+        dL/dx[n, c, h, w] = sum_{f, p, q} dypad[n, f, h + p, w + q] * w[f, c, kh-1-p, kw-1-q],
+
+    computed by the same im2col product as the forward pass: kh*kw block copies instead of
+    col2im's kh*kw adds plus its zero fills. Other strides fold dcols = W^T dy back by col2im.
+    """
     N, C, H, W = cache.x_shape
     F, _, kh, kw = cache.w_shape
     (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
     lay, x, wmat, dtype = cache.layout, cache.x, cache.wmat, cache.dtype
     K, Hp, Wp = kh * kw * C, H + 2 * ph, W + 2 * pw
+    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw))
+    grad_x = None
+    if by_conv:
+        # w flipped, F and C swapped, as a (C, K') matrix with K' ordered (p, q, f)
+        wflip = numpy.ascontiguousarray(
+            wmat.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)).reshape(C, kh * kw * F)
+        grad_x = _conv_chunks(grad_y, wflip, lay, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw),
+                              numpy.empty((N, C, H, W), dtype))
+    if not (need_w_grad or (need_x_grad and not by_conv)):
+        return grad_x, None
     # A product with a long inner dimension M and a small output. OpenBLAS is sensitive to its
     # orientation: with fewer output rows than columns it can be far slower, worst when another
     # process competes for the cores (figures in benchmarks/README.md). So the larger of K and F
     # is made the row dimension.
     gw = numpy.zeros((K, F) if K >= F else (F, K), dtype) if need_w_grad else None
-    grad_x = numpy.empty((N, C, H, W), dtype) if need_x_grad else None
+    fold = need_x_grad and not by_conv
+    if fold:
+        grad_x = numpy.empty((N, C, H, W), dtype)
     chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
+    nc = chunks[0][1]
     with workspace.Scratch() as scratch:
-        buf = _ChunkBuffers(scratch, lay, chunks[0][1], C, F, kh, kw, Hp, Wp, Ho, Wo, dtype,
-                            backward=need_x_grad)
+        xpad = scratch.empty((nc * C * Hp * Wp,), dtype)
+        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
+        gbuf = scratch.empty((nc * F * Ho * Wo,), dtype)
+        strip = scratch.empty((nc * C * Hp * Wo,), dtype) if fold else None
         for n0, n1 in chunks:
             n = n1 - n0
             # dy in the internal layout as an (F, Mc) matrix whose columns match those of cols.
-            g = _take(buf.fm, lay.shape(n, F, Ho, Wo))
+            g = _take(gbuf, lay.shape(n, F, Ho, Wo))
             parallel.assign(g, grad_y[n0:n1].transpose(lay.perm))
             g = g.reshape(F, -1)
+            c = _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo))
             if need_w_grad:
-                cols = _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
-                               buf.padded(n, C, Hp, Wp), buf.cols_for(n, C, kh, kw, Ho, Wo))
+                _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
+                        _take(xpad, lay.shape(n, C, Hp, Wp)), c)
                 if K >= F:
-                    gw += numpy.matmul(cols.reshape(K, -1), g.T)           # (K, F)
+                    gw += numpy.matmul(c.reshape(K, -1), g.T)              # (K, F)
                 else:
-                    gw += numpy.matmul(g, cols.reshape(K, -1).T)           # (F, K)
-            if need_x_grad:
-                gcols = buf.cols_for(n, C, kh, kw, Ho, Wo)
-                numpy.matmul(wmat.T, g, out=gcols.reshape(K, -1))
+                    gw += numpy.matmul(g, c.reshape(K, -1).T)              # (F, K)
+            if fold:
+                numpy.matmul(wmat.T, g, out=c.reshape(K, -1))               # dcols
                 # the padded-input buffer is free again: it receives the fold
-                _col2im_cpu(gcols, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), buf.padded(n, C, Hp, Wp),
-                            _take(buf.strip, lay.shape(n, C, Hp, Wo)), out=grad_x[n0:n1])
+                _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw),
+                            _take(xpad, lay.shape(n, C, Hp, Wp)), _take(strip, lay.shape(n, C, Hp, Wo)),
+                            out=grad_x[n0:n1])
     grad_w = None
     if need_w_grad:
         gw = gw.T if K >= F else gw                                        # (F, K)
