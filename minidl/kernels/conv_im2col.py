@@ -94,7 +94,7 @@ def _rows(start, count, step):
 # cols from x (which the caller keeps alive: autograd holds a Function's inputs) for the weight
 # gradient. The chunk size depends on the shapes only, so the results stay deterministic and
 # independent of the thread count. Measurements in ``benchmarks/README.md``.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 16 << 20
 
 
 def _chunks(N, bytes_per_image):
