@@ -93,7 +93,10 @@ def _rows(start, count, step):
 # fold on its own. No cols is kept for the backward pass either: that pass rebuilds each chunk's
 # cols from x (which the caller keeps alive: autograd holds a Function's inputs) for the weight
 # gradient. The chunk size depends on the shapes only, so the results stay deterministic and
-# independent of the thread count. Measurements in ``benchmarks/README.md``.
+# independent of the thread count. Smaller chunks measured faster on one thread (the chunk stays
+# in cache), but every chunk hands work to the threads (copies, BLAS) several times, and on a
+# loaded 2-core machine 4 MiB chunks made a training step much slower than 16 MiB ones
+# (``benchmarks/README.md``).
 CHUNK_BYTES = 16 << 20
 
 
