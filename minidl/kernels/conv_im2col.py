@@ -178,11 +178,13 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     return y, cache
 
 
-def _input_grad_by_conv(stride, padding, kernel):
-    """Whether dL/dx is computed as a convolution of dy (see ``backward``): stride 1 and
-    padding at most kernel - 1, so that dy's own padding kh - 1 - ph is not negative."""
+def _input_grad_by_conv(stride, padding, kernel, C, F):
+    """Whether dL/dx is computed as a convolution of dy (see ``backward``): stride 1, padding
+    at most kernel - 1 (so that dy's own padding kh - 1 - ph is not negative), and F <= C: the
+    convolution copies kh*kw*F values per input pixel where col2im adds kh*kw*C, so with few
+    input channels (an image's first layer, whose input gradient attacks need) col2im is cheaper."""
     (kh, kw), (ph, pw) = kernel, padding
-    return tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
+    return tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1 and F <= C
 
 
 def backward(grad_y, cache, need_x_grad, need_w_grad):
@@ -195,14 +197,15 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
         dL/dx[n, c, h, w] = sum_{f, p, q} dypad[n, f, h + p, w + q] * w[f, c, kh-1-p, kw-1-q],
 
     computed by the same im2col product as the forward pass: kh*kw block copies instead of
-    col2im's kh*kw adds plus its zero fills. Other strides fold dcols = W^T dy back by col2im.
+    col2im's kh*kw adds plus its zero fills (where F <= C, ``_input_grad_by_conv``). Otherwise
+    dcols = W^T dy is folded back by col2im.
     """
     N, C, H, W = cache.x_shape
     F, _, kh, kw = cache.w_shape
     (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
     lay, x, wmat, dtype = cache.layout, cache.x, cache.wmat, cache.dtype
     K, Hp, Wp = kh * kw * C, H + 2 * ph, W + 2 * pw
-    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw))
+    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw), C, F)
     grad_x = None
     if by_conv:
         # w flipped, F and C swapped, as a (C, K') matrix with K' ordered (p, q, f)
