@@ -7,6 +7,7 @@ picks agrees with the reference and is cached.
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -209,6 +210,28 @@ class TestAutotune:
         assert autotune.choose(times, prefer="im2col_cnhw", margin=0.01) == "fft"
         assert autotune.choose({**times, "fft": 0.5}, prefer="im2col_cnhw") == "fft"
         assert autotune.choose(times) == "fft" and autotune.choose(times, prefer="direct") == "fft"
+
+    def test_a_candidate_over_the_memory_limit_never_wins(self):
+        # "big" is the fastest (it does nothing) but keeps more than the limit; "small" is slow
+        runs = {"small": lambda: time.sleep(0.002) or 10, "big": lambda: 1000, "untold": lambda: time.sleep(0.004)}
+
+        def key(n):
+            return ("conv2d", (n, 1, 4, 4), (1, 1, 3, 3), (1, 1), (0, 0), "<f8", "cpu", (1, 1), (True, True))
+        assert autotune.tune(key(1), runs, memory_limit=100) == "small"
+        assert autotune.tune(key(2), runs) == "big"                     # no limit: the fastest
+        assert autotune.tune(key(3), {"big": runs["big"]}, memory_limit=100) == "big"  # nothing else
+        assert "big 0.0 ms (over the memory limit)" in "\n".join(autotune.describe())
+
+    def test_what_each_algorithm_keeps_for_backward(self):
+        """im2col keeps a reference to x (and its small weight matrix), FFT the input's spectrum,
+        Winograd 4x the input: only the last is over ``MAX_KEPT_RATIO``."""
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((16, 8, 32, 32), dtype=np.float32)
+        w = rng.standard_normal((8, 8, 3, 3), dtype=np.float32)
+        kept = {name: conv.kept_bytes(by(name, x, w, (1, 1))[1], x, w) / x.nbytes
+                for name in conv._cpu_candidates((3, 3), (1, 1))}
+        assert kept["im2col_cnhw"] == kept["im2col_chwn"] == w.nbytes / x.nbytes
+        assert 1 < kept["fft"] < conv.MAX_KEPT_RATIO < 4 <= kept["winograd"]
 
     def test_functional_keys_follow_the_gradients_needed(self):
         x, w = self.big_case()

@@ -19,7 +19,7 @@ import minidl as md
 import minidl.functional as F
 from minidl.autograd import Function
 from minidl.kernels import reference
-from minidl.ops import activation, arithmetic, matmul, reduce, unary
+from minidl.ops import activation, arithmetic, matmul, normalization, reduce, unary
 from minidl.ops import conv as conv_op
 from minidl.ops import pool as pool_op
 from minidl.tensor import Cast, Tensor, Transfer
@@ -390,11 +390,23 @@ def test_pools_with_overlapping_windows(device, stride, data):
     check(device, lambda t: F.avg_pool2d(t, 3, stride, 1), x, ref=lambda a: pool_ref(a, (3, 3), s2, (1, 1), "avg"))
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 100])  # 1 image per chunk; 100 bytes: 1-4 images
 @pytest.mark.parametrize("training", [True, False])
 @FAST
 @given(seed=st.integers(0, 2 ** 32 - 1), shape=st.sampled_from([(4, 3), (2, 3, 2, 2), (3, 2, 1, 3), (5, 1)]),
        scale=st.floats(0.5, 3.0))
-def test_batch_norm(device, training, seed, shape, scale):
+def test_batch_norm(device, training, chunk_bytes, seed, shape, scale):
+    """Against the formula and finite differences, also with the CPU passes over several
+    chunks of the batch (``_CHUNK_BYTES``, a shorter last chunk included)."""
+    old = normalization._CHUNK_BYTES
+    normalization._CHUNK_BYTES = chunk_bytes or old
+    try:
+        _batch_norm_case(device, training, seed, shape, scale)
+    finally:
+        normalization._CHUNK_BYTES = old
+
+
+def _batch_norm_case(device, training, seed, shape, scale):
     rng = np.random.default_rng(seed)
     x = leaf(rng.standard_normal(shape) * scale + rng.standard_normal())
     c = shape[1]

@@ -22,6 +22,7 @@ from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_back
                             conv2d_forward, max_pool2d_backward, max_pool2d_forward)
 from minidl.kernels import conv as conv_mod
 from minidl.kernels import conv_cuda
+from minidl.kernels import conv_im2col
 from minidl.kernels import cuda_sources
 from minidl.kernels import pool_cuda
 from minidl.kernels import reference
@@ -127,6 +128,33 @@ class TestConvNumpy:
         rgx, rgw = ref_conv_grads(x, w, gy, cfg["stride"], cfg["padding"])
         np.testing.assert_allclose(gx, rgx, **TOL32)
         np.testing.assert_allclose(gw, rgw, **TOL32)
+
+    @settings(max_examples=30, deadline=None)
+    @given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn"]),
+           per_chunk=st.integers(1, 3), need=st.sampled_from([(True, True), (True, False), (False, True)]))
+    def test_batch_chunks_match_reference(self, cfg, layout, per_chunk, need):
+        """im2col runs a chunk of images at a time (``CHUNK_BYTES``): with chunks of 1-3 images,
+        a shorter last chunk included, every output and gradient is still the reference's."""
+        x, w, gy = conv_data(cfg)
+        (kh, kw), (Ho, Wo) = cfg["kernel"], cfg["out_shape"][2:]
+        per_image = kh * kw * cfg["x_shape"][1] * Ho * Wo * 8
+        old = conv_im2col.CHUNK_BYTES
+        conv_im2col.CHUNK_BYTES = per_chunk * per_image
+        try:
+            N = cfg["x_shape"][0]
+            assert len(conv_im2col._chunks(N, per_image)) == -(-N // per_chunk)
+            y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
+            gx, gw = conv2d_backward(gy, cache, *need)
+        finally:
+            conv_im2col.CHUNK_BYTES = old
+        assert "cols" not in vars(cache)  # nothing of cols's size is kept for backward
+        np.testing.assert_allclose(y, ref_conv(x, w, cfg["stride"], cfg["padding"]), **TOL64)
+        rgx, rgw = ref_conv_grads(x, w, gy, cfg["stride"], cfg["padding"])
+        for got, want, needed in ((gx, rgx, need[0]), (gw, rgw, need[1])):
+            if needed:
+                np.testing.assert_allclose(got, want, **TOL64)
+            else:
+                assert got is None
 
     def test_worked_example(self):
         x = np.array([[1, 0.5, 20], [0.25, 0, 0], [0, 0, 20]])[None, None]

@@ -4,8 +4,9 @@ Fixed size thresholds encode one machine's trade-offs (its BLAS kernel, cores, c
 ``auto`` mode, the first call for a key (op, shapes, stride, padding, dtype, device, thread
 counts, which gradients will be needed) runs every applicable candidate on the real
 arguments, twice in alternation (the first run of each pays for fresh buffers), keeps the
-fastest by its better run (unless it beats the fixed rule's choice by less than ``MARGIN``),
-and caches the winner's name for the rest of the process. Every
+fastest by its better run (unless it beats the fixed rule's choice by less than ``MARGIN``;
+a candidate that keeps more than the caller's memory limit for its backward pass is not
+eligible), and caches the winner's name for the rest of the process. Every
 later call with that key runs the winner only. Each candidate is deterministic and computes
 the same function (they differ by float rounding), so the choice changes speed, not results
 beyond rounding.
@@ -40,6 +41,7 @@ def _check_mode(mode, what):
 
 _mode = _check_mode(os.environ.get("MINIDL_CONV_ALGO", "auto").strip() or "auto", "MINIDL_CONV_ALGO")
 _cache = {}
+_over_limit = {}           # key -> names that kept more than the memory limit
 _lock = threading.Lock()
 
 
@@ -75,6 +77,7 @@ def clear_cache():
     """Forget every decision (the next call of each key measures again)."""
     with _lock:
         _cache.clear()
+        _over_limit.clear()
 
 
 def lookup(key):
@@ -97,20 +100,29 @@ def choose(best, prefer=None, margin=MARGIN):
     return fastest
 
 
-def tune(key, candidates, prefer=None, rounds=2):
+def tune(key, candidates, prefer=None, rounds=2, memory_limit=None):
     """Time ``candidates`` ({name: run}, each a callable) in alternating rounds, cache the
     winner (:func:`choose`) for ``key`` and return its name.
-    Whatever a run returns is dropped at once, so that tuning never holds more than one
-    candidate's buffers at a time."""
+
+    A run may return the bytes its algorithm keeps for the backward pass (else None): with
+    ``memory_limit``, a candidate that keeps more may not win (like cuDNN's workspace limit),
+    unless no candidate is under it. A run's arrays are dropped at once, so that tuning never
+    holds more than one candidate's buffers at a time."""
     best = {name: float("inf") for name in candidates}
+    kept = {}
     for _ in range(rounds):
         for name, run in candidates.items():
             t0 = time.perf_counter()
-            run()
+            nbytes = run()
             best[name] = min(best[name], time.perf_counter() - t0)
-    winner = choose(best, prefer)
+            if nbytes is not None:
+                kept[name] = nbytes
+    over = {name for name, nbytes in kept.items() if memory_limit is not None and nbytes > memory_limit}
+    allowed = {name: t for name, t in best.items() if name not in over} or best
+    winner = choose(allowed, prefer)
     with _lock:
         _cache[key] = (winner, best)
+        _over_limit[key] = over
     return winner
 
 
@@ -118,7 +130,9 @@ def describe():
     """Lines describing the mode and the cached decisions, for ``python -m minidl info``."""
     lines = [f"conv algorithm: {_mode} (MINIDL_CONV_ALGO / minidl.kernels.set_conv_algorithm)"]
     for key, winner, times in cache_items():
-        ms = ", ".join(f"{n} {t * 1e3:.1f} ms" for n, t in sorted(times.items(), key=lambda kv: kv[1]))
+        over = _over_limit.get(key, ())
+        ms = ", ".join(f"{n} {t * 1e3:.1f} ms{' (over the memory limit)' if n in over else ''}"
+                       for n, t in sorted(times.items(), key=lambda kv: kv[1]))
         lines.append(f"  {format_key(key)} -> {winner}   ({ms})")
     return lines
 

@@ -183,11 +183,28 @@ def _default_name(x, w, stride, padding, out_hw, dtype, device, grads):
             y, cache = module.forward(x, w, stride, padding, out_hw, dtype, **options)
             if any(grads):
                 module.backward(y, cache, *grads)  # y stands in for dL/dy: only the time counts
+            return kept_bytes(cache, x, w) if any(grads) else None
         return once
     prefer = rule if rule != "im2col" else "im2col_" + conv_im2col._choose_layout(C, F, kh, kw, Wo, stride[1]).name
-    name = autotune.tune(key, {name: timed(name) for name in candidates}, prefer=prefer)
+    name = autotune.tune(key, {name: timed(name) for name in candidates}, prefer=prefer,
+                         memory_limit=MAX_KEPT_RATIO * x.size * dtype.itemsize)
     workspace.release()  # the losers' buffers would otherwise stay pooled, unused
     return name
+
+
+# ``auto`` mode's memory limit: a candidate may keep at most this many times the input's bytes
+# for the backward pass. im2col keeps nothing but a reference to x and its weight matrix, FFT
+# the spectra of the input and weights (1.6x the input of a 3x3 layer on 32x32 images, 2.8x for
+# madry_mnist's conv2, 3.3x on 8x8 images, float32), Winograd the transformed input (4x): on a busy machine the timings alone once chose Winograd and FFT for cifar_cnn layers and
+# raised the peak memory of a training step by a third (``benchmarks/README.md``).
+MAX_KEPT_RATIO = 3.0
+
+
+def kept_bytes(cache, *inputs):
+    """Bytes of the arrays in ``cache`` (a kernel's backward cache) beyond ``inputs``."""
+    fields = vars(cache) if hasattr(cache, "__dict__") else {n: getattr(cache, n) for n in cache.__slots__}
+    return sum(a.nbytes for a in fields.values()
+               if hasattr(a, "nbytes") and not any(a is b or a.base is b for b in inputs))
 
 
 def conv2d_backward(grad_y, cache, need_x_grad=True, need_w_grad=True):

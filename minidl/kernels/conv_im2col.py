@@ -3,12 +3,17 @@
 The same product as the reference (``y = W @ cols``, ``dW = g @ cols.T``, ``dcols = W.T @ g``
 folded back by col2im; the math is in ``conv.py``), arranged for speed:
 
-* the input is transposed once into an internal layout with channels first (``_Layout``),
-  so that cols is filled by one strided block copy per kernel offset (kh*kw Python
-  iterations, never a loop over pixels or images) and every product is a single BLAS call;
-* large buffers come from ``workspace`` (reused instead of freshly page-faulted);
+* the batch is processed a chunk of images at a time (``CHUNK_BYTES`` of cols), so cols is
+  never built whole, stays in cache between its copy and its product, and is not kept for the
+  backward pass (which rebuilds it from x);
+* each chunk of the input is transposed into an internal layout with channels first
+  (``_Layout``), so that cols is filled by one strided block copy per kernel offset (kh*kw
+  Python iterations, never a loop over pixels or images) and every product is one BLAS call;
+* the buffers come from ``workspace`` (reused instead of freshly page-faulted);
 * the copies and folds are split over cores by channel (``parallel``).
 """
+import math
+
 import numpy
 
 from . import parallel, workspace
@@ -80,86 +85,180 @@ def _rows(start, count, step):
 
 
 # ---------------------------------------------------------------------------------------
-# forward and backward
+# forward and backward, a chunk of images at a time
 # ---------------------------------------------------------------------------------------
+# The cols matrix of a stride-1 kxk layer is k*k times its input (113 MB for a 3x3 24->24 layer
+# on 32x32 images at batch 128), so it is never built whole: the batch is cut into chunks of
+# images whose cols fits in about CHUNK_BYTES, and each chunk runs im2col, its products and the
+# fold on its own. No cols is kept for the backward pass either: that pass rebuilds each chunk's
+# cols from x (which the caller keeps alive: autograd holds a Function's inputs) for the weight
+# gradient. The chunk size depends on the shapes only, so the results stay deterministic and
+# independent of the thread count. Smaller chunks measured faster on one thread (the chunk stays
+# in cache), but every chunk hands work to the threads (copies, BLAS) several times, and on a
+# loaded 2-core machine 4 MiB chunks made a training step much slower than 16 MiB ones
+# (``benchmarks/README.md``).
+CHUNK_BYTES = 16 << 20
+
+
+def _chunks(N, bytes_per_image):
+    """Consecutive image ranges (n0, n1) covering range(N), all but the last of equal size."""
+    n = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
+    return [(n0, min(N, n0 + n)) for n0 in range(0, N, n)]
+
+
+def _take(flat, shape):
+    """The first prod(shape) elements of the flat buffer ``flat`` as a C-ordered array of
+    ``shape`` (one buffer per call serves every chunk, the shorter last one included)."""
+    return flat[:math.prod(shape)].reshape(shape)
+
+
+def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
+    """Fill ``cols`` (kh, kw, C, spatial...) with the windows of ``x`` (n, C, H, W), using
+    ``xpad`` (the padded input in the internal layout) as the staging buffer; returns cols.
+
+    cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]: one contiguous block write per
+    kernel offset, K ordered (p, q, c), M in the layout's spatial order. Channels are
+    independent, so threads take disjoint channel ranges (``parallel``).
+    """
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, out_hw
+    H, W = x.shape[2:]
+    x_int = x.transpose(lay.perm)  # the transpose and the padding are one copy
+
+    def run(c0, c1):
+        if ph or pw:
+            xpad[c0:c1].fill(0)
+        lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
+        for p in range(kh):
+            for q in range(kw):
+                cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
+    parallel.parallel_for(x_int.shape[0], run, cols.nbytes)
+    return cols
+
+
+def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
+    """``out`` (N, F, Ho, Wo) = conv2d(x, w) for x (N, C, H, W) and the weights as an (F, K)
+    matrix ``wmat`` (K ordered (p, q, c)), a chunk of images at a time."""
+    N, C, H, W = x.shape
+    F, K = wmat.shape
+    (kh, kw), (ph, pw), (Ho, Wo) = kernel, padding, out.shape[2:]
+    dtype = out.dtype
+    chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
+    nc = chunks[0][1]
+    with workspace.Scratch() as scratch:
+        xpad = scratch.empty((nc * C * (H + 2 * ph) * (W + 2 * pw),), dtype)
+        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
+        y_int = scratch.empty((nc * F * Ho * Wo,), dtype)
+        for n0, n1 in chunks:
+            n = n1 - n0
+            c = _im2col(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
+                        _take(xpad, lay.shape(n, C, H + 2 * ph, W + 2 * pw)),
+                        _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo)))
+            yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(y_int, (F, n * Ho * Wo)))
+            # Split along F, the outer axis of y_int in both layouts.
+            parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+    return out
+
+
 def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     """y = conv2d(x, w) by im2col on NumPy arrays; returns ``(y, cache)``.
 
     ``layout`` ('cnhw' or 'chwn') forces the internal buffer layout; by default it is
-    chosen from the shapes (``_choose_layout``).
+    chosen from the shapes (``_choose_layout``). The cache refers to ``x`` (not a copy):
+    ``x`` must not change before the backward pass (autograd checks this).
     """
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
-    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
-    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, Wo, sw)
-
-    with workspace.Scratch() as scratch:
-        # Zero-padded input in the internal layout: the transpose and the padding are one copy.
-        # (Temporaries come from a ``workspace.Scratch``, which reuses buffers across calls.)
-        xpad = scratch.empty(lay.shape(N, C, H + 2 * ph, W + 2 * pw), dtype)
-        x_int = x.transpose(lay.perm)
-
-        # im2col: cols[p, q] is the (C, spatial...) block that kernel offset (p, q) reads,
-        # i.e. cols[p, q, c, <n, i, j>] = xpad[n, c, i*sh + p, j*sw + q]. One contiguous block
-        # write per offset; K is ordered (p, q, c) and M follows the layout's spatial order.
-        # Channels are independent, so threads take disjoint channel ranges (``parallel``).
-        cols = numpy.empty((kh, kw) + lay.shape(N, C, Ho, Wo), dtype)  # kept in the cache
-
-        def im2col(c0, c1):
-            if ph or pw:
-                xpad[c0:c1].fill(0)
-            lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
-            for p in range(kh):
-                for q in range(kw):
-                    cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
-        parallel.parallel_for(C, im2col, cols.nbytes)
-
-        K, M = kh * kw * C, N * Ho * Wo
-        # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
-        wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, K)
-        y_int = numpy.matmul(wmat, cols.reshape(K, M), out=scratch.empty((F, M), dtype))
-        # Split along F, the outer axis of y_int in both layouts.
-        y = workspace.copy(y_int.reshape(lay.shape(N, F, Ho, Wo)).transpose(lay.inv), axis=1)
-    cache = Cache(device="cpu", cols=cols, wmat=wmat, x_shape=tuple(x.shape),
+    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, out_hw[1], stride[1])
+    # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
+    wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, kh * kw * C)
+    y = _conv_chunks(x, wmat, lay, (kh, kw), stride, padding, numpy.empty((N, F) + tuple(out_hw), dtype))
+    cache = Cache(device="cpu", x=x, wmat=wmat, x_shape=tuple(x.shape),
                   w_shape=tuple(w.shape), stride=stride, padding=padding,
                   out_hw=out_hw, layout=lay, dtype=dtype, algorithm="im2col")
     return y, cache
 
 
+def _input_grad_by_conv(stride, padding, kernel, C, F):
+    """Whether dL/dx is computed as a convolution of dy (see ``backward``): stride 1, padding
+    at most kernel - 1 (so that dy's own padding kh - 1 - ph is not negative), and F <= C: the
+    convolution copies kh*kw*F values per input pixel where col2im adds kh*kw*C, so with few
+    input channels (an image's first layer, whose input gradient attacks need) col2im is cheaper."""
+    (kh, kw), (ph, pw) = kernel, padding
+    return tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1 and F <= C
+
+
 def backward(grad_y, cache, need_x_grad, need_w_grad):
-    """Gradients of :func:`forward`: returns ``(grad_x or None, grad_w or None)``."""
+    """Gradients of :func:`forward`: returns ``(grad_x or None, grad_w or None)``.
+
+    dL/dw = dy @ cols^T, summed over the chunks of images. For stride 1, dL/dx is itself a
+    convolution: the "full" correlation of dy (zero-padded by kh - 1 - ph, kw - 1 - pw) with
+    the weights flipped in both spatial axes and with F and C swapped,
+
+        dL/dx[n, c, h, w] = sum_{f, p, q} dypad[n, f, h + p, w + q] * w[f, c, kh-1-p, kw-1-q],
+
+    computed by the same im2col product as the forward pass: kh*kw block copies instead of
+    col2im's kh*kw adds plus its zero fills (where F <= C, ``_input_grad_by_conv``). Otherwise
+    dcols = W^T dy is folded back by col2im.
+    """
     N, C, H, W = cache.x_shape
     F, _, kh, kw = cache.w_shape
     (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
-    lay, cols, wmat, dtype = cache.layout, cache.cols, cache.wmat, cache.dtype
-    K, M = kh * kw * C, N * Ho * Wo
-
+    lay, x, wmat, dtype = cache.layout, cache.x, cache.wmat, cache.dtype
+    K, Hp, Wp = kh * kw * C, H + 2 * ph, W + 2 * pw
+    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw), C, F)
+    grad_x = None
+    if by_conv:
+        # w flipped, F and C swapped, as a (C, K') matrix with K' ordered (p, q, f)
+        wflip = numpy.ascontiguousarray(
+            wmat.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)).reshape(C, kh * kw * F)
+        grad_x = _conv_chunks(grad_y, wflip, lay, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw),
+                              numpy.empty((N, C, H, W), dtype))
+    if not (need_w_grad or (need_x_grad and not by_conv)):
+        return grad_x, None
+    # A product with a long inner dimension M and a small output. OpenBLAS is sensitive to its
+    # orientation: with fewer output rows than columns it can be far slower, worst when another
+    # process competes for the cores (figures in benchmarks/README.md). So the larger of K and F
+    # is made the row dimension.
+    gw = numpy.zeros((K, F) if K >= F else (F, K), dtype) if need_w_grad else None
+    fold = need_x_grad and not by_conv
+    if fold:
+        grad_x = numpy.empty((N, C, H, W), dtype)
+    chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
+    nc = chunks[0][1]
     with workspace.Scratch() as scratch:
-        # dy in the internal layout as an (F, M) matrix whose columns match those of cols.
-        g = scratch.copy(grad_y.transpose(lay.perm), dtype).reshape(F, M)
-
-        grad_w = None
-        if need_w_grad:
-            # A product with a long inner dimension M and a small output. OpenBLAS is
-            # sensitive to its orientation: with fewer output rows than columns it can be far
-            # slower, worst when another process competes for the cores (figures in
-            # benchmarks/README.md). So the larger of K and F is made the row dimension.
-            if K >= F:
-                gw = numpy.matmul(cols.reshape(K, M), g.T).T                # (F, K)
-            else:
-                gw = numpy.matmul(g, cols.reshape(K, M).T)                  # (F, K)
-            # K is ordered (p, q, c): back to (F, C, kh, kw)
-            grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
-
-        grad_x = None
-        if need_x_grad:
-            gcols = numpy.matmul(wmat.T, g, out=scratch.empty((K, M), dtype))
-            gcols = gcols.reshape(cols.shape)                              # (kh, kw, C, ...)
-            grad_x = _col2im_cpu(gcols, lay, (N, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), dtype, scratch)
+        xpad = scratch.empty((nc * C * Hp * Wp,), dtype)
+        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
+        gbuf = scratch.empty((nc * F * Ho * Wo,), dtype)
+        strip = scratch.empty((nc * C * Hp * Wo,), dtype) if fold else None
+        for n0, n1 in chunks:
+            n = n1 - n0
+            # dy in the internal layout as an (F, Mc) matrix whose columns match those of cols.
+            g = _take(gbuf, lay.shape(n, F, Ho, Wo))
+            parallel.assign(g, grad_y[n0:n1].transpose(lay.perm))
+            g = g.reshape(F, -1)
+            c = _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo))
+            if need_w_grad:
+                _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
+                        _take(xpad, lay.shape(n, C, Hp, Wp)), c)
+                if K >= F:
+                    gw += numpy.matmul(c.reshape(K, -1), g.T)              # (K, F)
+                else:
+                    gw += numpy.matmul(g, c.reshape(K, -1).T)              # (F, K)
+            if fold:
+                numpy.matmul(wmat.T, g, out=c.reshape(K, -1))               # dcols
+                # the padded-input buffer is free again: it receives the fold
+                _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw),
+                            _take(xpad, lay.shape(n, C, Hp, Wp)), _take(strip, lay.shape(n, C, Hp, Wo)),
+                            out=grad_x[n0:n1])
+    grad_w = None
+    if need_w_grad:
+        gw = gw.T if K >= F else gw                                        # (F, K)
+        # K is ordered (p, q, c): back to (F, C, kh, kw)
+        grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
     return grad_x, grad_w
 
 
-def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype, scratch):
+def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, gxpad, strip, out):
     """Fold ``gcols`` (kh, kw, C, spatial...) back onto the input: the adjoint of im2col.
 
     dxpad[window(p, q)] += gcols[p, q] for every offset, done in two stages so that most
@@ -172,14 +271,13 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype, scratch):
       2. S_q is added into dxpad at columns q, q+sw, ... (kw strided adds in total
          instead of kh*kw).
 
-    Additions happen in a fixed order, so the result is deterministic.
+    ``gxpad`` (the padded input's shape in the internal layout) and ``strip`` are scratch; the
+    interior of gxpad is written to ``out`` (N, C, H, W). Additions happen in a fixed order,
+    so the result is deterministic.
     """
     N, C, H, W = x_shape
     (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
     kh, kw = gcols.shape[:2]
-    Hpad, Wpad = H + 2 * ph, W + 2 * pw
-    gxpad = scratch.empty(lay.shape(N, C, Hpad, Wpad), dtype)
-    strip = scratch.empty(lay.shape(N, C, Hpad, Wo), dtype)
     all_cols = slice(None)
 
     def fold(c0, c1):  # channels c0..c1-1; threads take disjoint channel ranges
@@ -194,4 +292,4 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, dtype, scratch):
             view += st
     parallel.parallel_for(C, fold, gcols.nbytes)
     interior = lay.view(gxpad, slice(ph, ph + H), slice(pw, pw + W))
-    return workspace.copy(interior.transpose(lay.inv), axis=1)  # C: outer in gxpad
+    parallel.assign(out, interior.transpose(lay.inv), axis=1)  # C: outer in gxpad

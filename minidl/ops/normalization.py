@@ -22,8 +22,11 @@ class BatchNorm(Function):
         dL/dx = a * g + b * xc + c,  a = gamma * s,  b = -a * s^2 * sum(g * xc) / m,  c = -a * sum(g) / m
         dL/dgamma = s * sum(g * xc),  dL/dbeta = sum(g)
 
-    So each pass over the data computes a whole per-channel quantity (the sums, one einsum
-    for each dot product, one fused multiply per output) and only xc is kept for backward.
+    So each pass over the data computes a whole per-channel quantity: the sums, one einsum for
+    each dot product, the output as y = x * (gamma s) + (beta - mu gamma s). Nothing of x's size
+    is kept for backward (x itself is held by autograd as the input): on the CPU the passes run
+    over chunks of the batch (``_CHUNK_BYTES``), and xc is recomputed per chunk into a small
+    buffer that stays in cache, which costs less than reading a stored xc back from memory.
     """
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -32,66 +35,103 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         m = x.size // x.shape[1]
+        shape = (1, -1) + (1,) * (x.ndim - 2)
         if self.training:
-            mu = x.sum(axis=self.axes) / m
-        else:
-            mu = self.running_mean
-        self.xc = _empty_like(x, xp)
-        xp.subtract(x, mu.astype(x.dtype, copy=False).reshape(shape), out=self.xc)
-        if self.training:
-            var = _channel_dot(self.xc, self.xc, xp) / m
+            mu = _channel_sum(x, xp) / m
+            var = xp.zeros(x.shape[1], x.dtype)
+            with workspace.Scratch() as scratch:
+                for xc_, xc in _centred_chunks(x, mu, xp, scratch):
+                    var += _channel_dot(xc, xc, xp)
+            var /= m
             if self.running_mean is not None:
                 self.running_mean *= 1 - self.momentum
                 self.running_mean += self.momentum * mu
                 self.running_var *= 1 - self.momentum
                 self.running_var += self.momentum * var * (m / max(m - 1, 1))
         else:
-            var = self.running_var
+            mu, var = self.running_mean, self.running_var
+        self.x, self.mu = x, mu.astype(x.dtype, copy=False)
         self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
         self.gamma = gamma
-        y = _empty_like(x, xp)
-        xp.multiply(self.xc, (gamma * self.inv_std).astype(x.dtype, copy=False).reshape(shape), out=y)
-        y += beta.astype(x.dtype, copy=False).reshape(shape)
+        scale = (gamma * self.inv_std).astype(x.dtype, copy=False)
+        shift = (beta - self.mu * scale).astype(x.dtype, copy=False)
+        y = xp.empty(x.shape, x.dtype)  # an output: an ordinary array
+        for n0, n1 in _batch_chunks(x, xp):
+            yc = y[n0:n1]
+            xp.multiply(x[n0:n1], scale.reshape(shape), out=yc)
+            yc += shift.reshape(shape)
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
         shape = (1, -1) + (1,) * (g.ndim - 2)
         m = g.size // g.shape[1]
-        s, gamma = self.inv_std, self.gamma
+        s, gamma, x, mu = self.inv_std, self.gamma, self.x, self.mu
         need_gx, need_gamma, need_beta = self.needs_grad
-        sum_g = g.sum(axis=self.axes) if (need_beta or (need_gx and self.training)) else None
-        sum_gxc = _channel_dot(g, self.xc, xp) if (need_gamma or (need_gx and self.training)) else None
-        gx = None
-        if need_gx:
-            a = gamma * s
-            gx = _empty_like(g, xp)
-            xp.multiply(g, a.astype(g.dtype, copy=False).reshape(shape), out=gx)
-            if self.training:
-                b = (-a * s * s * sum_gxc / m).astype(g.dtype, copy=False)
-                c = (-a * sum_g / m).astype(g.dtype, copy=False)
-                with workspace.Scratch() as scratch:  # bxc: a temporary, pooled on the CPU
-                    bxc = scratch.empty(g.shape, g.dtype) if xp is numpy else None
-                    gx += xp.multiply(self.xc, b.reshape(shape), out=bxc)
-                gx += c.reshape(shape)
+        need_sum_gxc = need_gamma or (need_gx and self.training)
+        sum_g = _channel_sum(g, xp) if (need_beta or (need_gx and self.training)) else None
+        with workspace.Scratch() as scratch:
+            if need_sum_gxc:
+                sum_gxc = xp.zeros(g.shape[1], g.dtype)
+                for (n0, n1), xc in _centred_chunks(x, mu, xp, scratch):
+                    sum_gxc += _channel_dot(g[n0:n1], xc, xp)
+            gx = None
+            if need_gx:
+                a = (gamma * s).astype(g.dtype, copy=False).reshape(shape)
+                gx = xp.empty(g.shape, g.dtype)
+                if self.training:
+                    b = (-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False).reshape(shape)
+                    c = (-gamma * s * sum_g / m).astype(g.dtype, copy=False).reshape(shape)
+                    for (n0, n1), xc in _centred_chunks(x, mu, xp, scratch):
+                        gxc = gx[n0:n1]
+                        xp.multiply(g[n0:n1], a, out=gxc)
+                        xc *= b
+                        gxc += xc
+                        gxc += c
+                else:
+                    xp.multiply(g, a, out=gx)
         ggamma = sum_gxc * s if need_gamma else None
         gbeta = sum_g if need_beta else None
         return gx, ggamma, gbeta
+
+
+# On the CPU the per-channel passes run over chunks of the batch of about this many bytes, so
+# that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass.
+_CHUNK_BYTES = 256 << 10
+
+
+def _batch_chunks(x, xp):
+    """Ranges (n0, n1) of the batch axis; the whole batch at once on a GPU."""
+    N = x.shape[0]
+    per_image = x[0].nbytes if N else 1
+    n = N if xp is not numpy else max(1, min(N, _CHUNK_BYTES // max(1, per_image)))
+    return [(n0, min(N, n0 + n)) for n0 in range(0, N, max(1, n))]
+
+
+def _centred_chunks(x, mu, xp, scratch):
+    """Yield ((n0, n1), x[n0:n1] - mu) for the chunks of ``_batch_chunks``; the centred chunk
+    lives in one reused buffer, valid until the next one is yielded."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    chunks = _batch_chunks(x, xp)
+    n = chunks[0][1] if chunks else 0
+    flat = scratch.empty((n * x[0].size,), x.dtype) if xp is numpy else None
+    mu = mu.astype(x.dtype, copy=False).reshape(shape)
+    for n0, n1 in chunks:
+        out = flat[:(n1 - n0) * x[0].size].reshape((n1 - n0,) + x.shape[1:]) if flat is not None else None
+        yield (n0, n1), xp.subtract(x[n0:n1], mu, out=out)
+
+
+def _channel_sum(a, xp):
+    """sum over all axes but 1, per channel."""
+    n, c = a.shape[:2]
+    return xp.einsum("nci->c", a.reshape(n, c, -1))
 
 
 def _channel_dot(a, b, xp):
     """sum over all axes but 1 of a * b, per channel (one pass, no temporary)."""
     n, c = a.shape[:2]
     return xp.einsum("nci,nci->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
-
-
-def _empty_like(x, xp):
-    """An uninitialised C-contiguous array like ``x``: an ordinary array, since it is an output
-    or kept for backward (a pooled ``workspace.Scratch`` buffer must not escape its block)."""
-    return xp.empty(x.shape, x.dtype)
 
 
 class Dropout(Function):
