@@ -305,6 +305,7 @@ def test_sharded_rse_evaluation_gathers_the_one_process_results(tmp_path):
     assert got["huge"] == ref["huge_eps_accuracy"]
 
 
+@needs_mpi
 def test_sharded_autoattack_breakdown_equals_the_unsharded_one(tmp_path):
     """Every stage's robust count over both ranks' shards is the one-process count (not one
     shard's), and a stage's seconds are those of the slower rank."""
