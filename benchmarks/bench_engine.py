@@ -31,6 +31,7 @@ from minidl import backend  # noqa: E402
 from minidl.kernels import autotune, blas, parallel  # noqa: E402
 from minidl.models import get_model  # noqa: E402
 
+import bench_models  # noqa: E402
 from common import (TIMES_HEADER, benchmark_parser, fmt_times_row, matmul_gflops, median,  # noqa: E402
                     paired_times, try_import_torch)
 
@@ -145,81 +146,18 @@ def torch_layer(torch, spec, device, rng):
 # ---------------------------------------------------------------------------------------------
 # whole models and training steps
 # ---------------------------------------------------------------------------------------------
-def torch_model(torch, name):
-    """The PyTorch twin of minidl's model ``name`` (same layers, same order)."""
-    nn = torch.nn
-    if name == "madry_mnist":
-        return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(3136, 1024), nn.ReLU(), nn.Linear(1024, 10))
-    if name == "cifar_cnn":
-        layers, c_in = [], 3
-        for c in (24, 48, 96):
-            for _ in range(2):
-                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
-                c_in = c
-            layers.append(nn.MaxPool2d(2))
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 10))
-
-    class PreActBlock(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-            self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-                             if stride != 1 or cin != cout else None)
-
-        def forward(self, x):
-            out = torch.relu(self.bn1(x))
-            shortcut = self.shortcut(out) if self.shortcut is not None else x
-            out = self.conv1(out)
-            return self.conv2(torch.relu(self.bn2(out))) + shortcut
-
-    class PreActResNet18(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
-            blocks, cin = [], 64
-            for stage in range(4):
-                for i in range(2):
-                    cout = 64 * 2 ** stage
-                    blocks.append(PreActBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1))
-                    cin = cout
-            self.layers, self.bn, self.fc = nn.Sequential(*blocks), nn.BatchNorm2d(512), nn.Linear(512, 10)
-
-        def forward(self, x):
-            out = torch.relu(self.bn(self.layers(self.conv1(x))))
-            return self.fc(out.mean(dim=(2, 3)))
-    return PreActResNet18()
+def _batch(name, batch, rng):
+    return rng.random((batch,) + INPUT[name]).astype(numpy.float32), rng.integers(0, 10, batch)
 
 
 def minidl_step(name, batch, device, rng):
-    model = get_model(name).to(device)
-    opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = md.tensor(rng.random((batch,) + INPUT[name]).astype(numpy.float32), device=device)
-    y = md.tensor(rng.integers(0, 10, batch), device=device)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
+    """A training step of minidl's ``name`` on a random batch (bench_models.py's step)."""
+    return bench_models.minidl_step(name, *_batch(name, batch, rng), device)
 
 
 def torch_step(torch, name, batch, device, rng):
-    model = torch_model(torch, name).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.tensor(rng.random((batch,) + INPUT[name]).astype(numpy.float32), device=device)
-    y = torch.tensor(rng.integers(0, 10, batch), device=device)
-
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
+    """The same step of the PyTorch twin (bench_models.TORCH_MODELS: same layers, same order)."""
+    return bench_models.torch_step(torch, name, *_batch(name, batch, rng), device)
 
 
 # ---------------------------------------------------------------------------------------------
