@@ -174,3 +174,11 @@ def get_rng_state():
 
 def set_rng_state(state):
     _np_rng.bit_generator.state = state
+
+
+def reseed_cupy(seed):
+    """Reseed CuPy's generator alone, when CUDA is there: its state cannot be saved, so a
+    resumed evaluation (``adversarial.journal``) restarts it from a seed instead."""
+    global _cp_rng
+    if _CUDA_OK:
+        _cp_rng = cupy.random.default_rng(int(seed))

@@ -15,12 +15,17 @@ import traceback
 import numpy
 
 from . import distributed
+from .adversarial.journal import discard_journal
 from .experiment import TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
 from .info import describe, warm_up
 from .io import write_json
 from .models import MODELS
 from .study import PRESETS, run_study
 from .validation import check_number, check_writable_file, check_writable_folder
+
+
+# The journal of an unfinished ``attack --json FILE`` is FILE + this.
+JOURNAL_SUFFIX = ".partial"
 
 
 class UsageError(Exception):
@@ -98,15 +103,35 @@ def cmd_eval(args):
 
 
 def cmd_attack(args):
+    journal = None
     if args.json is not None:  # before the attack runs, not after
         check_writable_file("--json", args.json)
+        journal = args.json + JOURNAL_SUFFIX
+    elif args.resume:
+        raise ValueError("--resume: expected --json FILE (the run's journal is FILE.partial), got no --json")
     result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
                                steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
                                eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
                                limit=args.limit, checks=not args.no_checks, progress=not args.quiet,
-                               version=args.version, seed=args.seed, judge_samples=args.judge_samples)
-    if not distributed.world().is_root:  # every rank holds the gathered result; one reports it
-        return 0
+                               version=args.version, seed=args.seed, judge_samples=args.judge_samples,
+                               batch_size=args.batch_size, journal=journal, resume=args.resume)
+    comm = distributed.world()
+    stored, failure = False, None
+    if comm.is_root:  # every rank holds the gathered result; one reports it
+        try:
+            stored = report_attack(args, result)
+        except Exception as e:  # the other ranks must still hear of it, or they would wait forever
+            failure = e
+    # every rank keeps its journal until the result is on disk; a failed write keeps them all
+    if journal is not None and comm.broadcast_object(stored):
+        discard_journal(journal, comm.size, comm.rank)
+    if failure is not None:
+        raise failure
+    return 0
+
+
+def report_attack(args, result):
+    """Print the result of ``attack`` and write its JSON; True once it is stored."""
     if result["attack"] == "autoattack":
         print(f"autoattack {result['version']} (norm {result['norm']}, eps {result['eps']:.4g}) on {result['n']} "
               f"test images: clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
@@ -122,7 +147,7 @@ def cmd_attack(args):
         print(f"warning: {warning}")
     if args.json is not None:
         write_json(args.json, result)
-    return 0
+    return True
 
 
 def cmd_study(args):
@@ -207,8 +232,14 @@ def build_parser():
     at.add_argument("--data-dir", default=None)
     at.add_argument("--device", default="cpu")
     at.add_argument("--limit", type=number(int, "--limit", minimum=1), default=None)
+    at.add_argument("--batch-size", type=number(int, "--batch-size", minimum=1), default=500,
+                    help="images attacked together (memory; the journal keeps one entry per batch)")
     at.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    at.add_argument("--json", type=path("file"), default=None, help="also write the result to this JSON file")
+    at.add_argument("--json", type=path("file"), default=None,
+                    help="also write the result to this JSON file; until then every finished batch is kept "
+                         "in FILE.partial, so a stopped run loses nothing (see --resume)")
+    at.add_argument("--resume", action="store_true",
+                    help="continue the stopped run whose FILE.partial journal --json names (same settings)")
     at.add_argument("--quiet", action="store_true")
     at.set_defaults(run=cmd_attack)
 

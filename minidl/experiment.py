@@ -10,6 +10,7 @@ from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_c
 from .adversarial.attacks import pgd_alpha
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
+from .adversarial.journal import EvalJournal, file_digest, journal_path
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -322,7 +323,8 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
 
 def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
                       loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
-                      checks=True, progress=True, version="standard", seed=0, judge_samples=None):
+                      checks=True, progress=True, version="standard", seed=0, judge_samples=None, journal=None,
+                      resume=False):
     """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM, PGD or
     AutoAttack (``version``; the result then holds the per-stage ``breakdown``, over all ranks
     under MPI), plus the sanity checks of ``adversarial.evaluate`` on the first 500 images.
@@ -330,7 +332,13 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     ``seed`` seeds minidl's generator (random starts, noise) and AutoAttack's stages. Points
     are judged by the mean softmax of ``judge_samples`` passes (None: 20 for a randomized
     model, e.g. RSE, 1 otherwise; ``adversarial.evaluate``); the result says which
-    (``judge_samples``, ``judged_by``)."""
+    (``judge_samples``, ``judged_by``).
+
+    ``journal``: a file (``adversarial.journal``) that records every finished batch of the
+    attack, so that a stopped run continues with ``resume=True`` where it stopped and, on the
+    NumPy backend, returns what an uninterrupted run returns; the caller removes it
+    (:func:`~minidl.adversarial.journal.discard_journal`) once the result is stored. The sanity
+    checks are not journaled: a resumed run repeats them."""
     # Every argument is checked before the model and the data are loaded.
     check_choice("attack", attack, ATTACKS)
     check_choice("version", version, ("standard", "rand"))
@@ -352,22 +360,34 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    judge = world().broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
+    comm = world()
+    if journal is not None:
+        settings = {"checkpoint_sha256": file_digest(checkpoint_path), "attack": attack, "eps": eps, "alpha": alpha,
+                    "steps": steps, "restarts": restarts, "norm": norm, "loss": loss, "eot_samples": eot_samples,
+                    "version": version, "seed": seed, "judge_samples": judge_samples, "n": len(labels),
+                    "batch_size": batch_size, "ranks": comm.size, "rank": comm.rank}
+        journal = EvalJournal(journal_path(journal, comm.size, comm.rank), settings, resume=resume)
+    elif resume:
+        raise ValueError("resume: expected a journal to resume from, got journal=None")
+    judge = comm.broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
     if attack == "autoattack":
         result = autoattack_accuracy(model, (images, labels), eps, norm=norm, version=version, seed=seed,
-                                     batch_size=batch_size, progress=progress, desc="attack", judge_samples=judge)
+                                     batch_size=batch_size, progress=progress, desc="attack", judge_samples=judge,
+                                     journal=journal)
     else:
         run = (lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)) if attack == "fgsm" else \
             (lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
                                  eot_samples=eot_samples))
         result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress,
-                                 judge_samples=judge)
+                                 judge_samples=judge, journal=journal)
     out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
            "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
            "judge_samples": judge, "judged_by": judged_by(judge), "seed": seed,
            "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
+    if journal is not None:
+        out["resumed_batches"] = comm.allgather_object(journal.resumed) if comm.size > 1 else journal.resumed
     if attack == "autoattack":
         out.update(version=version, breakdown=result["breakdown"])
     if checks:

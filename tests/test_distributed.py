@@ -293,6 +293,18 @@ def test_sharded_robust_accuracy_equals_the_unsharded_one(tmp_path):
 
 
 @needs_mpi
+def test_each_rank_journals_its_shard_and_a_resumed_run_gives_the_same_results(tmp_path):
+    _ok(_mpirun("journal", tmp_path))
+    got = json.load(open(tmp_path / "journal.json"))
+    assert got["kept"] == [1, 1]  # rank 0's shard (7 images) and rank 1's (6), stopped in their second batch
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("whole")) == ["whole.rank0", "whole.rank1"]
+    for key in ("clean_correct", "robust_correct"):
+        whole, resumed = got[key]
+        assert len(whole) == 13 and resumed == whole, key
+    assert 0 < sum(got["robust_correct"][0]) < sum(got["clean_correct"][0])  # the noise decides some points
+
+
+@needs_mpi
 def test_sharded_rse_evaluation_gathers_the_one_process_results(tmp_path):
     from minidl.adversarial.rse_eval import evaluate_rse
     _ok(_mpirun("rse", tmp_path))

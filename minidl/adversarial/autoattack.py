@@ -51,6 +51,15 @@ class StageLog:
         entry[0] += int(robust)
         entry[1] += float(seconds)
 
+    def state(self):
+        """The totals as a JSON-like value (for a journal, ``adversarial.journal``)."""
+        return {"n": self.n, "stages": [[s, r, sec] for s, (r, sec) in self.stages.items()]}
+
+    def load(self, state):
+        """Replace the totals by those of :meth:`state`."""
+        self.n = int(state["n"])
+        self.stages = {s: [int(r), float(sec)] for s, r, sec in state["stages"]}
+
     def rows(self):
         """[{"stage", "robust", "robust_accuracy", "seconds"}] in the order the stages ran."""
         return [{"stage": s, "robust": r, "robust_accuracy": r / self.n if self.n else float("nan"), "seconds": sec}
@@ -138,11 +147,12 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
 
 
 def autoattack_accuracy(model, data, eps, norm="inf", version="standard", seed=0, batch_size=200, progress=True,
-                        desc="autoattack", judge_samples=None, comm=None):
+                        desc="autoattack", judge_samples=None, comm=None, journal=None):
     """:func:`robust_accuracy` under :func:`autoattack`, plus "breakdown" (the per-stage rows of
     ``StageLog.rows()``, summed over the batches and, under MPI, over the ranks) and "warnings"
     (:func:`stage_warnings`). AutoAttack's bookkeeping and the final count judge the points
-    alike (``judge_samples``, see :func:`robust_accuracy`)."""
+    alike (``judge_samples``, see :func:`robust_accuracy`). A ``journal`` keeps the per-stage
+    totals with every finished batch, so a resumed run's breakdown counts every batch once."""
     comm = comm or world()
     images, labels = data if isinstance(data, (tuple, list)) else (data.images, data.labels)
     probe = images[:PROBE_N]
@@ -150,10 +160,12 @@ def autoattack_accuracy(model, data, eps, norm="inf", version="standard", seed=0
         probe, _ = prepare_inputs(model, probe, labels[:PROBE_N], "autoattack_accuracy")
     judge = comm.broadcast_object(judge_samples_for(model, probe, judge_samples, "autoattack_accuracy"))
     log = StageLog()
+    if journal is not None:
+        journal.keep(log.state, log.load)
     attack = lambda m, x, y: autoattack(m, x, y, eps, norm=norm, version=version, seed=seed, log=log,
                                         progress=progress, judge_samples=judge)
     result = robust_accuracy(model, (images, labels), attack, batch_size=batch_size, progress=progress, desc=desc,
-                             comm=comm, judge_samples=judge)
+                             comm=comm, judge_samples=judge, journal=journal)
     rows = log.gathered(comm).rows()
     result.update(breakdown=rows, warnings=stage_warnings(rows))
     return result

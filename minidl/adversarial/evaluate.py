@@ -95,7 +95,7 @@ def judge_samples_for(model, x, judge_samples=None, op="robust_accuracy"):
 
 
 def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="attack", return_points=False,
-                    comm=None, judge_samples=None):
+                    comm=None, judge_samples=None, journal=None):
     """Clean and robust accuracy of ``model`` on ``data`` ((images, labels) arrays or a dataset)
     under ``attack(model, x, y) -> x_adv``, in batches with a progress bar.
 
@@ -113,8 +113,15 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     For an attack whose result on an example does not depend on the other examples of its
     batch (FGSM, PGD without random start) that is exactly the unsharded result; random
     starts are drawn per rank, so a random-start attack gives another draw of the same test.
+
+    ``journal``, an :class:`~minidl.adversarial.journal.EvalJournal` (of this rank's shard),
+    records every finished batch; the batches it already holds are taken from it instead of
+    being attacked again (a resumed run).
     """
     comm = comm or world()
+    if journal is not None and return_points:
+        raise ValueError("robust_accuracy: journal and return_points: expected at most one of them, got both "
+                         "(a journal keeps results, not adversarial points)")
     if not isinstance(data, (tuple, list)):
         data = (data.images, data.labels)
     if len(data[0]) != len(data[1]):
@@ -128,12 +135,18 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
     clean, robust, points = [], [], []
     total = len(data[0])
     bar = tqdm(total=total, desc=desc, leave=False, disable=not (progress and comm.is_root))
-    for xb, yb in batches(data, batch_size):
-        x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
-        y_host = backend.to_numpy(y.data)
-        ok = predict(model, x, samples) == y_host
-        x_adv = attack(model, x, y)
-        adv_ok = (predict(model, x_adv, samples) == y_host) & ok
+    for index, (xb, yb) in enumerate(batches(data, batch_size)):
+        done = journal.finished(index, len(yb)) if journal is not None else None
+        if done is not None:
+            ok, adv_ok = done
+        else:
+            x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
+            y_host = backend.to_numpy(y.data)
+            ok = predict(model, x, samples) == y_host
+            x_adv = attack(model, x, y)
+            adv_ok = (predict(model, x_adv, samples) == y_host) & ok
+            if journal is not None:
+                journal.record(ok, adv_ok)
         clean.append(ok)
         robust.append(adv_ok)
         if return_points:

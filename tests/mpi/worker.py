@@ -96,6 +96,46 @@ def case_autoattack(out, comm):
                   open(os.path.join(out, "autoattack.json"), "w"))
 
 
+def case_journal(out, comm):
+    """Each rank journals its shard in its own file; a run stopped on every rank after one batch
+    and resumed gives the uninterrupted run's per-example results (the attack is noise from each
+    rank's generator, restored from the journal, strong enough to decide some points)."""
+    from minidl import backend
+    from minidl.adversarial.journal import EvalJournal, journal_path
+    from minidl.adversarial.evaluate import predict
+    model = md.nn.Sequential(md.nn.Flatten(), md.nn.Linear(64, 3)).eval()  # random weights: noise flips points
+    model[1].weight.data[...] = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    x, _ = dataset(13, seed=3)
+    data = (x, predict(model, md.tensor(x)))
+    settings = {"case": "journal", "ranks": comm.size, "rank": comm.rank}
+    calls = []
+
+    def attack(m, x, y, stop_at=None):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return md.Tensor(x.data + backend.rng().uniform(-0.5, 0.5, x.shape).astype(np.float32))
+
+    def evaluate(name, resume=False, stop_at=None):
+        backend.manual_seed(comm.rank)
+        journal = EvalJournal(journal_path(os.path.join(out, name), comm.size, comm.rank), settings, resume=resume)
+        return robust_accuracy(model, data, lambda m, x, y: attack(m, x, y, stop_at), batch_size=3, progress=False,
+                               journal=journal)
+
+    whole = evaluate("whole")
+    try:
+        evaluate("stopped", stop_at=len(calls) + 2)
+    except KeyboardInterrupt:
+        pass
+    kept = len(json.load(open(journal_path(os.path.join(out, "stopped"), comm.size, comm.rank)))["batches"])
+    resumed = evaluate("stopped", resume=True)
+    kept = comm.allgather_object(kept)
+    if comm.is_root:
+        json.dump({"kept": kept, **{k: [r[k].tolist() for r in (whole, resumed)]
+                                    for k in ("clean_correct", "robust_correct")}},
+                  open(os.path.join(out, "journal.json"), "w"))
+
+
 def case_fail(out, comm):
     """Rank 1 fails while rank 0 waits in a collective: the job must end, not hang."""
     from minidl import cli
