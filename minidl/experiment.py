@@ -10,7 +10,7 @@ from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_c
 from .adversarial.attacks import pgd_alpha
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
-from .adversarial.journal import EvalJournal, file_digest, journal_path
+from .adversarial.journal import EvalJournal, journal_path
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
 from .models import get_model
@@ -18,6 +18,7 @@ from .nn.init import SCHEMES, init_model
 from .optim import SGD, Adam
 from .optim.lr_scheduler import CosineAnnealingLR, LambdaLR, OneCycleLR, StepLR
 from .run_folder import RunFolderError, claim_run_folder
+from .io import file_digest
 from .serialization import load
 from .train import CHECKPOINT, evaluate, fit
 from .validation import check_choice, check_number

@@ -12,6 +12,7 @@ back as (tuples become lists, NumPy scalars and arrays plain numbers and lists),
 compare settings with those saved in a file.
 """
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -55,6 +56,16 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def file_digest(path, algorithm="sha256"):
+    """Hex digest of the file at ``path`` (``hashlib`` algorithm name), read in 1 MiB chunks so
+    large files need no large buffer."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def to_jsonable(value):

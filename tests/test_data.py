@@ -24,7 +24,8 @@ from minidl import backend
 from minidl.data import CIFAR10, MNIST, DataLoader, data_root, normalize, random_crop_flip
 from minidl.data import cifar as cifar_mod
 from minidl.data import mnist as mnist_mod
-from minidl.data.download import DataNotFoundError, DownloadError, download, md5sum
+from minidl.data.download import DataNotFoundError, DownloadError, download
+from minidl.io import file_digest
 from minidl.data.idx import IDXFormatError, parse_idx, read_idx
 from minidl.data.safe_pickle import safe_load
 
@@ -191,7 +192,7 @@ def test_mnist_download_verifies_and_caches(server, tiny_mnist_md5, tmp_path, cl
     image, label = ds[2]
     assert image.shape == (1, 28, 28) and label == labels[2]
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        assert md5sum(tmp_path / "mnist" / name) == md5(files[name])
+        assert file_digest(tmp_path / "mnist" / name, "md5") == md5(files[name])
     assert no_part_files(tmp_path)
     # Second time: the verified files on disk are used, the (dead) mirror is not needed.
     again = MNIST(root=tmp_path, train=True, mirrors=[closed_url])
@@ -215,7 +216,7 @@ def test_checksum_failure_falls_back_to_next_mirror(server, tiny_mnist_md5, tmp_
     serve(routes, "good", files)
     ds = MNIST(root=tmp_path, train=False, mirrors=[url + "/missing/", url + "/bad/", url + "/good/"])
     assert len(ds) == 3
-    assert md5sum(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") == md5(files["t10k-images-idx3-ubyte.gz"])
+    assert file_digest(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "md5") == md5(files["t10k-images-idx3-ubyte.gz"])
 
 
 def test_corrupt_existing_file_is_refetched(server, tiny_mnist_md5, tmp_path):
@@ -231,7 +232,7 @@ def test_corrupt_existing_file_is_refetched(server, tiny_mnist_md5, tmp_path):
     with pytest.warns(RuntimeWarning, match="corrupt"):
         ds = MNIST(root=tmp_path, train=False, mirrors=[url + "/a/"])
     assert ds.labels.tolist() == arrays["t10k"][1].tolist()
-    assert md5sum(bad) == md5(files["t10k-labels-idx1-ubyte.gz"])
+    assert file_digest(bad, "md5") == md5(files["t10k-labels-idx1-ubyte.gz"])
 
 
 def test_broken_download_leaves_no_file(server, tmp_path):
@@ -341,7 +342,7 @@ def test_cifar_archive_download_and_refetch(server, tmp_path, monkeypatch):
         test = CIFAR10(root=tmp_path, train=False, mirrors=[url + "/c/"])
     assert test.labels.tolist() == arrays["test_batch"][1]
     assert test.folder == tmp_path / "cifar10" / "cifar-10-batches-py"
-    assert md5sum(tmp_path / "cifar10" / "cifar-10-python.tar.gz") == md5(archive)
+    assert file_digest(tmp_path / "cifar10" / "cifar-10-python.tar.gz", "md5") == md5(archive)
     assert no_part_files(tmp_path)
 
 

@@ -37,6 +37,18 @@ def noise_attack(calls, stop_at=None):
     return attack
 
 
+def raising_on_call(function, call, error):
+    """``function``, except that its call number ``call`` raises ``error`` instead."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return function(*args, **kwargs)
+    return wrapped
+
+
 def problem(n=50):
     model, _, _, x, y = linear_problem(3, n=n)
     return model, x, y
@@ -74,15 +86,8 @@ def test_resumed_autoattack_counts_every_batch_once(tmp_path, monkeypatch):
     backend.manual_seed(0)
     plain = run_aa()
     path = tmp_path / "aa"
-    real, calls = autoattack_mod.autoattack, []
-
-    def stop_on_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Stop
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(autoattack_mod, "autoattack", stop_on_second)
+    real = autoattack_mod.autoattack
+    monkeypatch.setattr(autoattack_mod, "autoattack", raising_on_call(real, 2, Stop))
     backend.manual_seed(0)
     with pytest.raises(Stop):
         run_aa(EvalJournal(path, SETTINGS))
@@ -133,15 +138,8 @@ def test_cli_attack_resumes_a_stopped_run(checkpoint, data_dir, tmp_path, capsys
     assert not (tmp_path / "whole.json.partial").exists()
 
     out, partial = tmp_path / "out.json", tmp_path / "out.json.partial"
-    real, calls = experiment.pgd, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(experiment, "pgd", interrupted)
+    real = experiment.pgd
+    monkeypatch.setattr(experiment, "pgd", raising_on_call(real, 3, KeyboardInterrupt))
     assert run(argv + [out], capsys)[0] == 130
     assert not out.exists() and len(json.loads(partial.read_text())["batches"]) == 2
     monkeypatch.setattr(experiment, "pgd", real)

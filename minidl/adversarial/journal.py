@@ -21,7 +21,6 @@ whose state cannot be saved: a resumed run reseeds it from (seed, batches done),
 another draw of the same evaluation rather than the same numbers.
 """
 import contextlib
-import hashlib
 import os
 
 import numpy
@@ -30,15 +29,6 @@ from .. import backend
 from ..io import as_json, read_json, write_json
 
 VERSION = 1
-
-
-def file_digest(path):
-    """SHA-256 of the file at ``path`` (hex): ties a journal to the exact checkpoint."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def journal_path(path, comm_size=1, rank=0):

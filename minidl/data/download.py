@@ -14,7 +14,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from ..io import atomic_write
+from ..io import atomic_write, file_digest
 
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a mirror counts as failed
 _CHUNK = 1 << 16
@@ -32,15 +32,6 @@ class DownloadError(RuntimeError):
 
 class DataNotFoundError(FileNotFoundError):
     """Dataset files are missing (or corrupt) and could not be fetched."""
-
-
-def md5sum(path):
-    """Hex MD5 of a file, read in chunks so large files need no large buffer."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _mirror_url(mirror, filename):
@@ -143,7 +134,7 @@ def ensure_files(checksums, search_dirs, dest_dir, mirrors, download_missing, da
         if path is None:
             needed.append(name)
             continue
-        got = md5sum(path)
+        got = file_digest(path, "md5")
         if got == md5:
             found[name] = path
         else:
