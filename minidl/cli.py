@@ -119,7 +119,8 @@ def cmd_attack(args):
     stored, failure = False, None
     if comm.is_root:  # every rank holds the gathered result; one reports it
         try:
-            stored = report_attack(args, result)
+            report_attack(args, result)
+            stored = True
         except Exception as e:  # the other ranks must still hear of it, or they would wait forever
             failure = e
     # every rank keeps its journal until the result is on disk; a failed write keeps them all
@@ -131,7 +132,7 @@ def cmd_attack(args):
 
 
 def report_attack(args, result):
-    """Print the result of ``attack`` and write its JSON; True once it is stored."""
+    """Print the result of ``attack`` and write its JSON."""
     if result["attack"] == "autoattack":
         print(f"autoattack {result['version']} (norm {result['norm']}, eps {result['eps']:.4g}) on {result['n']} "
               f"test images: clean {result['clean_accuracy']:.4f}, robust {result['robust_accuracy']:.4f}")
@@ -147,7 +148,6 @@ def report_attack(args, result):
         print(f"warning: {warning}")
     if args.json is not None:
         write_json(args.json, result)
-    return True
 
 
 def cmd_study(args):
