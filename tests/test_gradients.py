@@ -406,6 +406,27 @@ def test_batch_norm(device, training, chunk_bytes, seed, shape, scale):
         normalization._CHUNK_BYTES = old
 
 
+@pytest.mark.parametrize("chunk_images", [1, 3, 64])
+def test_batch_norm_statistics_merge_chunks_stably(chunk_images):
+    """The batch mean and variance come from per-chunk means and squared deviations merged in
+    chunk order (Chan et al.): in float32, with a mean 10^4 times the spread, they match the
+    float64 two-pass values to float32 rounding of the variance, where E[x^2] - E[x]^2 would
+    lose every digit (its rounding error, ~1e8 * 6e-8, is above the variance of 1)."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((64, 3, 5, 5)) + 1e4).astype(np.float32)
+    old = normalization._CHUNK_BYTES
+    normalization._CHUNK_BYTES = chunk_images * x[0].nbytes
+    try:
+        mu, var = normalization._batch_mean_var(normalization._batch_chunks(x, np), x, np)
+    finally:
+        normalization._CHUNK_BYTES = old
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mu, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-3)
+    naive = (x * x).mean(axis=(0, 2, 3), dtype=np.float32) - x.mean(axis=(0, 2, 3), dtype=np.float32) ** 2
+    assert np.abs(naive - x64.var(axis=(0, 2, 3))).max() > 0.1  # the test can tell a naive formula
+
+
 def _batch_norm_case(device, training, seed, shape, scale):
     rng = np.random.default_rng(seed)
     x = leaf(rng.standard_normal(shape) * scale + rng.standard_normal())

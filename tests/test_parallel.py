@@ -215,3 +215,153 @@ def test_max_pool_is_identical_for_any_thread_count(cfg, k):
     ry, rgx = ref_pool(x, cfg["kernel"], cfg["stride"], cfg["padding"], gy, mode="max")
     np.testing.assert_allclose(results[1][0], ry, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(results[1][2], rgx, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 40), k=st.integers(1, 4))
+def test_for_each_item_visits_every_item_once_with_one_state_per_thread(n, k):
+    """Items are handed out dynamically; each thread enters its worker context once, and BLAS
+    runs single-threaded while the items run on several threads (restored afterwards)."""
+    from minidl.kernels import blas
+    seen, entered, blas_counts = np.zeros(n, int), [], set()
+    lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def context():
+        state = object()
+        with lock:
+            entered.append(state)
+        yield state
+
+    def body(i, state):
+        with lock:
+            seen[i] += 1
+            assert state in entered
+            blas_counts.add(blas.get_num_threads())
+        time.sleep(0.0005)  # long enough that several threads take items
+    before = blas.set_num_threads(2)
+    try:
+        with forced_split(k):
+            parallel.for_each_item(n, body, nbytes=10 ** 9, worker_context=context)
+        assert blas.get_num_threads() == 2
+    finally:
+        blas.set_num_threads(before)
+    assert (seen == 1).all()
+    assert len(entered) == (1 if min(k, n) <= 1 else min(k, n))
+    if min(k, n) > 1:
+        assert blas_counts == {1}
+
+
+def test_for_each_item_propagates_errors_and_restores_blas(threads):
+    from minidl.kernels import blas
+    threads(3)
+    before = blas.set_num_threads(2)
+
+    def body(i, _):
+        if i == 5:
+            raise KeyError("item 5")
+    try:
+        with pytest.raises(KeyError, match="item 5"):
+            parallel.for_each_item(9, body, nbytes=10 ** 9)
+        assert blas.get_num_threads() == 2
+    finally:
+        blas.set_num_threads(before)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.sampled_from([(), (1,), (7, 3), (33, 2, 5)]), k=st.integers(1, 4), piece=st.integers(1, 64))
+def test_elementwise_matches_one_call(shape, k, piece):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    old, parallel.ELEMENTWISE_BYTES = parallel.ELEMENTWISE_BYTES, piece  # pieces of one or a few rows
+    try:
+        with forced_split(k):
+            out = parallel.elementwise(lambda o, a, b: np.multiply(a, b > 0, out=o), np.empty(shape), a, b)
+    finally:
+        parallel.ELEMENTWISE_BYTES = old
+    assert np.array_equal(out, a * (b > 0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn"]), k=st.integers(2, 4),
+       need=st.sampled_from([(True, True), (True, False), (False, True)]))
+def test_conv_chunks_on_several_threads_match_one_thread(cfg, layout, k, need):
+    """im2col's chunks of one image each, shared out to k threads (``for_each_item``): the
+    outputs and gradients are bitwise those of one thread, and the reference's."""
+    from minidl.kernels import conv_im2col
+    x, w, gy = conv_data(cfg)
+    (kh, kw), (Ho, Wo) = cfg["kernel"], cfg["out_shape"][2:]
+    old = conv_im2col.CHUNK_BYTES
+    conv_im2col.CHUNK_BYTES = kh * kw * cfg["x_shape"][1] * Ho * Wo * 8   # one image per chunk
+    try:
+        results = []
+        for n in (1, k):
+            with forced_split(n):
+                y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
+                results.append((y,) + conv2d_backward(gy, cache, *need))
+    finally:
+        conv_im2col.CHUNK_BYTES = old
+    for serial, threaded in zip(*results):
+        assert (serial is None and threaded is None) or np.array_equal(serial, threaded)
+    np.testing.assert_allclose(results[1][0], ref_conv(x, w, cfg["stride"], cfg["padding"]), rtol=1e-10, atol=1e-10)
+    rgx, rgw = ref_conv_grads(x, w, gy, cfg["stride"], cfg["padding"])
+    for got, want, needed in zip(results[1][1:], (rgx, rgw), need):
+        if needed:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
+    """Batch norm's per-chunk partial sums are added in chunk order and ReLU's pieces are
+    independent, so forward and backward are bitwise the same on one thread and on k."""
+    from minidl import Tensor
+    import minidl.functional as F
+    from minidl.ops import normalization
+    rng = np.random.default_rng(1)
+    x0 = rng.standard_normal((9, 3, 4, 5)) * 2 + 1
+    g0 = rng.standard_normal(x0.shape)
+    old_bn, old_ew = normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES
+    normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = 2 * x0[0].nbytes, x0[0].nbytes
+    try:
+        results = []
+        for n in (1, k):
+            with forced_split(n):
+                x, gamma, beta = Tensor(x0, requires_grad=True), Tensor(np.ones(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
+                y = F.relu(F.batch_norm(x, np.zeros(3), np.ones(3), gamma, beta, training=True))
+                y.backward(g0)
+                results.append([y.data, x.grad.data, gamma.grad.data, beta.grad.data])
+    finally:
+        normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
+    for serial, threaded in zip(*results):
+        assert np.array_equal(serial, threaded)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes=st.sampled_from([((5, 3), (3, 7)), ((9, 4), (4, 2)), ((1, 4), (4, 9)), ((3, 5, 4), (3, 4, 6)),
+                               ((4,), (4, 3)), ((2, 3, 4), (4, 5)), ((6, 2), (2,))]),
+       k=st.integers(1, 4), transposed=st.booleans(), out=st.booleans(), complex_=st.booleans())
+def test_matmul_blocks_match_numpy(shapes, k, transposed, out, complex_):
+    """``parallel.matmul`` cut into blocks along rows, columns or the stack (every product
+    forced to split) is bitwise the same on 1 and k threads and equals numpy.matmul; the
+    shapes it does not cut (1-D, broadcast) are one numpy call."""
+    rng = np.random.default_rng(0)
+    sa, sb = shapes
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    if complex_:
+        a = a + 1j * rng.standard_normal(sa)
+    if transposed and b.ndim >= 2:  # a transposed view, as Linear passes weight.T
+        b = np.ascontiguousarray(np.swapaxes(b, -1, -2)).swapaxes(-1, -2)
+    want = np.matmul(a, b)
+    old, parallel.MATMUL_SPLIT_MACS = parallel.MATMUL_SPLIT_MACS, 0
+    try:
+        results = []
+        for n in (1, k):
+            with forced_split(n):
+                dst = np.empty(want.shape, want.dtype) if out else None
+                got = parallel.matmul(a, b, out=dst)
+                assert dst is None or got is dst
+                results.append(got)
+    finally:
+        parallel.MATMUL_SPLIT_MACS = old
+    assert np.array_equal(results[0], results[1])
+    np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)

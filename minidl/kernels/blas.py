@@ -18,11 +18,17 @@ import threadpoolctl
 _controller = None
 
 
+_selected = None
+
+
 def _blas():
-    global _controller
-    if _controller is None:
+    """threadpoolctl's controller of the loaded BLAS libraries, found once (the search is
+    slow; the kernels switch the count around every large product)."""
+    global _controller, _selected
+    if _selected is None:
         _controller = threadpoolctl.ThreadpoolController()
-    return _controller.select(user_api="blas")
+        _selected = _controller.select(user_api="blas")
+    return _selected
 
 
 def info():
@@ -53,7 +59,9 @@ def set_num_threads(n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"blas.set_num_threads: n must be an integer >= 1, got {n!r}")
     previous = get_num_threads()
-    _blas().limit(limits=n)
+    if n != previous:
+        for lib in _blas().lib_controllers:
+            lib.set_num_threads(n)
     return previous
 
 

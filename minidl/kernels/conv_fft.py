@@ -104,12 +104,12 @@ def forward(x, w, stride, padding, out_hw, dtype):
 
         # Weight spectra, one (F, C) matrix per frequency: (UV, kh*kw) @ (kh*kw, F*C).
         E, _ = _kernel_dft((Lh, Lw), (kh, kw), numpy.dtype(dtype))
-        w_freq = (E @ w.reshape(F * C, kh * kw).T.astype(dtype, copy=False)).reshape(UV, F, C)
+        w_freq = parallel.matmul(E, w.reshape(F * C, kh * kw).T.astype(dtype, copy=False)).reshape(UV, F, C)
 
         # Y[uv] = X[uv] @ conj(Wf[uv])^T: (UV, N, C) @ (UV, C, F) -> (UV, N, F), written into an
         # (N, UV, F) array so that the inverse FFT and the final transpose stay within each image.
         y_freq = scratch.empty((N, UV, F), x_freq.dtype)
-        numpy.matmul(_per_freq(x_freq), w_freq.conj().transpose(0, 2, 1), out=y_freq.transpose(1, 0, 2))
+        parallel.matmul(_per_freq(x_freq), w_freq.conj().transpose(0, 2, 1), out=y_freq.transpose(1, 0, 2))
         y_full = _irfft2(y_freq.reshape(N, Lh, Vw, F), (Lh, Lw), workers)  # (N, Lh, Lw, F)
         y = workspace.copy(y_full[:, :Ho, :Wo].transpose(0, 3, 1, 2), dtype)
     cache = FFTConvCache(device="cpu", x_freq=x_freq, w_freq=w_freq, x_shape=tuple(x.shape),
@@ -137,7 +137,7 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
         if need_x_grad:
             # dXpad[uv] = G[uv] @ Wf[uv]: (UV, N, F) @ (UV, F, C) -> (UV, N, C), stored (N, UV, C)
             dx_freq = scratch.empty((N, UV, C), g_freq.dtype)
-            numpy.matmul(_per_freq(g_freq), cache.w_freq, out=dx_freq.transpose(1, 0, 2))
+            parallel.matmul(_per_freq(g_freq), cache.w_freq, out=dx_freq.transpose(1, 0, 2))
             dx_full = _irfft2(dx_freq.reshape(N, Lh, Vw, C), (Lh, Lw), workers)  # (N, Lh, Lw, C)
             grad_x = workspace.copy(dx_full[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2), dtype)
 
@@ -145,9 +145,9 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
     if need_w_grad:
         # dWf[uv] = conj(G[uv])^T @ X[uv]: (UV, F, N) @ (UV, N, C) -> (UV, F, C)
         numpy.conjugate(g_freq, out=g_freq)
-        dw_freq = numpy.matmul(_per_freq(g_freq).transpose(0, 2, 1), _per_freq(cache.x_freq))
+        dw_freq = parallel.matmul(_per_freq(g_freq).transpose(0, 2, 1), _per_freq(cache.x_freq))
         _, D = _kernel_dft((Lh, Lw), (kh, kw), numpy.dtype(dtype))
-        dw = (D @ dw_freq.reshape(UV, F * C)).real                     # (kh*kw, F*C)
+        dw = parallel.matmul(D, dw_freq.reshape(UV, F * C)).real                     # (kh*kw, F*C)
         grad_w = numpy.ascontiguousarray(dw.T.reshape(F, C, kh, kw), dtype=dtype)
     return grad_x, grad_w
 

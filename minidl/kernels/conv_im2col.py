@@ -12,6 +12,7 @@ folded back by col2im; the math is in ``conv.py``), arranged for speed:
 * the buffers come from ``workspace`` (reused instead of freshly page-faulted);
 * the copies and folds are split over cores by channel (``parallel``).
 """
+import contextlib
 import math
 
 import numpy
@@ -92,12 +93,14 @@ def _rows(start, count, step):
 # images whose cols fits in about CHUNK_BYTES, and each chunk runs im2col, its products and the
 # fold on its own. No cols is kept for the backward pass either: that pass rebuilds each chunk's
 # cols from x (which the caller keeps alive: autograd holds a Function's inputs) for the weight
-# gradient. The chunk size depends on the shapes only, so the results stay deterministic and
-# independent of the thread count. Smaller chunks measured faster on one thread (the chunk stays
-# in cache), but every chunk hands work to the threads (copies, BLAS) several times, and on a
-# loaded 2-core machine 4 MiB chunks made a training step much slower than 16 MiB ones
-# (``benchmarks/README.md``).
-CHUNK_BYTES = 16 << 20
+# gradient. The chunks are shared out to the kernel threads, each of which runs whole chunks
+# (copies and products, BLAS single-threaded: ``parallel.for_each_item``), so a chunk stays in
+# its core's cache from its copy to its product and the threads meet once per call instead of
+# at every copy and product. The chunk size depends on the shapes only, so the results stay
+# deterministic and independent of the thread count. The size was measured on the CIFAR
+# layers (``benchmarks/README.md``): 4 MiB is faster than 1-2 MiB (more calls) and 8-16 MiB
+# (out of cache).
+CHUNK_BYTES = 4 << 20
 
 
 def _chunks(N, bytes_per_image):
@@ -125,9 +128,12 @@ def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
     x_int = x.transpose(lay.perm)  # the transpose and the padding are one copy
 
     def run(c0, c1):
-        if ph or pw:
-            xpad[c0:c1].fill(0)
-        lay.view(xpad[c0:c1], slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
+        xp_ = xpad[c0:c1]
+        # Only the border is zeroed: the interior is overwritten next.
+        for hs, ws in ((slice(0, ph), slice(None)), (slice(ph + H, None), slice(None)),
+                       (slice(ph, ph + H), slice(0, pw)), (slice(ph, ph + H), slice(pw + W, None))):
+            lay.view(xp_, hs, ws).fill(0)
+        lay.view(xp_, slice(ph, ph + H), slice(pw, pw + W))[...] = x_int[c0:c1]
         for p in range(kh):
             for q in range(kw):
                 cols[p, q, c0:c1] = lay.view(xpad[c0:c1], _rows(p, Ho, sh), _rows(q, Wo, sw))
@@ -135,27 +141,38 @@ def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
     return cols
 
 
+def _buffers(dtype, **sizes):
+    """A ``worker_context`` for ``parallel.for_each_item``: each thread's own flat scratch
+    buffers (name -> number of elements), taken once and reused for all its chunks."""
+    @contextlib.contextmanager
+    def context():
+        with workspace.Scratch() as scratch:
+            yield {name: scratch.empty((size,), dtype) for name, size in sizes.items()}
+    return context
+
+
 def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
     """``out`` (N, F, Ho, Wo) = conv2d(x, w) for x (N, C, H, W) and the weights as an (F, K)
-    matrix ``wmat`` (K ordered (p, q, c)), a chunk of images at a time."""
+    matrix ``wmat`` (K ordered (p, q, c)), a chunk of images at a time, the chunks spread
+    over the kernel threads."""
     N, C, H, W = x.shape
     F, K = wmat.shape
     (kh, kw), (ph, pw), (Ho, Wo) = kernel, padding, out.shape[2:]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
     dtype = out.dtype
     chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
-    nc = chunks[0][1]
-    with workspace.Scratch() as scratch:
-        xpad = scratch.empty((nc * C * (H + 2 * ph) * (W + 2 * pw),), dtype)
-        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
-        y_int = scratch.empty((nc * F * Ho * Wo,), dtype)
-        for n0, n1 in chunks:
-            n = n1 - n0
-            c = _im2col(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
-                        _take(xpad, lay.shape(n, C, H + 2 * ph, W + 2 * pw)),
-                        _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo)))
-            yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(y_int, (F, n * Ho * Wo)))
-            # Split along F, the outer axis of y_int in both layouts.
-            parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+    nc = chunks[0][1] if chunks else 0
+
+    def run(i, buf):
+        n0, n1 = chunks[i]
+        n = n1 - n0
+        c = _im2col(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
+                    _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), _take(buf["cols"], (kh, kw) + lay.shape(n, C, Ho, Wo)))
+        yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(buf["y"], (F, n * Ho * Wo)))
+        # F is the outer axis of y_int in both layouts (a split along it when one chunk is all)
+        parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+    parallel.for_each_item(len(chunks), run, N * K * Ho * Wo * dtype.itemsize,
+                           _buffers(dtype, xpad=nc * C * Hp * Wp, cols=nc * K * Ho * Wo, y=nc * F * Ho * Wo))
     return out
 
 
@@ -215,44 +232,50 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
                               numpy.empty((N, C, H, W), dtype))
     if not (need_w_grad or (need_x_grad and not by_conv)):
         return grad_x, None
-    # A product with a long inner dimension M and a small output. OpenBLAS is sensitive to its
-    # orientation: with fewer output rows than columns it can be far slower, worst when another
-    # process competes for the cores (figures in benchmarks/README.md). So the larger of K and F
-    # is made the row dimension.
-    gw = numpy.zeros((K, F) if K >= F else (F, K), dtype) if need_w_grad else None
     fold = need_x_grad and not by_conv
     if fold:
         grad_x = numpy.empty((N, C, H, W), dtype)
     chunks = _chunks(N, K * Ho * Wo * dtype.itemsize)
-    nc = chunks[0][1]
-    with workspace.Scratch() as scratch:
-        xpad = scratch.empty((nc * C * Hp * Wp,), dtype)
-        cols = scratch.empty((nc * K * Ho * Wo,), dtype)
-        gbuf = scratch.empty((nc * F * Ho * Wo,), dtype)
-        strip = scratch.empty((nc * C * Hp * Wo,), dtype) if fold else None
-        for n0, n1 in chunks:
-            n = n1 - n0
-            # dy in the internal layout as an (F, Mc) matrix whose columns match those of cols.
-            g = _take(gbuf, lay.shape(n, F, Ho, Wo))
-            parallel.assign(g, grad_y[n0:n1].transpose(lay.perm))
-            g = g.reshape(F, -1)
-            c = _take(cols, (kh, kw) + lay.shape(n, C, Ho, Wo))
-            if need_w_grad:
-                _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
-                        _take(xpad, lay.shape(n, C, Hp, Wp)), c)
-                if K >= F:
-                    gw += numpy.matmul(c.reshape(K, -1), g.T)              # (K, F)
-                else:
-                    gw += numpy.matmul(g, c.reshape(K, -1).T)              # (F, K)
-            if fold:
-                numpy.matmul(wmat.T, g, out=c.reshape(K, -1))               # dcols
-                # the padded-input buffer is free again: it receives the fold
-                _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw),
-                            _take(xpad, lay.shape(n, C, Hp, Wp)), _take(strip, lay.shape(n, C, Hp, Wo)),
-                            out=grad_x[n0:n1])
+    nc = chunks[0][1] if chunks else 0
+    # Each chunk's share of dL/dw goes to a slot of its own; the slots are summed in chunk
+    # order afterwards, so the sum is the same whichever threads computed them. The product
+    # has a long inner dimension M and a small output, and OpenBLAS is sensitive to its
+    # orientation: with fewer output rows than columns it can be far slower, worst when another
+    # process competes for the cores (figures in benchmarks/README.md). So the larger of K and F
+    # is made the row dimension.
+    parts = numpy.zeros((max(1, len(chunks)),) + ((K, F) if K >= F else (F, K)), dtype) if need_w_grad else None
+
+    def run(i, buf):
+        n0, n1 = chunks[i]
+        n = n1 - n0
+        # dy in the internal layout as an (F, Mc) matrix whose columns match those of cols.
+        g = _take(buf["g"], lay.shape(n, F, Ho, Wo))
+        parallel.assign(g, grad_y[n0:n1].transpose(lay.perm))
+        g = g.reshape(F, -1)
+        c = _take(buf["cols"], (kh, kw) + lay.shape(n, C, Ho, Wo))
+        if need_w_grad:
+            _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
+                    _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), c)
+            if K >= F:
+                numpy.matmul(c.reshape(K, -1), g.T, out=parts[i])              # (K, F)
+            else:
+                numpy.matmul(g, c.reshape(K, -1).T, out=parts[i])              # (F, K)
+        if fold:
+            numpy.matmul(wmat.T, g, out=c.reshape(K, -1))                       # dcols
+            # the padded-input buffer is free again: it receives the fold
+            _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw),
+                        _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), _take(buf["strip"], lay.shape(n, C, Hp, Wo)),
+                        out=grad_x[n0:n1])
+    sizes = dict(xpad=nc * C * Hp * Wp, cols=nc * K * Ho * Wo, g=nc * F * Ho * Wo)
+    if fold:
+        sizes["strip"] = nc * C * Hp * Wo
+    parallel.for_each_item(len(chunks), run, N * K * Ho * Wo * dtype.itemsize, _buffers(dtype, **sizes))
     grad_w = None
     if need_w_grad:
-        gw = gw.T if K >= F else gw                                        # (F, K)
+        gw = parts[0]
+        for part in parts[1:]:
+            gw += part
+        gw = gw.T if K >= F else gw                                       # (F, K)
         # K is ordered (p, q, c): back to (F, C, kh, kw)
         grad_w = numpy.ascontiguousarray(gw.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
     return grad_x, grad_w

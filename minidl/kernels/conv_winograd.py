@@ -144,7 +144,7 @@ def forward(x, w, stride, padding, out_hw, dtype):
         # U[rs] = (G w G^T)[r, s]: (16, F, C), tiny
         U = numpy.einsum("rp,fcpq,sq->rsfc", G, w.astype(numpy.float64, copy=False), G)
         U = numpy.ascontiguousarray(U.reshape(16, F, C), dtype=dtype)
-        M = numpy.matmul(U, V.reshape(16, C, T), out=scratch.empty((16, F, T), dtype))
+        M = parallel.matmul(U, V.reshape(16, C, T), out=scratch.empty((16, F, T), dtype))
         y = _inverse_output(M, (N, F), (Th, Tw), (Ho, Wo), dtype, scratch)
     cache = WinogradConvCache(device="cpu", V=V, U=U, x_shape=tuple(x.shape), w_shape=tuple(w.shape),
                               stride=(1, 1), padding=tuple(padding), out_hw=tuple(out_hw), tiles=(Th, Tw),
@@ -201,15 +201,15 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
             # dU[rs] = dM[rs] @ V[rs]^T (F, C), a long inner dimension T. As in conv_im2col, the
             # larger of F and C is made the row dimension (OpenBLAS is much slower the other way).
             if C > F:
-                dU = numpy.matmul(V, dM.transpose(0, 2, 1)).transpose(0, 2, 1)
+                dU = parallel.matmul(V, dM.transpose(0, 2, 1)).transpose(0, 2, 1)
             else:
-                dU = numpy.matmul(dM, V.transpose(0, 2, 1))
+                dU = parallel.matmul(dM, V.transpose(0, 2, 1))
             dU = dU.reshape(4, 4, F, C).astype(numpy.float64)
             grad_w = numpy.ascontiguousarray(numpy.einsum("rp,rsfc,sq->fcpq", G, dU, G), dtype=dtype)
 
         grad_x = None
         if need_x_grad:
-            dV = numpy.matmul(cache.U.transpose(0, 2, 1), dM, out=scratch.empty((16, C, T), dtype))
+            dV = parallel.matmul(cache.U.transpose(0, 2, 1), dM, out=scratch.empty((16, C, T), dtype))
             dV = dV.reshape(4, 4, C, N, Th, Tw)
             cols = scratch.empty((4, C, N, Th, 2 * Tw + 2), dtype)
             gxpad = scratch.empty((C, N, 2 * Th + 2, 2 * Tw + 2), dtype)

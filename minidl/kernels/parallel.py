@@ -16,9 +16,15 @@ The thread count comes from ``MINIDL_NUM_THREADS``, else ``OMP_NUM_THREADS`` or
 :func:`set_num_threads` changes it at run time. Calls from inside a chunk run serially,
 so nesting cannot deadlock the pool.
 """
+import contextlib
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy
+
+from . import blas
 
 # Below this many bytes of work per thread, waking a thread costs more than it saves.
 MIN_BYTES_PER_THREAD = 1 << 20
@@ -123,3 +129,110 @@ def assign(dst, src, axis=0):
     def body(start, stop):
         dst[lead + (slice(start, stop),)] = src[lead + (slice(start, stop),)]
     parallel_for(dst.shape[axis], body, dst.nbytes)
+
+
+def for_each_item(n, body, nbytes, worker_context=contextlib.nullcontext):
+    """Call ``body(i, state)`` for every ``i`` in ``range(n)``, the items handed out one at a
+    time to whichever thread is free (items may differ in cost, and a shared machine slows
+    threads unevenly).
+
+    For work made of whole matrix products, such as a convolution's chunks of images: the
+    products run on the kernel threads, so BLAS is single-threaded while they do. Its own
+    worker threads would otherwise spin on the same cores after every product (OpenBLAS
+    busy-waits for a while before it sleeps) and halve the speed of everything else there.
+    Each thread enters ``worker_context()`` once and passes what it yields as ``state`` (its
+    own scratch buffers, say). Each item must compute the same thing whichever thread runs
+    it, so results never depend on the thread count or the order of completion.
+    """
+    if getattr(_state, "inside", False):  # already on a kernel thread, BLAS already single
+        with worker_context() as state:
+            for i in range(n):
+                body(i, state)
+        return
+    k = min(_num_threads, n, max(1, int(nbytes) // MIN_BYTES_PER_THREAD))
+    if k <= 1:
+        # One thread does the items; BLAS stays single-threaded all the same when the kernels
+        # use several threads, so that no BLAS worker is left spinning on their cores.
+        with (blas.num_threads(1) if _num_threads > 1 else contextlib.nullcontext()), worker_context() as state:
+            for i in range(n):
+                body(i, state)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def worker(_start, _stop):
+        with worker_context() as state:
+            while (i := next(counter)) < n:
+                body(i, state)
+    with blas.num_threads(1):
+        parallel_for(k, worker, k * MIN_BYTES_PER_THREAD)
+
+
+# Pieces of about this many bytes of the output for ``elementwise``: small enough that a
+# piece's inputs and temporaries stay in a core's cache between the ufuncs of one call.
+ELEMENTWISE_BYTES = 256 << 10
+
+
+def elementwise(fn, out, *inputs):
+    """``fn(out_piece, *input_pieces)`` over pieces of axis 0 of arrays shaped like ``out``,
+    the pieces spread over the kernel threads: for memory-bound loops of several ufuncs (an
+    activation's gradient, say) whose temporaries then stay small. ``fn`` writes its result
+    into ``out_piece``; pieces are independent, so results never depend on the thread count."""
+    N = out.shape[0] if out.ndim else 1
+    per_row = out[0].nbytes if out.ndim and N else 1
+    rows = max(1, ELEMENTWISE_BYTES // max(1, per_row))
+    pieces = [slice(a, min(N, a + rows)) for a in range(0, N, rows)]
+    if out.ndim == 0:
+        fn(out, *inputs)
+        return out
+    for_each_item(len(pieces), lambda i, _: fn(out[pieces[i]], *(a[pieces[i]] for a in inputs)), out.nbytes)
+    return out
+
+
+# Products with fewer multiply-adds than this run as one BLAS call, as NumPy would run them.
+MATMUL_SPLIT_MACS = 1 << 23
+MATMUL_BLOCKS = 4
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for NumPy matrices (2-D) or equal-length stacks of them (3-D), split into
+    blocks that the kernel threads compute as single-threaded BLAS calls (``for_each_item``),
+    so that no BLAS worker thread is left spinning on a core the kernels need next.
+
+    A 2-D product is cut along the longer side of the result, rows or columns (then every
+    block reads only its columns of ``b``); a stack is cut along the stack axis. The cut
+    depends on the shapes only (``MATMUL_BLOCKS`` pieces), never on the thread count, and
+    each block is an ordinary product of its part, so the result is deterministic. Small
+    products and other shapes (1-D, broadcast stacks) are one ``numpy.matmul`` call, on one
+    BLAS thread too; CuPy arrays use their own ``@``.
+    """
+    if not (isinstance(a, numpy.ndarray) and isinstance(b, numpy.ndarray)):
+        return a @ b if out is None else _xp_matmul(a, b, out)
+    splittable = a.ndim == b.ndim and a.ndim in (2, 3) and (a.ndim == 2 or a.shape[0] == b.shape[0])
+    if not splittable or a.size * b.shape[-1] < MATMUL_SPLIT_MACS:
+        # One call, but still on one BLAS thread while the kernels use several threads.
+        with (blas.num_threads(1) if _num_threads > 1 else contextlib.nullcontext()):
+            return numpy.matmul(a, b) if out is None else numpy.matmul(a, b, out=out)
+    M, K = a.shape[-2:]
+    Nc = b.shape[-1]
+    if out is None:
+        out = numpy.empty(a.shape[:-1] + (Nc,), numpy.result_type(a, b))
+    if a.ndim == 3:
+        length, cut = a.shape[0], lambda s: (a[s], b[s], out[s])
+    elif M >= Nc:
+        length, cut = M, lambda s: (a[s], b, out[s])
+    else:
+        length, cut = Nc, lambda s: (a, b[:, s], out[:, s])
+    pieces = min(MATMUL_BLOCKS, length)
+    bounds = [length * i // pieces for i in range(pieces + 1)]
+
+    def block(i, _):
+        x, y, o = cut(slice(bounds[i], bounds[i + 1]))
+        numpy.matmul(x, y, out=o)
+    # Compute-bound: one "byte" of work per multiply-add, so that every split product is shared.
+    for_each_item(pieces, block, a.size * Nc)
+    return out
+
+
+def _xp_matmul(a, b, out):
+    out[...] = a @ b
+    return out

@@ -3,25 +3,28 @@ import numpy
 
 from ..autograd import Function
 from ..backend import get_array_module
-from ..kernels import workspace
+from ..kernels import parallel
 
 
 class ReLU(Function):
     """y = max(x, 0);  dL/dx = g * [x > 0]."""
 
     def forward(self, x):
-        self.y = get_array_module(x).maximum(x, 0)
+        xp = get_array_module(x)
+        if xp is numpy:  # over the kernel threads, in cache-sized pieces
+            self.y = parallel.elementwise(lambda y, x: numpy.maximum(x, 0, out=y), numpy.empty_like(x), x)
+        else:
+            self.y = xp.maximum(x, 0)
         return self.y
 
     def backward(self, g):
-        # g * [y > 0] (y > 0 exactly where x > 0); a multiply is several times faster than where(),
-        # and on the CPU the mask, a temporary, comes from the kernels' buffer pool (``workspace``),
-        # saving the page faults of a fresh array. The output is an ordinary array.
+        # g * [y > 0] (y > 0 exactly where x > 0); a multiply is several times faster than
+        # where(). On the CPU each piece's mask is a small temporary that stays in cache.
         xp = get_array_module(g)
-        with workspace.Scratch() as scratch:
-            mask = scratch.empty(self.y.shape, bool) if xp is numpy else None
-            mask = xp.greater(self.y, 0, out=mask)
-            return (xp.multiply(g, mask),)
+        if xp is numpy:
+            return (parallel.elementwise(lambda out, g, y: numpy.multiply(g, y > 0, out=out),
+                                         numpy.empty_like(g), g, self.y),)
+        return (g * (self.y > 0),)
 
 
 class Sigmoid(Function):

@@ -1,5 +1,6 @@
 """Matrix products: ``a @ b`` and the fused dense layer ``x W^T + b``."""
 from ..autograd import Function
+from ..kernels import parallel
 from .arithmetic import unbroadcast
 
 
@@ -17,7 +18,7 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
         self.a, self.b = a, b
-        return a @ b
+        return parallel.matmul(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -30,10 +31,10 @@ class MatMul(Function):
             g2 = g2[..., None, :]
         ga = gb = None
         if self.needs_grad[0]:
-            ga = g2 @ b2.swapaxes(-1, -2)
+            ga = parallel.matmul(g2, b2.swapaxes(-1, -2))
             ga = unbroadcast(ga, a2.shape).reshape(a.shape) if ga.ndim >= a2.ndim else ga.reshape(a.shape)
         if self.needs_grad[1]:
-            gb = a2.swapaxes(-1, -2) @ g2
+            gb = parallel.matmul(a2.swapaxes(-1, -2), g2)
             gb = unbroadcast(gb, b2.shape).reshape(b.shape)
         return ga, gb
 
@@ -46,13 +47,14 @@ class Linear(Function):
 
     def forward(self, x, weight, bias):
         self.x, self.w = x, weight
-        y = x @ weight.T
+        # The large products are split over the kernel threads (``parallel.matmul``).
+        y = parallel.matmul(x, weight.T)
         if bias is not None:  # None: the layer has no bias
             y += bias
         return y
 
     def backward(self, g):
-        gx = g @ self.w if self.needs_grad[0] else None
-        gw = g.T @ self.x if self.needs_grad[1] else None
+        gx = parallel.matmul(g, self.w) if self.needs_grad[0] else None
+        gw = parallel.matmul(g.T, self.x) if self.needs_grad[1] else None
         gb = g.sum(axis=0) if self.needs_grad[2] else None
         return gx, gw, gb

@@ -1,9 +1,11 @@
 """Batch normalisation and dropout."""
+import contextlib
+
 import numpy
 
 from ..autograd import Function
 from ..backend import get_array_module
-from ..kernels import workspace
+from ..kernels import parallel, workspace
 
 
 class BatchNorm(Function):
@@ -27,6 +29,8 @@ class BatchNorm(Function):
     is kept for backward (x itself is held by autograd as the input): on the CPU the passes run
     over chunks of the batch (``_CHUNK_BYTES``), and xc is recomputed per chunk into a small
     buffer that stays in cache, which costs less than reading a stored xc back from memory.
+    The chunks are spread over the kernel threads and their per-channel partial sums added in
+    chunk order, so the result does not depend on the thread count.
     """
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -37,13 +41,9 @@ class BatchNorm(Function):
         xp = get_array_module(x)
         m = x.size // x.shape[1]
         shape = (1, -1) + (1,) * (x.ndim - 2)
+        chunks = _batch_chunks(x, xp)
         if self.training:
-            mu = _channel_sum(x, xp) / m
-            var = xp.zeros(x.shape[1], x.dtype)
-            with workspace.Scratch() as scratch:
-                for xc_, xc in _centred_chunks(x, mu, xp, scratch):
-                    var += _channel_dot(xc, xc, xp)
-            var /= m
+            mu, var = _batch_mean_var(chunks, x, xp)
             if self.running_mean is not None:
                 self.running_mean *= 1 - self.momentum
                 self.running_mean += self.momentum * mu
@@ -54,13 +54,16 @@ class BatchNorm(Function):
         self.x, self.mu = x, mu.astype(x.dtype, copy=False)
         self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
         self.gamma = gamma
-        scale = (gamma * self.inv_std).astype(x.dtype, copy=False)
-        shift = (beta - self.mu * scale).astype(x.dtype, copy=False)
+        scale = (gamma * self.inv_std).astype(x.dtype, copy=False).reshape(shape)
+        shift = (beta - self.mu * scale.ravel()).astype(x.dtype, copy=False).reshape(shape)
         y = xp.empty(x.shape, x.dtype)  # an output: an ordinary array
-        for n0, n1 in _batch_chunks(x, xp):
+
+        def affine(i, _):
+            n0, n1 = chunks[i]
             yc = y[n0:n1]
-            xp.multiply(x[n0:n1], scale.reshape(shape), out=yc)
-            yc += shift.reshape(shape)
+            xp.multiply(x[n0:n1], scale, out=yc)
+            yc += shift
+        parallel.for_each_item(len(chunks), affine, x.nbytes)
         return y
 
     def backward(self, g):
@@ -70,34 +73,39 @@ class BatchNorm(Function):
         s, gamma, x, mu = self.inv_std, self.gamma, self.x, self.mu
         need_gx, need_gamma, need_beta = self.needs_grad
         need_sum_gxc = need_gamma or (need_gx and self.training)
-        sum_g = _channel_sum(g, xp) if (need_beta or (need_gx and self.training)) else None
-        with workspace.Scratch() as scratch:
-            if need_sum_gxc:
-                sum_gxc = xp.zeros(g.shape[1], g.dtype)
-                for (n0, n1), xc in _centred_chunks(x, mu, xp, scratch):
-                    sum_gxc += _channel_dot(g[n0:n1], xc, xp)
-            gx = None
-            if need_gx:
-                a = (gamma * s).astype(g.dtype, copy=False).reshape(shape)
-                gx = xp.empty(g.shape, g.dtype)
-                if self.training:
-                    b = (-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False).reshape(shape)
-                    c = (-gamma * s * sum_g / m).astype(g.dtype, copy=False).reshape(shape)
-                    for (n0, n1), xc in _centred_chunks(x, mu, xp, scratch):
-                        gxc = gx[n0:n1]
-                        xp.multiply(g[n0:n1], a, out=gxc)
-                        xc *= b
-                        gxc += xc
-                        gxc += c
-                else:
-                    xp.multiply(g, a, out=gx)
+        need_sum_g = need_beta or (need_gx and self.training)
+        chunks = _batch_chunks(g, xp)
+        sum_g = sum_gxc = None
+        if need_sum_gxc:  # both sums in one pass over g
+            sum_g, sum_gxc = _sum_over_chunks(
+                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu), xp)]), x, xp)
+        elif need_sum_g:
+            sum_g = _sum_over_chunks(chunks, lambda sl, centre: _channel_sum(g[sl], xp), g, xp)
+        gx = None
+        if need_gx:
+            a = (gamma * s).astype(g.dtype, copy=False).reshape(shape)
+            gx = xp.empty(g.shape, g.dtype)
+            if self.training:
+                b = (-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False).reshape(shape)
+                c = (-gamma * s * sum_g / m).astype(g.dtype, copy=False).reshape(shape)
+
+                def input_grad(i, sl, centre):
+                    gxc, xc = gx[sl], centre(mu)
+                    xp.multiply(g[sl], a, out=gxc)
+                    xc *= b
+                    gxc += xc
+                    gxc += c
+                _over_chunks(chunks, input_grad, x, xp)
+            else:
+                xp.multiply(g, a, out=gx)
         ggamma = sum_gxc * s if need_gamma else None
         gbeta = sum_g if need_beta else None
         return gx, ggamma, gbeta
 
 
 # On the CPU the per-channel passes run over chunks of the batch of about this many bytes, so
-# that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass.
+# that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass;
+# the chunks are shared out to the kernel threads (``parallel.for_each_item``).
 _CHUNK_BYTES = 256 << 10
 
 
@@ -109,17 +117,71 @@ def _batch_chunks(x, xp):
     return [(n0, min(N, n0 + n)) for n0 in range(0, N, max(1, n))]
 
 
-def _centred_chunks(x, mu, xp, scratch):
-    """Yield ((n0, n1), x[n0:n1] - mu) for the chunks of ``_batch_chunks``; the centred chunk
-    lives in one reused buffer, valid until the next one is yielded."""
+def _over_chunks(chunks, body, x, xp):
+    """Call ``body(i, sl, centre)`` for every chunk i, sl = slice(n0, n1) of the batch, the
+    chunks spread over the kernel threads. ``centre(mu)`` returns x[sl] - mu (mu per channel)
+    in a buffer of the calling thread's own, valid until its next call in that thread."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    chunks = _batch_chunks(x, xp)
     n = chunks[0][1] if chunks else 0
-    flat = scratch.empty((n * x[0].size,), x.dtype) if xp is numpy else None
-    mu = mu.astype(x.dtype, copy=False).reshape(shape)
-    for n0, n1 in chunks:
-        out = flat[:(n1 - n0) * x[0].size].reshape((n1 - n0,) + x.shape[1:]) if flat is not None else None
-        yield (n0, n1), xp.subtract(x[n0:n1], mu, out=out)
+
+    @contextlib.contextmanager
+    def thread_buffer():
+        with workspace.Scratch() as scratch:
+            yield scratch.empty((n * x[0].size,), x.dtype) if xp is numpy else None
+
+    def run(i, flat):
+        sl = slice(*chunks[i])
+        k = sl.stop - sl.start
+
+        def centre(mu):
+            out = flat[:k * x[0].size].reshape((k,) + x.shape[1:]) if flat is not None else None
+            return xp.subtract(x[sl], mu.astype(x.dtype, copy=False).reshape(shape), out=out)
+        body(i, sl, centre)
+    parallel.for_each_item(len(chunks), run, x.nbytes, thread_buffer)
+
+
+def _sum_over_chunks(chunks, term, x, xp):
+    """sum over the chunks of ``term(sl, centre)`` (per-channel values; ``_over_chunks``), added
+    in chunk order whichever thread computed each term, so the sum does not depend on the
+    thread count."""
+    parts = [None] * len(chunks)
+
+    def keep(i, sl, centre):
+        parts[i] = term(sl, centre)
+    _over_chunks(chunks, keep, x, xp)
+    total = xp.zeros(parts[0].shape, x.dtype) if parts else xp.zeros(x.shape[1], x.dtype)
+    for part in parts:
+        total += part
+    return total
+
+
+def _batch_mean_var(chunks, x, xp):
+    """Per-channel mean and biased variance of x in one pass over memory.
+
+    Each chunk i (k_i values per channel) gets its own mean mu_i and sum of squared deviations
+    M2_i = sum (x - mu_i)^2 while it is in cache; the chunks are then merged in chunk order
+    (Chan, Golub and LeVeque's pairwise update, as stable as two passes over the data):
+
+        mu = sum_i k_i mu_i / m,   var = (sum_i M2_i + sum_i k_i (mu_i - mu)^2) / m
+    """
+    per_image = x[0].size // x.shape[1] if x.shape[0] else 0
+    parts = [None] * len(chunks)
+
+    def stats(i, sl, centre):
+        k = (sl.stop - sl.start) * per_image
+        mu_i = _channel_sum(x[sl], xp) / k
+        xc = centre(mu_i)
+        parts[i] = (k, mu_i, _channel_dot(xc, xc, xp))
+    _over_chunks(chunks, stats, x, xp)
+    m = sum(k for k, _, _ in parts)
+    mu = xp.zeros(x.shape[1], x.dtype)
+    for k, mu_i, _ in parts:
+        mu += mu_i * (k / m)
+    m2 = xp.zeros(x.shape[1], x.dtype)
+    for k, mu_i, m2_i in parts:
+        m2 += m2_i
+        m2 += k * (mu_i - mu) ** 2
+    return mu, m2 / m
 
 
 def _channel_sum(a, xp):
