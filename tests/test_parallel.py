@@ -365,3 +365,25 @@ def test_matmul_blocks_match_numpy(shapes, k, transposed, out, complex_):
         parallel.MATMUL_SPLIT_MACS = old
     assert np.array_equal(results[0], results[1])
     np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "winograd"])
+def test_split_products_inside_conv_algorithms_match_reference(algorithm):
+    """The FFT and Winograd convolutions' per-frequency (per-tile-position) products go through
+    ``parallel.matmul``, into transposed output views; forced to split on 3 threads they still
+    give the reference's outputs and gradients."""
+    from minidl.kernels import conv_im2col  # noqa: F401  (the layouts' module, loaded as in use)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((3, 4, 6, 5)), rng.standard_normal((5, 4, 3, 3))
+    gy = rng.standard_normal((3, 5, 6, 5))
+    old, parallel.MATMUL_SPLIT_MACS = parallel.MATMUL_SPLIT_MACS, 0
+    try:
+        with forced_split(3):
+            y, cache = conv2d_forward(x, w, (1, 1), (1, 1), algorithm=algorithm)
+            gx, gw = conv2d_backward(gy, cache)
+    finally:
+        parallel.MATMUL_SPLIT_MACS = old
+    np.testing.assert_allclose(y, ref_conv(x, w, (1, 1), (1, 1)), rtol=1e-10, atol=1e-10)
+    rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
+    np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-10)

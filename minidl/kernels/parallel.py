@@ -8,7 +8,11 @@ from a few Python threads uses the other cores.
 
 :func:`parallel_for` splits an index range ``range(n)`` (an axis of the arrays) into
 contiguous chunks and calls ``body(start, stop)`` for each, the first chunk on the calling
-thread. Each chunk does exactly the arithmetic a serial call would do on its slice and
+thread. :func:`for_each_item` hands out whole items (a convolution's chunks of images) one at a
+time to whichever thread is free, :func:`elementwise` runs a few ufuncs over cache-sized pieces,
+and :func:`matmul` cuts a large product into blocks. The kernels own the cores: while they run
+on several threads, BLAS is single-threaded (set through ``blas``), because an idle OpenBLAS
+worker busy-waits after each product on a core the next copy needs. Each chunk does exactly the arithmetic a serial call would do on its slice and
 writes only its own part of the outputs, so results never depend on the thread count.
 
 The thread count comes from ``MINIDL_NUM_THREADS``, else ``OMP_NUM_THREADS`` or
