@@ -9,7 +9,8 @@ up (the algorithm tuner's first calls) and times ``--calls`` calls. Rounds alter
 revisions, so a slow spell of a shared machine lands on all of them. Prints the median and the
 best of each revision's calls per work. The work uses only the public API that every revision
 has: a training step (``bench_models``' step: cross-entropy, backward, SGD with momentum 0.9,
-batch 128, float32, random data) of ``cifar_cnn`` or ``madry_mnist``, and PGD-10 (L-inf,
+batch 128, float32, random data) of ``cifar_cnn`` or ``madry_mnist`` (``wong_mnist``: batch
+100, the README recipes' batch), and PGD-10 (L-inf,
 eps 0.3, step 0.01) on ``madry_mnist`` in eval mode.
 """
 import argparse
@@ -36,10 +37,11 @@ if work == "pgd":
     fn = lambda: pgd(model, x, y, 0.3, 0.01, 10)
 else:
     c, s = (3, 32) if work == "cifar_cnn" else (1, 28)
+    batch = 100 if work == "wong_mnist" else 128
     model = get_model(work, in_channels=c, image_size=s)
     opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = md.tensor(rng.random((128, c, s, s)).astype(np.float32))
-    y = md.tensor(rng.integers(0, 10, 128))
+    x = md.tensor(rng.random((batch, c, s, s)).astype(np.float32))
+    y = md.tensor(rng.integers(0, 10, batch))
     def fn():
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -60,7 +62,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revisions", nargs="+", help="git revisions (commits, tags, HEAD)")
     parser.add_argument("--work", nargs="+", default=["cifar_cnn", "madry_mnist", "pgd"],
-                        choices=["cifar_cnn", "madry_mnist", "pgd"])
+                        choices=["cifar_cnn", "madry_mnist", "wong_mnist", "pgd"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=7)
     args = parser.parse_args(argv)

@@ -103,9 +103,15 @@ def _rows(start, count, step):
 CHUNK_BYTES = 4 << 20
 
 
+# At least this many chunks (when the batch has as many images), so that small layers too are
+# shared out to the threads; a count fixed by the shapes keeps results thread-count independent.
+MIN_CHUNKS = 4
+
+
 def _chunks(N, bytes_per_image):
-    """Consecutive image ranges (n0, n1) covering range(N), all but the last of equal size."""
-    n = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
+    """Consecutive image ranges (n0, n1) covering range(N), all but the last of equal size:
+    about ``CHUNK_BYTES`` of cols each, and at least ``MIN_CHUNKS`` of them."""
+    n = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image), -(-N // MIN_CHUNKS)))
     return [(n0, min(N, n0 + n)) for n0 in range(0, N, n)]
 
 

@@ -181,19 +181,19 @@ def elementwise(fn, out, *inputs):
     the pieces spread over the kernel threads: for memory-bound loops of several ufuncs (an
     activation's gradient, say) whose temporaries then stay small. ``fn`` writes its result
     into ``out_piece``; pieces are independent, so results never depend on the thread count."""
-    N = out.shape[0] if out.ndim else 1
-    per_row = out[0].nbytes if out.ndim and N else 1
+    if out.ndim == 0 or _num_threads <= 1 or out.nbytes < 2 * MIN_BYTES_PER_THREAD:
+        fn(out, *inputs)  # one thread would do it all: one call, no pieces
+        return out
+    N = out.shape[0]
+    per_row = out[0].nbytes if N else 1
     rows = max(1, ELEMENTWISE_BYTES // max(1, per_row))
     pieces = [slice(a, min(N, a + rows)) for a in range(0, N, rows)]
-    if out.ndim == 0:
-        fn(out, *inputs)
-        return out
     for_each_item(len(pieces), lambda i, _: fn(out[pieces[i]], *(a[pieces[i]] for a in inputs)), out.nbytes)
     return out
 
 
 # Products with fewer multiply-adds than this run as one BLAS call, as NumPy would run them.
-MATMUL_SPLIT_MACS = 1 << 23
+MATMUL_SPLIT_MACS = 1 << 25
 MATMUL_BLOCKS = 4
 
 
