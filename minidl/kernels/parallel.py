@@ -154,8 +154,10 @@ def for_each_item(n, body, nbytes, worker_context=contextlib.nullcontext):
                 body(i, state)
         return
     k = min(_num_threads, n, max(1, int(nbytes) // MIN_BYTES_PER_THREAD))
-    if k <= 1:  # too little work to share: the calling thread does it, BLAS as it is set
-        with worker_context() as state:
+    if k <= 1:
+        # One thread does the items; BLAS stays single-threaded all the same when the kernels
+        # use several threads, so that no BLAS worker is left spinning on their cores.
+        with (blas.num_threads(1) if _num_threads > 1 else contextlib.nullcontext()), worker_context() as state:
             for i in range(n):
                 body(i, state)
         return
