@@ -105,7 +105,10 @@ CHUNK_BYTES = 4 << 20
 
 # At least this many chunks (when the batch has as many images), so that small layers too are
 # shared out to the threads; a count fixed by the shapes keeps results thread-count independent.
-MIN_CHUNKS = 4
+# Two rather than four: for the 16->32 4x4 stride-2 layer of wong_mnist (batch 100) forward and
+# backward took 5.8 ms with two chunks and 11.7 ms with four, whose 25-image chunks make the
+# batch-innermost layout's transposes slow (benchmarks/README.md).
+MIN_CHUNKS = 2
 
 
 def _chunks(N, bytes_per_image):
