@@ -15,19 +15,15 @@ import contextlib
 import numpy  # noqa: F401  (loads the BLAS that threadpoolctl is to find)
 import threadpoolctl
 
-_controller = None
-
-
 _selected = None
 
 
 def _blas():
     """threadpoolctl's controller of the loaded BLAS libraries, found once (the search is
     slow; the kernels switch the count around every large product)."""
-    global _controller, _selected
+    global _selected
     if _selected is None:
-        _controller = threadpoolctl.ThreadpoolController()
-        _selected = _controller.select(user_api="blas")
+        _selected = threadpoolctl.ThreadpoolController().select(user_api="blas")
     return _selected
 
 
@@ -59,8 +55,8 @@ def set_num_threads(n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"blas.set_num_threads: n must be an integer >= 1, got {n!r}")
     previous = get_num_threads()
-    if n != previous:
-        for lib in _blas().lib_controllers:
+    for lib in _blas().lib_controllers:
+        if lib.num_threads != n:  # each library on its own: they may differ
             lib.set_num_threads(n)
     return previous
 
