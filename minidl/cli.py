@@ -16,7 +16,7 @@ import numpy
 
 from . import distributed
 from .adversarial.journal import discard_journal
-from .experiment import TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
+from .experiment import ADVERSARIES, TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
 from .info import describe, warm_up
 from .io import write_json
 from .models import MODELS
@@ -85,7 +85,8 @@ def cmd_train(args):
                          lr=args.lr, optimizer=args.optimizer, schedule=args.schedule, device=args.device,
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
                          steps=args.steps, train_limit=args.train_limit, holdout=args.holdout,
-                         augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup)
+                         augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup,
+                         noise=args.noise)
     # Overflows are reported once, by the divergence guard, not as a warning per operation.
     with numpy.errstate(over="ignore", invalid="ignore"):
         run_training(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -184,11 +185,14 @@ def build_parser():
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out: same settings, only --epochs may grow")
     train.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    train.add_argument("--adv", choices=["none", "pgd", "fgsm"], default="none",
-                       help="adversarial training: Madry PGD or fast FGSM with random start")
+    train.add_argument("--adv", choices=list(ADVERSARIES), default="none",
+                       help="adversarial training: Madry PGD, fast FGSM with random start, or "
+                            "N-FGSM (larger noise, no projection)")
     train.add_argument("--eps", type=number(float, "--eps", minimum=0, strict=True), default=0.3)
     train.add_argument("--alpha", type=number(float, "--alpha", minimum=0, strict=True), default=None)
     train.add_argument("--steps", type=number(int, "--steps", minimum=1), default=40)
+    train.add_argument("--noise", type=number(float, "--noise", minimum=0), default=None,
+                       help="--adv nfgsm: radius of the random offset (default 2 x eps)")
     train.add_argument("--eps-warmup", type=number(float, "--eps-warmup", minimum=0), default=0.0,
                        help="epochs over which the training eps (and alpha) grow linearly from 0")
     train.add_argument("--init", choices=["default", "he", "fan_in_uniform"], default="default",

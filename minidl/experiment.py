@@ -6,7 +6,7 @@ import functools
 import os
 
 from . import backend
-from .adversarial import fgsm, fgsm_random_start, pgd, robust_accuracy, sanity_checks
+from .adversarial import fgsm, fgsm_random_start, noisy_fgsm, pgd, robust_accuracy, sanity_checks
 from .adversarial.attacks import pgd_alpha
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
@@ -25,7 +25,7 @@ from .validation import check_choice, check_number
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle", "cyclic", "step")
-ADVERSARIES = ("none", "pgd", "fgsm")
+ADVERSARIES = ("none", "pgd", "fgsm", "nfgsm")
 ATTACKS = ("fgsm", "pgd", "autoattack")
 
 
@@ -41,7 +41,7 @@ class TrainConfig:
     device: str = "cpu"
     data_dir: str = None
     seed: int = 0
-    adv: str = "none"          # none | pgd | fgsm
+    adv: str = "none"          # none | pgd | fgsm | nfgsm
     eps: float = 0.3
     alpha: float = None
     steps: int = 40
@@ -51,6 +51,7 @@ class TrainConfig:
     weight_decay: float = None
     init: str = "default"      # default (the zoo model's own) | he | fan_in_uniform (nn.init.init_model)
     eps_warmup: float = 0.0    # epochs over which the training eps grows linearly from 0
+    noise: float = None        # nfgsm: radius of the random offset (default 2 eps)
 
     def resolved(self):
         """A copy with the dataset-dependent defaults filled in, every number checked."""
@@ -61,13 +62,17 @@ class TrainConfig:
         if c.lr is None:  # not `c.lr or ...`: an explicit lr of 0 is an error, not the default
             c.lr = 1e-3 if c.optimizer == "adam" else 0.05
         # Fast adversarial training relies on a cyclic learning rate (Wong et al. 2020).
-        default_schedule = "cyclic" if c.adv == "fgsm" else "cosine" if c.optimizer == "adam" else "onecycle"
+        default_schedule = "cyclic" if c.adv in ("fgsm", "nfgsm") else "cosine" if c.optimizer == "adam" else "onecycle"
         c.schedule = c.schedule or default_schedule
         check_choice("schedule", c.schedule, SCHEDULES)
         if c.weight_decay is None:
             c.weight_decay = 5e-4 if c.optimizer == "sgd" else 0.0
         if c.adv != "none" and c.alpha is None:
-            c.alpha = 1.25 * c.eps if c.adv == "fgsm" else 0.01 if c.dataset == "mnist" else 2 / 255
+            c.alpha = {"fgsm": 1.25 * c.eps, "nfgsm": c.eps}.get(c.adv, 0.01 if c.dataset == "mnist" else 2 / 255)
+        if c.adv == "nfgsm" and c.noise is None:
+            c.noise = 2.0 * c.eps
+        if c.noise is not None and c.adv != "nfgsm":
+            raise ValueError(f"noise is the nfgsm adversary's setting, got noise={c.noise!r} with adv={c.adv!r}")
         if c.init != "default" and c.init not in SCHEMES:
             raise ValueError(f"init must be 'default' or one of {SCHEMES}, got {c.init!r}")
         check_number("epochs", c.epochs, minimum=0, integer=True)
@@ -82,6 +87,7 @@ class TrainConfig:
             check_number("eps", c.eps, minimum=0, strict=True)
             check_number("alpha", c.alpha, minimum=0, strict=True)
             check_number("steps", c.steps, minimum=1, integer=True)
+        check_number("noise", c.noise, minimum=0, allow_none=True)
         return c
 
 
@@ -139,21 +145,22 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
 
     With ``config.eps_warmup`` = E > 0 epochs, the batch trained at optimizer step t (0-based)
     is attacked with eps_t = eps * min(1, (t + 1) / (E * steps_per_epoch)) and the step size
-    scaled alike (alpha * eps_t / eps): PGD training from scratch at MNIST's eps = 0.3 can
+    (and N-FGSM's noise radius) scaled alike (alpha * eps_t / eps): PGD training from scratch at MNIST's eps = 0.3 can
     otherwise stall at chance accuracy. The step is read from the optimizer, so a resumed
     run continues the ramp where it stopped."""
     if config.adv == "none":
         return None
     if config.eps_warmup > 0 and (optimizer is None or not steps_per_epoch):
         raise ValueError("make_perturb: eps_warmup needs the optimizer and steps_per_epoch")
-    attack = (functools.partial(pgd, steps=config.steps, random_start=True) if config.adv == "pgd"
-              else fgsm_random_start)
+    attack = {"pgd": functools.partial(pgd, steps=config.steps, random_start=True),
+              "fgsm": fgsm_random_start, "nfgsm": noisy_fgsm}[config.adv]
 
     def perturb(model, x, y):
         f = 1.0
         if config.eps_warmup > 0:
             f = min(1.0, (optimizer.steps + 1) / (config.eps_warmup * steps_per_epoch))
-        return attack(model, x, y, eps=config.eps * f, alpha=config.alpha * f)
+        extra = {"noise": config.noise * f} if config.adv == "nfgsm" else {}
+        return attack(model, x, y, eps=config.eps * f, alpha=config.alpha * f, **extra)
     return perturb
 
 
@@ -242,7 +249,7 @@ def _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split
     if comm.size > 1:
         record["world_size"] = comm.size
     resume = resume and os.path.exists(os.path.join(out_dir, CHECKPOINT))  # no checkpoint yet: start over
-    if config.adv == "fgsm":
+    if config.adv in ("fgsm", "nfgsm"):  # single-step training can overfit catastrophically
         guard = OverfittingGuard(model, images[:256], labels[:256], config)
         epoch_end = _chain(guard, epoch_end)
     history = fit(model, train_loader, optimizer, config.epochs, schedule=schedule, eval_loader=eval_loader,
@@ -386,7 +393,7 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
            "loss": loss, "eot_samples": eot_samples, "n": result["n"],
            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
            "judge_samples": judge, "judged_by": judged_by(judge), "seed": seed,
-           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup")}}
+           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup", "noise")}}
     if journal is not None:
         out["resumed_batches"] = comm.allgather_object(journal.resumed) if comm.size > 1 else journal.resumed
     if attack == "autoattack":

@@ -17,7 +17,7 @@ from scipy import stats
 import minidl as md
 from minidl import nn
 from minidl.adversarial import attacks as A
-from minidl.adversarial import fgsm, fgsm_random_start, input_gradient, pgd
+from minidl.adversarial import fgsm, fgsm_random_start, input_gradient, noisy_fgsm, pgd
 from minidl.tensor import Tensor
 
 from conftest import linear_model, make_blocks
@@ -249,6 +249,37 @@ def test_fgsm_random_start_stays_in_ball_and_box(problem, eps, norm, alpha):
 
 
 @FAST
+@given(problems(), st.floats(0, 0.3), st.sampled_from(["inf", "2"]), st.sampled_from([None, 0.0, 0.05, 0.4]),
+       st.sampled_from([None, 0.01, 0.2]))
+def test_noisy_fgsm_stays_in_its_wider_ball_and_box(problem, eps, norm, noise, alpha):
+    """N-FGSM does not project: its perturbation is bounded by noise + alpha (defaults 2 eps
+    and eps), not by eps."""
+    model, x, y, _ = problem
+    radius = (2 * eps if noise is None else noise) + (eps if alpha is None else alpha)
+    assert_in_ball(noisy_fgsm(model, x, y, eps, noise=noise, alpha=alpha, norm=norm), x, radius, norm)
+
+
+def test_noisy_fgsm_is_noise_plus_a_signed_step():
+    """On a 2-class linear model the loss gradient's sign is the same at every point,
+    -(2y-1) sign(w), so x_adv - x - alpha * that sign must be the noise itself: uniform on
+    [-noise, noise] per coordinate (interior inputs, nothing clipped) and, because nothing is
+    projected, well beyond eps on many coordinates."""
+    model, x, y, w = binary_problem(11, n=400, d=6)
+    eps = 0.05
+    x_adv = seeded(3, noisy_fgsm, model, x, y, eps)                        # noise 0.1, alpha 0.05
+    step = eps * (-(2 * y - 1)[:, None] * np.sign(w)[None, :])
+    eta = x_adv - x - step
+    assert np.abs(eta).max() <= 2 * eps + 1e-12
+    assert stats.kstest(eta.ravel(), stats.uniform(-2 * eps, 4 * eps).cdf).pvalue > 1e-3
+    assert (np.abs(x_adv - x) > 1.5 * eps).mean() > 0.3
+    # alpha and noise are honoured as given
+    x_adv = seeded(3, noisy_fgsm, model, x, y, eps, noise=0.0, alpha=0.07)
+    np.testing.assert_allclose(x_adv - x, 0.07 / eps * step, atol=1e-12)
+    np.testing.assert_array_equal(seeded(4, noisy_fgsm, model, x, y, eps), seeded(4, noisy_fgsm, model, x, y, eps))
+    assert not np.array_equal(seeded(4, noisy_fgsm, model, x, y, eps), seeded(5, noisy_fgsm, model, x, y, eps))
+
+
+@FAST
 @given(problems(), st.floats(0, 0.6), st.floats(0.05, 3.0), st.integers(1, 4), st.sampled_from(["inf", "2"]),
        st.booleans(), st.booleans(), st.integers(1, 3), st.sampled_from(["ce", "margin"]))
 def test_pgd_stays_in_ball_and_box(problem, eps, alpha_ratio, steps, norm, random_start, targeted, restarts, loss):
@@ -391,6 +422,7 @@ ATTACKS = {
     "fgsm": lambda m, x, y: fgsm(m, x, y, 0.1),
     "fgsm_l2_targeted": lambda m, x, y: fgsm(m, x, y, 0.1, norm="2", targeted=True),
     "fgsm_random_start": lambda m, x, y: fgsm_random_start(m, x, y, 0.1),
+    "noisy_fgsm": lambda m, x, y: noisy_fgsm(m, x, y, 0.1),
     "pgd": lambda m, x, y: pgd(m, x, y, 0.1, 0.02, 3, restarts=2),
     "pgd_l2_margin": lambda m, x, y: pgd(m, x, y, 0.5, 0.1, 3, norm="2", loss="margin", targeted=True),
     "pgd_eot": lambda m, x, y: pgd(m, x, y, 0.1, 0.02, 2, eot_samples=3),
@@ -515,6 +547,10 @@ BAD_CALLS = [
     (ValueError, "eps", lambda m, x, y: fgsm(m, x, y, -0.1)),
     (ValueError, "eps", lambda m, x, y: pgd(m, x, y, -1e-3, 0.01, 2)),
     (ValueError, "eps", lambda m, x, y: fgsm_random_start(m, x, y, -0.1)),
+    (ValueError, "eps", lambda m, x, y: noisy_fgsm(m, x, y, float("nan"))),
+    (ValueError, "noise", lambda m, x, y: noisy_fgsm(m, x, y, 0.1, noise=-0.2)),
+    (ValueError, "alpha", lambda m, x, y: noisy_fgsm(m, x, y, 0.1, alpha=-0.1)),
+    (ValueError, "x", lambda m, x, y: noisy_fgsm(m, x * 2, y, 0.1)),
     (TypeError, "eps", lambda m, x, y: pgd(m, x, y, "0.1", 0.01, 2)),
     (ValueError, "alpha", lambda m, x, y: pgd(m, x, y, 0.1, 0, 2)),
     (ValueError, "alpha", lambda m, x, y: pgd(m, x, y, 0.1, -0.01, 2)),

@@ -220,21 +220,26 @@ def test_training_applies_init_and_warmup(tmp_path, monkeypatch):
         assert np.abs(module.weight.numpy()).max() <= bound and np.abs(module.bias.numpy()).max() > 0
 
 
-@pytest.mark.parametrize("adv", ["pgd", "fgsm"])
+@pytest.mark.parametrize("adv", ["pgd", "fgsm", "nfgsm"])
 def test_eps_warmup_scales_alpha_with_eps(adv, monkeypatch):
     """The training attack receives eps_t = eps * min(1, (t + 1) / (E * steps/epoch)) and
-    alpha_t = alpha * eps_t / eps at step t. Checking the perturbation's size alone cannot see a
-    wrong alpha (the projection caps the step whatever alpha is), so the arguments are recorded."""
+    alpha_t = alpha * eps_t / eps at step t (N-FGSM's noise radius alike). Checking the
+    perturbation's size alone cannot see a wrong alpha (the projection caps the step whatever
+    alpha is), so the arguments are recorded."""
     import minidl.experiment as experiment
     from minidl.experiment import make_perturb
     received = []
 
     def recorder(model, x, y, eps, alpha, **kwargs):
         received.append((eps, alpha))
+        if adv == "nfgsm":
+            assert kwargs["noise"] == pytest.approx(0.3 * eps / 0.2), (eps, kwargs)
+        else:
+            assert "noise" not in kwargs
         return x
-    monkeypatch.setattr(experiment, "pgd" if adv == "pgd" else "fgsm_random_start", recorder)
+    monkeypatch.setattr(experiment, {"pgd": "pgd", "fgsm": "fgsm_random_start", "nfgsm": "noisy_fgsm"}[adv], recorder)
     config = TrainConfig(dataset="synthetic", model="mlp", adv=adv, eps=0.2, alpha=0.05, steps=3,
-                         eps_warmup=2).resolved()
+                         eps_warmup=2, noise=0.3 if adv == "nfgsm" else None).resolved()
 
     class Steps:
         steps = 0
@@ -247,3 +252,18 @@ def test_eps_warmup_scales_alpha_with_eps(adv, monkeypatch):
         eps, alpha = received[-1]
         assert eps == pytest.approx(0.2 * f) and alpha == pytest.approx(0.05 * f), (t, eps, alpha)
         assert alpha / eps == pytest.approx(0.05 / 0.2)
+
+
+def test_nfgsm_defaults_and_noise_only_for_nfgsm():
+    """N-FGSM's settings default to the paper's (alpha = eps, noise = 2 eps, cyclic lr, the
+    overfitting guard like fast FGSM); a noise radius with another adversary is an error, not
+    silently ignored."""
+    c = TrainConfig(dataset="mnist", model="mlp", adv="nfgsm", eps=0.3).resolved()
+    assert (c.alpha, c.noise, c.schedule) == (pytest.approx(0.3), pytest.approx(0.6), "cyclic")
+    c = TrainConfig(dataset="mnist", model="mlp", adv="nfgsm", eps=0.3, alpha=0.2, noise=0.1).resolved()
+    assert (c.alpha, c.noise) == (0.2, 0.1)
+    for adv in ("none", "fgsm", "pgd"):
+        with pytest.raises(ValueError, match="noise"):
+            TrainConfig(dataset="mnist", model="mlp", adv=adv, noise=0.2).resolved()
+    with pytest.raises(ValueError, match="noise"):
+        TrainConfig(dataset="mnist", model="mlp", adv="nfgsm", noise=-0.1).resolved()

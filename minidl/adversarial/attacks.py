@@ -242,6 +242,30 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
     return Tensor(out)
 
 
+def noisy_fgsm(model, x, y, eps, noise=None, alpha=None, norm="inf"):
+    """N-FGSM, the adversary of de Jorge et al. (2022, "Make some noise"): a larger random
+    offset and no projection back onto the eps-ball. With eta ~ U(ball of radius ``noise``),
+
+        x_adv = clip01(x + eta + alpha * step_direction(grad_x L(x + eta, y)))
+
+    noise defaults to 2 eps and alpha to eps, the paper's settings, so the perturbation may
+    reach (noise + alpha) = 3 eps: the point of the method is that this wider, noisier
+    neighbourhood keeps single-step training from overfitting to a masked gradient
+    ("catastrophic overfitting") without the cost of extra gradients. As in
+    :func:`fgsm_random_start`, the gradient is taken at the unclipped x + eta."""
+    norm = resolve_norm(norm, "noisy_fgsm")
+    check_number("noisy_fgsm: eps", eps, minimum=0)
+    noise = 2.0 * eps if noise is None else check_number("noisy_fgsm: noise", noise, minimum=0)
+    alpha = eps if alpha is None else check_number("noisy_fgsm: alpha", alpha, minimum=0)
+    x, y = prepare_inputs(model, x, y, "noisy_fgsm")
+    with attack_mode(model):
+        start = Tensor(random_start_point(x.data, noise, norm, clip=False))
+        g, _, _ = input_gradient(model, start, y)
+        xp = backend.get_array_module(g)
+        out = xp.clip(start.data + alpha * step_direction(g, norm).astype(x.dtype), 0, 1)
+    return Tensor(out)
+
+
 def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=1, targeted=False, loss="ce",
         eot_samples=1):
     """Projected gradient descent (Madry et al. 2018), L-inf or L2.
