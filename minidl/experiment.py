@@ -26,6 +26,7 @@ from .validation import check_choice, check_number
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle", "cyclic", "step")
 ADVERSARIES = ("none", "pgd", "fgsm", "nfgsm")
+SINGLE_STEP = ("fgsm", "nfgsm")  # fast training: a cyclic lr, and a guard against catastrophic overfitting
 ATTACKS = ("fgsm", "pgd", "autoattack")
 
 
@@ -62,7 +63,7 @@ class TrainConfig:
         if c.lr is None:  # not `c.lr or ...`: an explicit lr of 0 is an error, not the default
             c.lr = 1e-3 if c.optimizer == "adam" else 0.05
         # Fast adversarial training relies on a cyclic learning rate (Wong et al. 2020).
-        default_schedule = "cyclic" if c.adv in ("fgsm", "nfgsm") else "cosine" if c.optimizer == "adam" else "onecycle"
+        default_schedule = "cyclic" if c.adv in SINGLE_STEP else "cosine" if c.optimizer == "adam" else "onecycle"
         c.schedule = c.schedule or default_schedule
         check_choice("schedule", c.schedule, SCHEDULES)
         if c.weight_decay is None:
@@ -144,9 +145,9 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
     """The adversary used in training (None for natural training).
 
     With ``config.eps_warmup`` = E > 0 epochs, the batch trained at optimizer step t (0-based)
-    is attacked with eps_t = eps * min(1, (t + 1) / (E * steps_per_epoch)) and the step size
-    (and N-FGSM's noise radius) scaled alike (alpha * eps_t / eps): PGD training from scratch at MNIST's eps = 0.3 can
-    otherwise stall at chance accuracy. The step is read from the optimizer, so a resumed
+    is attacked with eps_t = eps * min(1, (t + 1) / (E * steps_per_epoch)), and the step size
+    and N-FGSM's noise radius are scaled alike (alpha * eps_t / eps): PGD training from scratch
+    at MNIST's eps = 0.3 can otherwise stall at chance accuracy. The step is read from the optimizer, so a resumed
     run continues the ramp where it stopped."""
     if config.adv == "none":
         return None
@@ -249,7 +250,7 @@ def _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split
     if comm.size > 1:
         record["world_size"] = comm.size
     resume = resume and os.path.exists(os.path.join(out_dir, CHECKPOINT))  # no checkpoint yet: start over
-    if config.adv in ("fgsm", "nfgsm"):  # single-step training can overfit catastrophically
+    if config.adv in SINGLE_STEP:
         guard = OverfittingGuard(model, images[:256], labels[:256], config)
         epoch_end = _chain(guard, epoch_end)
     history = fit(model, train_loader, optimizer, config.epochs, schedule=schedule, eval_loader=eval_loader,
