@@ -139,7 +139,7 @@ class TestWinograd:
             conv2d_forward(x, np.zeros((1, 1, 3, 3)), (2, 2), (0, 0), algorithm="winograd")
         with pytest.raises(ValueError, match="layout='cnhw' applies to the im2col algorithm on the CPU, not to winograd"):
             conv2d_forward(x, np.zeros((1, 1, 3, 3)), (1, 1), (0, 0), algorithm="winograd", layout="cnhw")
-        with pytest.raises(ValueError, match="layout must be 'cnhw' or 'chwn', got 'nchw'"):
+        with pytest.raises(ValueError, match="layout must be one of 'cnhw', 'chwn', 'nhwc', got 'nchw'"):
             conv2d_forward(x, np.zeros((1, 1, 3, 3)), (1, 1), (0, 0), layout="nchw")
 
 
@@ -149,7 +149,7 @@ def test_every_candidate_agrees_in_float32(cfg):
     """Every algorithm the tuner may pick gives the same forward and gradients (float32 rounding)."""
     x, w, gy = data(cfg, np.float32)
     names = conv._cpu_candidates(cfg["kernel"], (1, 1))
-    assert names[:3] == ["im2col_cnhw", "im2col_chwn", "fft"]
+    assert names[:4] == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"]
     assert ("winograd" in names) == (cfg["kernel"] == (3, 3))
     ry, rgx, rgw = ref_conv_and_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64),
                                       cfg["padding"])
@@ -184,7 +184,7 @@ class TestAutotune:
         with autotune.conv_algorithm("auto"):
             y, cache = conv2d_forward(x, w, (1, 1), (1, 1), grads=(True, False))
             (key, winner, times), = autotune.cache_items()
-            assert set(times) == {"im2col_cnhw", "im2col_chwn", "fft", "winograd"}
+            assert set(times) == {"im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft", "winograd"}
             rule = "im2col_" + conv_im2col._choose_layout(8, 8, 3, 3, 12, 1).name
             assert winner == autotune.choose(times, prefer=rule)
             assert key[1:5] == ((4, 8, 12, 12), (8, 8, 3, 3), (1, 1), (1, 1)) and key[-1] == (True, False)
@@ -230,7 +230,7 @@ class TestAutotune:
         w = rng.standard_normal((8, 8, 3, 3), dtype=np.float32)
         kept = {name: conv.kept_bytes(by(name, x, w, (1, 1))[1], x, w) / x.nbytes
                 for name in conv._cpu_candidates((3, 3), (1, 1))}
-        assert kept["im2col_cnhw"] == kept["im2col_chwn"] == w.nbytes / x.nbytes
+        assert kept["im2col_cnhw"] == kept["im2col_chwn"] == kept["im2col_nhwc"] == w.nbytes / x.nbytes
         assert 1 < kept["fft"] < conv.MAX_KEPT_RATIO < 4 <= kept["winograd"]
 
     def test_functional_keys_follow_the_gradients_needed(self):
@@ -246,8 +246,8 @@ class TestAutotune:
         assert "[dx+dw]" in text and "[forward only]" in text and "[dw]" in text
 
     def test_strided_and_small_convolutions_are_not_offered_fft_or_winograd(self):
-        assert conv._cpu_candidates((3, 3), (2, 2)) == ["im2col_cnhw", "im2col_chwn"]
-        assert conv._cpu_candidates((5, 5), (1, 1)) == ["im2col_cnhw", "im2col_chwn", "fft"]
+        assert conv._cpu_candidates((3, 3), (2, 2)) == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc"]
+        assert conv._cpu_candidates((5, 5), (1, 1)) == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"]
         x = np.ones((1, 1, 4, 4))
         with autotune.conv_algorithm("auto"):
             conv2d_forward(x, np.ones((1, 1, 3, 3)), (1, 1), (1, 1))  # far below MIN_TUNE_FLOPS
@@ -263,6 +263,8 @@ class TestAutotune:
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].algorithm == "fft"
         with autotune.conv_algorithm("im2col_chwn"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].layout.name == "chwn"
+        with autotune.conv_algorithm("im2col_nhwc"):
+            assert conv2d_forward(x, w, (1, 1), (1, 1))[1].layout.name == "nhwc"
         with autotune.conv_algorithm("rule"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].algorithm == "im2col"
         assert autotune.get_conv_algorithm() == "rule"  # conftest's default, restored

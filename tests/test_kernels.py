@@ -105,7 +105,7 @@ TOL32 = dict(rtol=2e-4, atol=2e-4)
 # ---------------------------------------------------------------------------------------
 class TestConvNumpy:
     @SETTINGS
-    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", None]))
+    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", "nhwc", None]))
     def test_forward_backward_float64(self, cfg, layout):
         x, w, gy = conv_data(cfg)
         y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
@@ -118,7 +118,7 @@ class TestConvNumpy:
         assert gx.shape == x.shape and gw.shape == w.shape
 
     @settings(max_examples=15, deadline=None)
-    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn"]))
+    @given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", "nhwc"]))
     def test_float32_stays_float32(self, cfg, layout):
         x, w, gy = conv_data(cfg, np.float32)
         y, cache = conv2d_forward(x, w, cfg["stride"], cfg["padding"], layout=layout)
@@ -130,7 +130,7 @@ class TestConvNumpy:
         np.testing.assert_allclose(gw, rgw, **TOL32)
 
     @settings(max_examples=30, deadline=None)
-    @given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn"]),
+    @given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn", "nhwc"]),
            per_chunk=st.integers(1, 3), need=st.sampled_from([(True, True), (True, False), (False, True)]))
     def test_batch_chunks_match_reference(self, cfg, layout, per_chunk, need):
         """im2col runs a chunk of images at a time (``CHUNK_BYTES``): with chunks of 1-3 images,
@@ -253,9 +253,10 @@ class TestConvDispatch:
 
     def test_layout_is_checked(self):
         x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
-        with pytest.raises(ValueError, match="layout must be 'cnhw' or 'chwn', got 'nchw'"):
+        with pytest.raises(ValueError, match="layout must be one of 'cnhw', 'chwn', 'nhwc', got 'nchw'"):
             conv2d_forward(x, w, (1, 1), (0, 0), layout="nchw")
         assert conv2d_forward(x, w, (1, 1), (0, 0), layout="chwn")[1].layout.name == "chwn"
+        assert conv2d_forward(x, w, (1, 1), (0, 0), layout="nhwc")[1].layout.name == "nhwc"
 
 
 def stride1_conv_configs():

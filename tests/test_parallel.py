@@ -176,9 +176,9 @@ def test_assign_and_workspace_copy(threads, axis):
 
 
 @settings(max_examples=30, deadline=None)
-@given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", "fft"]), k=st.integers(2, 4))
+@given(cfg=conv_configs(), layout=st.sampled_from(["cnhw", "chwn", "nhwc", "fft"]), k=st.integers(2, 4))
 def test_conv_is_identical_for_any_thread_count(cfg, layout, k):
-    """im2col in both layouts, and the FFT algorithm (with several scipy workers)."""
+    """im2col in its three layouts, and the FFT algorithm (with several scipy workers)."""
     if layout == "fft":
         cfg = dict(cfg, stride=(1, 1))
         x, w, _ = conv_data(cfg)
@@ -283,7 +283,7 @@ def test_elementwise_matches_one_call(shape, k, piece):
 
 
 @settings(max_examples=20, deadline=None)
-@given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn"]), k=st.integers(2, 4),
+@given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn", "nhwc"]), k=st.integers(2, 4),
        need=st.sampled_from([(True, True), (True, False), (False, True)]))
 def test_conv_chunks_on_several_threads_match_one_thread(cfg, layout, k, need):
     """im2col's chunks of one image each, shared out to k threads (``for_each_item``): the
@@ -387,3 +387,21 @@ def test_split_products_inside_conv_algorithms_match_reference(algorithm):
     rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
     np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(1,), (7, 3), (33, 2, 5), (3, 4, 6, 6)]), k=st.integers(1, 3),
+       piece=st.sampled_from([8, 64, 1 << 12, 1 << 22]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_relu_forward_for_any_piece_size(shape, k, piece, dtype):
+    """ReLU's forward takes the maximum against a shared buffer of zeros sized for the pieces: it
+    stays exact when the piece size changes between calls (the buffer must not be too small) and
+    for a call larger than a piece (one thread: no pieces)."""
+    from minidl.ops.activation import ReLU
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    old, parallel.ELEMENTWISE_BYTES = parallel.ELEMENTWISE_BYTES, piece
+    try:
+        with forced_split(k):
+            y = ReLU().forward(x)
+    finally:
+        parallel.ELEMENTWISE_BYTES = old
+    assert y.dtype == dtype and np.array_equal(y, np.maximum(x, 0))

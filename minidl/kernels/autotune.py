@@ -17,7 +17,7 @@ The mode comes from ``MINIDL_CONV_ALGO`` (read when this module loads) or
 * ``auto`` (default): measure, as above. Problems below ``MIN_TUNE_FLOPS`` use the rule,
   because their timings are noise and tuning would cost more than it saves.
 * ``rule``: the fixed rule from the shapes (``use_fft`` and ``_choose_layout`` in ``conv.py``).
-* an algorithm name (``im2col``, ``im2col_cnhw``, ``im2col_chwn``, ``fft``, ``winograd``): that
+* an algorithm name (``im2col``, ``im2col_cnhw``, ``im2col_chwn``, ``im2col_nhwc``, ``fft``, ``winograd``): that
   algorithm wherever it applies (fft: stride 1; winograd: 3x3, stride 1), the rule elsewhere.
 
 :func:`cache_items` lists the decisions so far (``python -m minidl info --warm-up`` prints them).
@@ -27,7 +27,7 @@ import os
 import threading
 import time
 
-MODES = ("auto", "rule", "im2col", "im2col_cnhw", "im2col_chwn", "fft", "winograd")
+MODES = ("auto", "rule", "im2col", "im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft", "winograd")
 
 # Below this many multiply-adds x 2 (forward), a convolution is not worth timing.
 MIN_TUNE_FLOPS = 20e6

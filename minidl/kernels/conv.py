@@ -93,8 +93,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=
 
     x: (N, C, H, W), w: (F, C, kh, kw), stride=(sh, sw), padding=(ph, pw) (zero padding).
     y: (N, F, Ho, Wo) in the common float dtype of x and w, C-contiguous.
-    ``algorithm`` (a name in ``ALGORITHMS``) forces the method and ``layout`` ('cnhw' or
-    'chwn') the CPU buffer layout of im2col (tests, tuning). By default the CPU method follows
+    ``algorithm`` (a name in ``ALGORITHMS``) forces the method and ``layout`` ('cnhw', 'chwn'
+    or 'nhwc') the CPU buffer layout of im2col (tests, tuning). By default the CPU method follows
     ``autotune``'s mode: measured once per shape (``auto``), the fixed rule
     (``choose_algorithm``, ``conv_im2col._choose_layout``) or a forced algorithm.
     ``grads`` = (input gradient, weight gradient) that the backward pass will be asked for:
@@ -134,7 +134,8 @@ def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=
             raise ValueError(f"conv2d: layout={layout!r} applies to the im2col algorithm on the CPU, "
                              f"not to {algorithm} on {device}")
         if layout not in conv_im2col.LAYOUTS:
-            raise ValueError(f"conv2d: layout must be 'cnhw' or 'chwn', got {layout!r}")
+            names = ", ".join(repr(name) for name in conv_im2col.LAYOUT_NAMES)
+            raise ValueError(f"conv2d: layout must be one of {names}, got {layout!r}")
         options["layout"] = layout
     return chosen.modules[device].forward(x, w, stride, padding, out_hw, dtype, **options)
 

@@ -6,9 +6,10 @@ folded back by col2im; the math is in ``conv.py``), arranged for speed:
 * the batch is processed a chunk of images at a time (``CHUNK_BYTES`` of cols), so cols is
   never built whole, stays in cache between its copy and its product, and is not kept for the
   backward pass (which rebuilds it from x);
-* each chunk of the input is transposed into an internal layout with channels first
-  (``_Layout``), so that cols is filled by one strided block copy per kernel offset (kh*kw
-  Python iterations, never a loop over pixels or images) and every product is one BLAS call;
+* each chunk of the input is transposed into an internal layout (``_Layout``): channels first,
+  so that cols is filled by one strided block copy per kernel offset (kh*kw Python
+  iterations, never a loop over pixels or images), or channels last, so that cols is one
+  strided copy with cols^T as the matrix; every product is one BLAS call;
 * the buffers come from ``workspace`` (reused instead of freshly page-faulted);
 * the copies and folds are split over cores by channel (``parallel``).
 """
@@ -16,6 +17,7 @@ import contextlib
 import math
 
 import numpy
+from numpy.lib.stride_tricks import as_strided
 
 from . import parallel, workspace
 from .arrays import Cache
@@ -38,22 +40,38 @@ class _Layout:
       copies/adds run near memory speed; the price is transposing x, y and dy with N
       moving between innermost and outermost, which is slow per byte.
 
-    Which one wins depends on the shapes; the measurements behind ``_choose_layout`` are in
-    ``benchmarks/README.md``.
+    * ``nhwc`` (internal axes N, H, W, C; channels last, as oneDNN and cuDNN prefer): cols is
+      the transposed matrix (M, K) with rows ordered (n, i, j). The kw*C inputs of one kernel
+      row form one contiguous run of the padded input, so cols is a single strided copy
+      (``_im2col_nhwc``), and the products are ``cols @ W^T`` with the long M as rows, which
+      OpenBLAS's SkylakeX kernels run faster than ``W @ cols`` (``benchmarks/README.md``).
+      The transposes between NCHW and NHWC move C between outer and innermost.
+
+    Which one wins depends on the shapes and the BLAS kernel; the measurements behind
+    ``_choose_layout`` are in ``benchmarks/README.md``, and ``auto`` mode times all three.
     """
 
     def __init__(self, name):
         self.name = name
+        self.channels_last = name == "nhwc"
         if name == "cnhw":
             self.perm, self.inv, self.h_ax, self.w_ax = (1, 0, 2, 3), (1, 0, 2, 3), 2, 3
         elif name == "chwn":
             self.perm, self.inv, self.h_ax, self.w_ax = (1, 2, 3, 0), (3, 0, 1, 2), 1, 2
+        elif name == "nhwc":
+            self.perm, self.inv, self.h_ax, self.w_ax = (0, 2, 3, 1), (0, 3, 1, 2), 1, 2
         else:
-            raise ValueError(f"layout must be 'cnhw' or 'chwn', got {name!r}")
+            raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUT_NAMES))}, got {name!r}")
 
     def shape(self, n, c, h, w):
         """Internal shape of an (n, c, h, w) array."""
-        return (c, n, h, w) if self.name == "cnhw" else (c, h, w, n)
+        return {"cnhw": (c, n, h, w), "chwn": (c, h, w, n), "nhwc": (n, h, w, c)}[self.name]
+
+    def cols_shape(self, kernel, n, c, ho, wo):
+        """Shape of the cols buffer: (kh, kw, C, spatial...) channels first, (n, Ho, Wo, kh,
+        kw * C) channels last; either way K * M elements."""
+        kh, kw = kernel
+        return (n, ho, wo, kh, kw * c) if self.channels_last else (kh, kw) + self.shape(n, c, ho, wo)
 
     def view(self, a, rows, cols):
         """``a`` sliced by ``rows`` along H and ``cols`` along W (a strided view)."""
@@ -63,7 +81,8 @@ class _Layout:
         return a[tuple(index)]
 
 
-LAYOUTS = {name: _Layout(name) for name in ("cnhw", "chwn")}
+LAYOUT_NAMES = ("cnhw", "chwn", "nhwc")
+LAYOUTS = {name: _Layout(name) for name in LAYOUT_NAMES}
 
 
 def _choose_layout(C, F, kh, kw, Wo, sw):
@@ -150,6 +169,39 @@ def _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols):
     return cols
 
 
+def _im2col_nhwc(x, kernel, stride, padding, out_hw, xpad, cols):
+    """Channels last: fill ``cols`` (n, Ho, Wo, kh, kw*C) with the windows of ``x`` (n, C, H, W),
+    staging the padded input in ``xpad`` (n, Hp, Wp, C); returns cols.
+
+    cols[n, i, j, p, q*C + c] = xpad[n, i*sh + p, j*sw + q, c]. For fixed (n, i, j, p) the kw*C
+    values are xpad[n, i*sh + p, j*sw : j*sw + kw, :], one contiguous run, so the windows are a
+    single strided view of xpad (overlapping, read only) and cols is one copy of it. As an
+    (M, K) matrix, rows ordered (n, i, j) and K ordered (p, q, c) like the other layouts' rows.
+    Images are independent, so threads take disjoint image ranges.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, out_hw
+    H, W = x.shape[2:]
+    C = x.shape[1]
+
+    def run(n0, n1):
+        xp_ = xpad[n0:n1]
+        for border in (xp_[:, :ph], xp_[:, ph + H:], xp_[:, ph:ph + H, :pw], xp_[:, ph:ph + H, pw + W:]):
+            border.fill(0)
+        xp_[:, ph:ph + H, pw:pw + W] = x[n0:n1].transpose(0, 2, 3, 1)
+        s_n, s_h, s_w, s_c = xp_.strides
+        cols[n0:n1] = as_strided(xp_, (n1 - n0, Ho, Wo, kh, kw * C), (s_n, sh * s_h, sw * s_w, s_h, s_c),
+                                 writeable=False)
+    parallel.parallel_for(x.shape[0], run, cols.nbytes)
+    return cols
+
+
+def _windows(x, lay, kernel, stride, padding, out_hw, xpad, cols):
+    """im2col in layout ``lay``: ``_im2col_nhwc`` channels last, else ``_im2col``."""
+    if lay.channels_last:
+        return _im2col_nhwc(x, kernel, stride, padding, out_hw, xpad, cols)
+    return _im2col(x, lay, kernel, stride, padding, out_hw, xpad, cols)
+
+
 def _buffers(dtype, **sizes):
     """A ``worker_context`` for ``parallel.for_each_item``: each thread's own flat scratch
     buffers (name -> number of elements), taken once and reused for all its chunks."""
@@ -175,11 +227,15 @@ def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
     def run(i, buf):
         n0, n1 = chunks[i]
         n = n1 - n0
-        c = _im2col(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
-                    _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), _take(buf["cols"], (kh, kw) + lay.shape(n, C, Ho, Wo)))
-        yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(buf["y"], (F, n * Ho * Wo)))
-        # F is the outer axis of y_int in both layouts (a split along it when one chunk is all)
-        parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
+        c = _windows(x[n0:n1], lay, kernel, stride, padding, (Ho, Wo),
+                     _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), _take(buf["cols"], lay.cols_shape(kernel, n, C, Ho, Wo)))
+        if lay.channels_last:
+            yc = numpy.matmul(c.reshape(-1, K), wmat.T, out=_take(buf["y"], (n * Ho * Wo, F)))
+            parallel.assign(out[n0:n1], yc.reshape(n, Ho, Wo, F).transpose(lay.inv), axis=0)
+        else:
+            yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(buf["y"], (F, n * Ho * Wo)))
+            # F is the outer axis of y_int in both layouts (a split along it when one chunk is all)
+            parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
     parallel.for_each_item(len(chunks), run, N * K * Ho * Wo * dtype.itemsize,
                            _buffers(dtype, xpad=nc * C * Hp * Wp, cols=nc * K * Ho * Wo, y=nc * F * Ho * Wo))
     return out
@@ -188,7 +244,7 @@ def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
 def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     """y = conv2d(x, w) by im2col on NumPy arrays; returns ``(y, cache)``.
 
-    ``layout`` ('cnhw' or 'chwn') forces the internal buffer layout; by default it is
+    ``layout`` ('cnhw', 'chwn' or 'nhwc') forces the internal buffer layout; by default it is
     chosen from the shapes (``_choose_layout``). The cache refers to ``x`` (not a copy):
     ``x`` must not change before the backward pass (autograd checks this).
     """
@@ -257,26 +313,32 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
     def run(i, buf):
         n0, n1 = chunks[i]
         n = n1 - n0
-        # dy in the internal layout as an (F, Mc) matrix whose columns match those of cols.
+        # dy in the internal layout as a matrix whose columns (channels first: (F, Mc)) or rows
+        # (channels last: (Mc, F)) match those of cols; cm is cols as a (K, Mc) matrix.
         g = _take(buf["g"], lay.shape(n, F, Ho, Wo))
         parallel.assign(g, grad_y[n0:n1].transpose(lay.perm))
-        g = g.reshape(F, -1)
-        c = _take(buf["cols"], (kh, kw) + lay.shape(n, C, Ho, Wo))
+        g = g.reshape(-1, F).T if lay.channels_last else g.reshape(F, -1)
+        c = _take(buf["cols"], lay.cols_shape((kh, kw), n, C, Ho, Wo))
+        cm = c.reshape(-1, K).T if lay.channels_last else c.reshape(K, -1)
         if need_w_grad:
-            _im2col(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
-                    _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), c)
+            _windows(x[n0:n1], lay, (kh, kw), cache.stride, cache.padding, cache.out_hw,
+                     _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), c)
             if K >= F:
-                numpy.matmul(c.reshape(K, -1), g.T, out=parts[i])              # (K, F)
+                numpy.matmul(cm, g.T, out=parts[i])              # (K, F)
             else:
-                numpy.matmul(g, c.reshape(K, -1).T, out=parts[i])              # (F, K)
+                numpy.matmul(g, cm.T, out=parts[i])              # (F, K)
         if fold:
-            numpy.matmul(wmat.T, g, out=c.reshape(K, -1))                       # dcols
-            # the padded-input buffer is free again: it receives the fold
-            _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw),
-                        _take(buf["xpad"], lay.shape(n, C, Hp, Wp)), _take(buf["strip"], lay.shape(n, C, Hp, Wo)),
-                        out=grad_x[n0:n1])
+            # dcols, then the fold into the padded-input buffer, free again
+            gxpad = _take(buf["xpad"], lay.shape(n, C, Hp, Wp))
+            if lay.channels_last:
+                numpy.matmul(g.T, wmat, out=c.reshape(-1, K))
+                _col2im_nhwc(c, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), gxpad, out=grad_x[n0:n1])
+            else:
+                numpy.matmul(wmat.T, g, out=cm)
+                _col2im_cpu(c, lay, (n, C, H, W), (Ho, Wo), (sh, sw), (ph, pw), gxpad,
+                            _take(buf["strip"], lay.shape(n, C, Hp, Wo)), out=grad_x[n0:n1])
     sizes = dict(xpad=nc * C * Hp * Wp, cols=nc * K * Ho * Wo, g=nc * F * Ho * Wo)
-    if fold:
+    if fold and not lay.channels_last:
         sizes["strip"] = nc * C * Hp * Wo
     parallel.for_each_item(len(chunks), run, N * K * Ho * Wo * dtype.itemsize, _buffers(dtype, **sizes))
     grad_w = None
@@ -325,3 +387,26 @@ def _col2im_cpu(gcols, lay, x_shape, out_hw, stride, padding, gxpad, strip, out)
     parallel.parallel_for(C, fold, gcols.nbytes)
     interior = lay.view(gxpad, slice(ph, ph + H), slice(pw, pw + W))
     parallel.assign(out, interior.transpose(lay.inv), axis=1)  # C: outer in gxpad
+
+
+def _col2im_nhwc(gcols, x_shape, out_hw, stride, padding, gxpad, out):
+    """Channels last: fold ``gcols`` (n, Ho, Wo, kh, kw*C) back onto the input, the adjoint of
+    ``_im2col_nhwc``: gxpad[n, i*sh + p, j*sw + q, c] += gcols[n, i, j, p, q*C + c] for every
+    kernel offset, one strided add each (windows overlap, so they cannot be one add); then the
+    interior of ``gxpad`` (n, Hp, Wp, C) goes to ``out`` (n, C, H, W). Images are independent,
+    so threads take disjoint image ranges; additions happen in a fixed order."""
+    N, C, H, W = x_shape
+    (Ho, Wo), (sh, sw), (ph, pw) = out_hw, stride, padding
+    kh = gcols.shape[3]
+    kw = gcols.shape[4] // C
+    blocks = gcols.reshape(gcols.shape[:3] + (kh, kw, C))
+
+    def fold(n0, n1):
+        gx = gxpad[n0:n1]
+        gx.fill(0)
+        for p in range(kh):
+            for q in range(kw):
+                view = gx[:, _rows(p, Ho, sh), _rows(q, Wo, sw)]
+                view += blocks[n0:n1, :, :, p, q]
+    parallel.parallel_for(N, fold, gcols.nbytes)
+    parallel.assign(out, gxpad[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2), axis=0)

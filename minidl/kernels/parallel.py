@@ -173,7 +173,7 @@ def for_each_item(n, body, nbytes, worker_context=contextlib.nullcontext):
 
 # Pieces of about this many bytes of the output for ``elementwise``: small enough that a
 # piece's inputs and temporaries stay in a core's cache between the ufuncs of one call.
-ELEMENTWISE_BYTES = 256 << 10
+ELEMENTWISE_BYTES = 2 << 20
 
 
 def elementwise(fn, out, *inputs):

@@ -12,7 +12,9 @@ class ReLU(Function):
     def forward(self, x):
         xp = get_array_module(x)
         if xp is numpy:  # over the kernel threads, in cache-sized pieces
-            self.y = parallel.elementwise(lambda y, x: numpy.maximum(x, 0, out=y), numpy.empty_like(x), x)
+            # against an array of zeros: NumPy's maximum with a scalar runs about 4x slower
+            # than with a second array (benchmarks/README.md)
+            self.y = parallel.elementwise(lambda y, x: numpy.maximum(x, _zeros(x), out=y), numpy.empty_like(x), x)
         else:
             self.y = xp.maximum(x, 0)
         return self.y
@@ -25,6 +27,24 @@ class ReLU(Function):
             return (parallel.elementwise(lambda out, g, y: numpy.multiply(g, y > 0, out=out),
                                          numpy.empty_like(g), g, self.y),)
         return (g * (self.y > 0),)
+
+
+_ZEROS = {}
+
+
+def _zeros(like):
+    """An array of zeros of ``like``'s shape and dtype (read only): a view of one buffer kept per
+    dtype for the elementwise pieces (at most ``parallel.ELEMENTWISE_BYTES``), a fresh one for
+    a larger call (one thread: no pieces), so that no large buffer is kept."""
+    limit = parallel.ELEMENTWISE_BYTES // like.dtype.itemsize
+    if like.size > limit:
+        return numpy.zeros(like.shape, like.dtype)
+    flat = _ZEROS.get(like.dtype)
+    if flat is None or flat.size < like.size:  # (the piece size may have been raised)
+        flat = numpy.zeros(limit, like.dtype)
+        flat.flags.writeable = False
+        _ZEROS[like.dtype] = flat
+    return flat[:like.size].reshape(like.shape)
 
 
 class Sigmoid(Function):

@@ -54,8 +54,9 @@ class BatchNorm(Function):
         self.x, self.mu = x, mu.astype(x.dtype, copy=False)
         self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
         self.gamma = gamma
-        scale = (gamma * self.inv_std).astype(x.dtype, copy=False).reshape(shape)
-        shift = (beta - self.mu * scale.ravel()).astype(x.dtype, copy=False).reshape(shape)
+        scale = (gamma * self.inv_std).astype(x.dtype, copy=False)
+        shift = _per_channel(beta - self.mu * scale, x, xp)
+        scale = _per_channel(scale, x, xp)
         y = xp.empty(x.shape, x.dtype)  # an output: an ordinary array
 
         def affine(i, _):
@@ -68,7 +69,6 @@ class BatchNorm(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
-        shape = (1, -1) + (1,) * (g.ndim - 2)
         m = g.size // g.shape[1]
         s, gamma, x, mu = self.inv_std, self.gamma, self.x, self.mu
         need_gx, need_gamma, need_beta = self.needs_grad
@@ -76,21 +76,22 @@ class BatchNorm(Function):
         need_sum_g = need_beta or (need_gx and self.training)
         chunks = _batch_chunks(g, xp)
         sum_g = sum_gxc = None
+        mu_x = _per_channel(mu, x, xp) if need_sum_gxc or (need_gx and self.training) else None
         if need_sum_gxc:  # both sums in one pass over g
             sum_g, sum_gxc = _sum_over_chunks(
-                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu), xp)]), x, xp)
+                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp)
         elif need_sum_g:
             sum_g = _sum_over_chunks(chunks, lambda sl, centre: _channel_sum(g[sl], xp), g, xp)
         gx = None
         if need_gx:
-            a = (gamma * s).astype(g.dtype, copy=False).reshape(shape)
+            a = _per_channel((gamma * s).astype(g.dtype, copy=False), g, xp)
             gx = xp.empty(g.shape, g.dtype)
             if self.training:
-                b = (-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False).reshape(shape)
-                c = (-gamma * s * sum_g / m).astype(g.dtype, copy=False).reshape(shape)
+                b = _per_channel((-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False), g, xp)
+                c = _per_channel((-gamma * s * sum_g / m).astype(g.dtype, copy=False), g, xp)
 
                 def input_grad(i, sl, centre):
-                    gxc, xc = gx[sl], centre(mu)
+                    gxc, xc = gx[sl], centre(mu_x)
                     xp.multiply(g[sl], a, out=gxc)
                     xc *= b
                     gxc += xc
@@ -106,7 +107,7 @@ class BatchNorm(Function):
 # On the CPU the per-channel passes run over chunks of the batch of about this many bytes, so
 # that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass;
 # the chunks are shared out to the kernel threads (``parallel.for_each_item``).
-_CHUNK_BYTES = 256 << 10
+_CHUNK_BYTES = 2 << 20
 
 
 def _batch_chunks(x, xp):
@@ -117,11 +118,22 @@ def _batch_chunks(x, xp):
     return [(n0, min(N, n0 + n)) for n0 in range(0, N, max(1, n))]
 
 
+def _per_channel(v, x, xp):
+    """The per-channel values ``v`` (C,) shaped to broadcast against x (N, C, ...). On the CPU
+    they are spread over one whole image, (1, C, H, W), contiguous: NumPy runs a binary ufunc
+    about twice as fast when no operand has a zero stride inside the image
+    (``benchmarks/README.md``), and the copy is one image, small next to a batch."""
+    v = v.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * (x.ndim - 2))
+    if xp is not numpy:
+        return v
+    return numpy.ascontiguousarray(numpy.broadcast_to(v, (1,) + x.shape[1:]))
+
+
 def _over_chunks(chunks, body, x, xp):
     """Call ``body(i, sl, centre)`` for every chunk i, sl = slice(n0, n1) of the batch, the
-    chunks spread over the kernel threads. ``centre(mu)`` returns x[sl] - mu (mu per channel)
-    in a buffer of the calling thread's own, valid until its next call in that thread."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
+    chunks spread over the kernel threads. ``centre(m)`` returns x[sl] - m (m per channel,
+    shaped to broadcast: ``_per_channel``) in a buffer of the calling thread's own, valid
+    until its next call in that thread."""
     n = chunks[0][1] if chunks else 0
 
     @contextlib.contextmanager
@@ -133,9 +145,9 @@ def _over_chunks(chunks, body, x, xp):
         sl = slice(*chunks[i])
         k = sl.stop - sl.start
 
-        def centre(mu):
+        def centre(m):
             out = flat[:k * x[0].size].reshape((k,) + x.shape[1:]) if flat is not None else None
-            return xp.subtract(x[sl], mu.astype(x.dtype, copy=False).reshape(shape), out=out)
+            return xp.subtract(x[sl], m, out=out)
         body(i, sl, centre)
     parallel.for_each_item(len(chunks), run, x.nbytes, thread_buffer)
 
@@ -165,12 +177,15 @@ def _batch_mean_var(chunks, x, xp):
         mu = sum_i k_i mu_i / m,   var = (sum_i M2_i + sum_i k_i (mu_i - mu)^2) / m
     """
     per_image = x[0].size // x.shape[1] if x.shape[0] else 0
+    shape = (1, -1) + (1,) * (x.ndim - 2)
     parts = [None] * len(chunks)
 
     def stats(i, sl, centre):
         k = (sl.stop - sl.start) * per_image
         mu_i = _channel_sum(x[sl], xp) / k
-        xc = centre(mu_i)
+        # a chunk holds only a few images, so spreading mu_i over an image would cost as much
+        # as it saves: a broadcast
+        xc = centre(mu_i.astype(x.dtype, copy=False).reshape(shape))
         parts[i] = (k, mu_i, _channel_dot(xc, xc, xp))
     _over_chunks(chunks, stats, x, xp)
     m = sum(k for k, _, _ in parts)
