@@ -157,6 +157,24 @@ class TestConvNumpy:
             else:
                 assert got is None
 
+    @pytest.mark.parametrize("C, F, k, pad, stride", [(16, 24, 3, 1, 1), (16, 20, 5, 2, 1), (17, 9, 3, 0, 1),
+                                                    (16, 24, 3, 1, 2), (3, 8, 5, 2, 1)])
+    def test_channels_last_input_gradient_paths(self, C, F, k, pad, stride):
+        """Channels last, dL/dx is a convolution of dy from ``BY_CONV_MIN_CHANNELS_LAST`` input
+        channels up even where F > C, else col2im (few channels, or stride 2): both paths give
+        the reference's gradients."""
+        rng = np.random.default_rng(C * F + k)
+        x, w = rng.standard_normal((3, C, 7, 6)), rng.standard_normal((F, C, k, k))
+        by_conv = conv_im2col._input_grad_by_conv((stride, stride), (pad, pad), (k, k), C, F, channels_last=True)
+        assert by_conv == (stride == 1 and (C >= conv_im2col.BY_CONV_MIN_CHANNELS_LAST or F <= C))
+        y, cache = conv2d_forward(x, w, (stride, stride), (pad, pad), layout="nhwc")
+        gy = rng.standard_normal(y.shape)
+        gx, gw = conv2d_backward(gy, cache)
+        rgx, rgw = ref_conv_grads(x, w, gy, (stride, stride), (pad, pad))
+        np.testing.assert_allclose(y, ref_conv(x, w, (stride, stride), (pad, pad)), **TOL64)
+        np.testing.assert_allclose(gx, rgx, **TOL64)
+        np.testing.assert_allclose(gw, rgw, **TOL64)
+
     def test_worked_example(self):
         x = np.array([[1, 0.5, 20], [0.25, 0, 0], [0, 0, 20]])[None, None]
         w = np.array([[1, 0.2], [0.2, 0]])[None, None]

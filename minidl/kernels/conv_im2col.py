@@ -131,10 +131,8 @@ MIN_CHUNKS = 2
 
 
 def _chunks(N, bytes_per_image):
-    """Consecutive image ranges (n0, n1) covering range(N), all but the last of equal size:
-    about ``CHUNK_BYTES`` of cols each, and at least ``MIN_CHUNKS`` of them."""
-    n = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image), -(-N // MIN_CHUNKS)))
-    return [(n0, min(N, n0 + n)) for n0 in range(0, N, n)]
+    """Image ranges of about ``CHUNK_BYTES`` of cols each, at least ``MIN_CHUNKS`` of them."""
+    return parallel.batch_chunks(N, bytes_per_image, CHUNK_BYTES, MIN_CHUNKS)
 
 
 def _take(flat, shape):
@@ -260,13 +258,21 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     return y, cache
 
 
-def _input_grad_by_conv(stride, padding, kernel, C, F):
+# Channels last, dL/dx is a convolution of dy from this many input channels up, whatever F is.
+BY_CONV_MIN_CHANNELS_LAST = 16
+
+
+def _input_grad_by_conv(stride, padding, kernel, C, F, channels_last=False):
     """Whether dL/dx is computed as a convolution of dy (see ``backward``): stride 1, padding
     at most kernel - 1 (so that dy's own padding kh - 1 - ph is not negative), and F <= C: the
     convolution copies kh*kw*F values per input pixel where col2im adds kh*kw*C, so with few
-    input channels (an image's first layer, whose input gradient attacks need) col2im is cheaper."""
+    input channels (an image's first layer, whose input gradient attacks need) col2im is cheaper.
+    Channels last, the convolution's copy is one strided call while col2im's kh*kw adds run
+    over rows of only C values, so the convolution wins from ``BY_CONV_MIN_CHANNELS_LAST``
+    input channels even where F > C (``benchmarks/README.md``)."""
     (kh, kw), (ph, pw) = kernel, padding
-    return tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1 and F <= C
+    return (tuple(stride) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
+            and (F <= C or (channels_last and C >= BY_CONV_MIN_CHANNELS_LAST)))
 
 
 def backward(grad_y, cache, need_x_grad, need_w_grad):
@@ -287,7 +293,7 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
     (Ho, Wo), (sh, sw), (ph, pw) = cache.out_hw, cache.stride, cache.padding
     lay, x, wmat, dtype = cache.layout, cache.x, cache.wmat, cache.dtype
     K, Hp, Wp = kh * kw * C, H + 2 * ph, W + 2 * pw
-    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw), C, F)
+    by_conv = need_x_grad and _input_grad_by_conv(cache.stride, cache.padding, (kh, kw), C, F, lay.channels_last)
     grad_x = None
     if by_conv:
         # w flipped, F and C swapped, as a (C, K') matrix with K' ordered (p, q, f)

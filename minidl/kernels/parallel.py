@@ -121,6 +121,15 @@ def parallel_for(n, body, nbytes):
         f.result()
 
 
+def batch_chunks(N, bytes_per_image, chunk_bytes, min_chunks=1):
+    """Consecutive image ranges (n0, n1) covering range(N), all but the last of equal size: about
+    ``chunk_bytes`` of work each, and at least ``min_chunks`` of them where the batch has as
+    many images. The cut depends on the shapes only, never on the thread count, so results
+    computed chunk by chunk are the same for any number of threads."""
+    n = max(1, min(N, chunk_bytes // max(1, bytes_per_image), -(-N // max(1, min_chunks))))
+    return [(n0, min(N, n0 + n)) for n0 in range(0, N, n)]
+
+
 def assign(dst, src, axis=0):
     """``dst[...] = src`` for arrays of equal shape, split along ``axis``. For a transposing
     copy, pick an axis that is outer in both arrays' memory order, so that each thread

@@ -113,9 +113,9 @@ _CHUNK_BYTES = 2 << 20
 def _batch_chunks(x, xp):
     """Ranges (n0, n1) of the batch axis; the whole batch at once on a GPU."""
     N = x.shape[0]
-    per_image = x[0].nbytes if N else 1
-    n = N if xp is not numpy else max(1, min(N, _CHUNK_BYTES // max(1, per_image)))
-    return [(n0, min(N, n0 + n)) for n0 in range(0, N, max(1, n))]
+    if xp is not numpy:
+        return [(0, N)] if N else []
+    return parallel.batch_chunks(N, x[0].nbytes if N else 1, _CHUNK_BYTES)
 
 
 def _per_channel(v, x, xp):
