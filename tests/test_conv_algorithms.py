@@ -1,4 +1,4 @@
-"""The CPU convolution algorithms (im2col in two layouts, FFT, Winograd F(2x2, 3x3)) against a
+"""The CPU convolution algorithms (im2col in three layouts, FFT, Winograd F(2x2, 3x3)) against a
 plain-loop reference and each other, and the measured algorithm choice (``kernels.autotune``).
 
 No assertion depends on a timing: tests force an algorithm, or check that whatever ``auto``

@@ -232,7 +232,7 @@ def _conv_chunks(x, wmat, lay, kernel, stride, padding, out):
             parallel.assign(out[n0:n1], yc.reshape(n, Ho, Wo, F).transpose(lay.inv), axis=0)
         else:
             yc = numpy.matmul(wmat, c.reshape(K, -1), out=_take(buf["y"], (F, n * Ho * Wo)))
-            # F is the outer axis of y_int in both layouts (a split along it when one chunk is all)
+            # F is the outer axis of y_int in both channels-first layouts (a split along it when one chunk is all)
             parallel.assign(out[n0:n1], yc.reshape(lay.shape(n, F, Ho, Wo)).transpose(lay.inv), axis=1)
     parallel.for_each_item(len(chunks), run, N * K * Ho * Wo * dtype.itemsize,
                            _buffers(dtype, xpad=nc * C * Hp * Wp, cols=nc * K * Ho * Wo, y=nc * F * Ho * Wo))
