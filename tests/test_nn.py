@@ -424,3 +424,18 @@ def test_init_model_fan_in_uniform_and_he():
     assert abs(net[4].weight.numpy().std() - math.sqrt(2 / 128)) < 0.2 * math.sqrt(2 / 128)
     with pytest.raises(ValueError, match="scheme must be one of"):
         init.init_model(net, "xavier")
+
+
+def test_batchnorm2d_on_an_empty_batch():
+    """In evaluation an empty batch goes through forward and backward (empty outputs, zero
+    parameter gradients); in training it has no statistics, a clear error."""
+    bn = nn.BatchNorm2d(3)
+    x = md.tensor(np.zeros((0, 3, 4, 4), np.float32), requires_grad=True)
+    bn.eval()
+    y = bn(x)
+    y.sum().backward()
+    assert y.shape == x.grad.shape == (0, 3, 4, 4)
+    assert np.array_equal(host(bn.weight.grad), np.zeros(3)) and np.array_equal(host(bn.bias.grad), np.zeros(3))
+    bn.train()
+    with pytest.raises(ValueError, match=r"training needs more than one value per channel, got x of shape \(0, 3, 4, 4\)"):
+        bn(x)

@@ -396,12 +396,17 @@ def test_relu_forward_for_any_piece_size(shape, k, piece, dtype):
     """ReLU's forward takes the maximum against a shared buffer of zeros sized for the pieces: it
     stays exact when the piece size changes between calls (the buffer must not be too small) and
     for a call larger than a piece (one thread: no pieces)."""
-    from minidl.ops.activation import ReLU
+    from minidl.ops import activation
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    old, parallel.ELEMENTWISE_BYTES = parallel.ELEMENTWISE_BYTES, piece
+    old = parallel.ELEMENTWISE_BYTES
+    activation._ZEROS.clear()
     try:
-        with forced_split(k):
-            y = ReLU().forward(x)
+        parallel.ELEMENTWISE_BYTES = 8  # the shared zeros first sized for tiny pieces
+        assert np.array_equal(activation.ReLU().forward(np.array([-1.0, 2.0], dtype)), [0, 2])
+        for size in (8, piece):
+            parallel.ELEMENTWISE_BYTES = size
+            with forced_split(k):
+                y = activation.ReLU().forward(x)
+            assert y.dtype == dtype and np.array_equal(y, np.maximum(x, 0))
     finally:
         parallel.ELEMENTWISE_BYTES = old
-    assert y.dtype == dtype and np.array_equal(y, np.maximum(x, 0))

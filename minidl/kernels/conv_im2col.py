@@ -11,7 +11,8 @@ folded back by col2im; the math is in ``conv.py``), arranged for speed:
   iterations, never a loop over pixels or images), or channels last, so that cols is one
   strided copy with cols^T as the matrix; every product is one BLAS call;
 * the buffers come from ``workspace`` (reused instead of freshly page-faulted);
-* the copies and folds are split over cores by channel (``parallel``).
+* the copies and folds are split over cores by channel (by image channels last) when one chunk
+  is the whole batch; otherwise whole chunks go to the kernel threads (``parallel``).
 """
 import contextlib
 import math
@@ -29,9 +30,10 @@ from .arrays import Cache
 class _Layout:
     """Axis order of the internal CPU buffers (padded input, cols, gradients).
 
-    An NCHW array is transposed once into an internal order with the channel axis first,
-    so that ``cols[p, q]`` = the input block read by kernel offset (p, q) is one contiguous
-    (C, ...) block and the product with the weights is a single (F, K) @ (K, M) GEMM.
+    An NCHW array is transposed once into an internal order. With the channel axis first,
+    ``cols[p, q]`` = the input block read by kernel offset (p, q) is one contiguous (C, ...)
+    block and the product with the weights is a single (F, K) @ (K, M) GEMM; channels last,
+    cols is the (M, K) matrix and the product (M, K) @ (K, F).
 
     * ``cnhw`` (internal axes C, N, H, W; M ordered (n, i, j)): cheap transposes (only
       the outer axes N and C swap) but every copy moves rows of only Wo elements.
@@ -285,7 +287,8 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
         dL/dx[n, c, h, w] = sum_{f, p, q} dypad[n, f, h + p, w + q] * w[f, c, kh-1-p, kw-1-q],
 
     computed by the same im2col product as the forward pass: kh*kw block copies instead of
-    col2im's kh*kw adds plus its zero fills (where F <= C, ``_input_grad_by_conv``). Otherwise
+    col2im's kh*kw adds plus its zero fills (where F <= C, or channels last from
+    ``BY_CONV_MIN_CHANNELS_LAST`` input channels: ``_input_grad_by_conv``). Otherwise
     dcols = W^T dy is folded back by col2im.
     """
     N, C, H, W = cache.x_shape

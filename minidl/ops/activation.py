@@ -14,7 +14,7 @@ class ReLU(Function):
         if xp is numpy:  # over the kernel threads, in cache-sized pieces
             # against an array of zeros: NumPy's maximum with a scalar runs about 4x slower
             # than with a second array (benchmarks/README.md)
-            self.y = parallel.elementwise(lambda y, x: numpy.maximum(x, _zeros(x), out=y), numpy.empty_like(x), x)
+            self.y = parallel.elementwise(_relu_into, numpy.empty_like(x), x)
         else:
             self.y = xp.maximum(x, 0)
         return self.y
@@ -32,13 +32,24 @@ class ReLU(Function):
 _ZEROS = {}
 
 
+def _relu_into(y, x):
+    """y = max(x, 0) against ``_zeros``, a piece of at most ``parallel.ELEMENTWISE_BYTES`` at a
+    time (a call with one thread gets the whole array; the pieces keep the zeros small)."""
+    limit = parallel.ELEMENTWISE_BYTES // x.dtype.itemsize
+    if x.size <= limit:
+        numpy.maximum(x, _zeros(x), out=y)
+    elif x.ndim == 0 or x[0].size > limit:  # a single row beyond a piece: the scalar form
+        numpy.maximum(x, 0, out=y)
+    else:
+        rows = limit // x[0].size
+        for a in range(0, x.shape[0], rows):
+            numpy.maximum(x[a:a + rows], _zeros(x[a:a + rows]), out=y[a:a + rows])
+
+
 def _zeros(like):
-    """An array of zeros of ``like``'s shape and dtype (read only): a view of one buffer kept per
-    dtype for the elementwise pieces (at most ``parallel.ELEMENTWISE_BYTES``), a fresh one for
-    a larger call (one thread: no pieces), so that no large buffer is kept."""
+    """A read-only array of zeros of ``like``'s shape and dtype (at most
+    ``parallel.ELEMENTWISE_BYTES``): a view of one buffer kept per dtype."""
     limit = parallel.ELEMENTWISE_BYTES // like.dtype.itemsize
-    if like.size > limit:
-        return numpy.zeros(like.shape, like.dtype)
     flat = _ZEROS.get(like.dtype)
     if flat is None or flat.size < like.size:  # (the piece size may have been raised)
         flat = numpy.zeros(limit, like.dtype)

@@ -1,5 +1,6 @@
 """Batch normalisation and dropout."""
 import contextlib
+import math
 
 import numpy
 
@@ -40,7 +41,6 @@ class BatchNorm(Function):
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
         m = x.size // x.shape[1]
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         chunks = _batch_chunks(x, xp)
         if self.training:
             mu, var = _batch_mean_var(chunks, x, xp)
@@ -76,10 +76,11 @@ class BatchNorm(Function):
         need_sum_g = need_beta or (need_gx and self.training)
         chunks = _batch_chunks(g, xp)
         sum_g = sum_gxc = None
-        mu_x = _per_channel(mu, x, xp) if need_sum_gxc or (need_gx and self.training) else None
+        mu_x = _per_channel(mu, x, xp) if need_sum_gxc else None
         if need_sum_gxc:  # both sums in one pass over g
             sum_g, sum_gxc = _sum_over_chunks(
-                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp)
+                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp,
+                shape=(2, g.shape[1]))
         elif need_sum_g:
             sum_g = _sum_over_chunks(chunks, lambda sl, centre: _channel_sum(g[sl], xp), g, xp)
         gx = None
@@ -139,7 +140,7 @@ def _over_chunks(chunks, body, x, xp):
     @contextlib.contextmanager
     def thread_buffer():
         with workspace.Scratch() as scratch:
-            yield scratch.empty((n * x[0].size,), x.dtype) if xp is numpy else None
+            yield scratch.empty((n * math.prod(x.shape[1:]),), x.dtype) if xp is numpy else None
 
     def run(i, flat):
         sl = slice(*chunks[i])
@@ -152,16 +153,16 @@ def _over_chunks(chunks, body, x, xp):
     parallel.for_each_item(len(chunks), run, x.nbytes, thread_buffer)
 
 
-def _sum_over_chunks(chunks, term, x, xp):
-    """sum over the chunks of ``term(sl, centre)`` (per-channel values; ``_over_chunks``), added
-    in chunk order whichever thread computed each term, so the sum does not depend on the
-    thread count."""
+def _sum_over_chunks(chunks, term, x, xp, shape=None):
+    """sum over the chunks of ``term(sl, centre)`` (per-channel values of ``shape``, (C,) by
+    default; ``_over_chunks``), added in chunk order whichever thread computed each term, so the
+    sum does not depend on the thread count. Zeros for an empty batch."""
     parts = [None] * len(chunks)
 
     def keep(i, sl, centre):
         parts[i] = term(sl, centre)
     _over_chunks(chunks, keep, x, xp)
-    total = xp.zeros(parts[0].shape, x.dtype) if parts else xp.zeros(x.shape[1], x.dtype)
+    total = xp.zeros(shape or (x.shape[1],), x.dtype)
     for part in parts:
         total += part
     return total
