@@ -11,6 +11,9 @@
    channels last (``conv_im2col``'s ``nhwc`` layout).
 4. The input gradient of a convolution by im2col's ``nhwc`` layout, the two ways
    (``conv_im2col._input_grad_by_conv``): as a convolution of dy, or dcols folded by col2im.
+5. A convolution's bias on a whole output (``ops/conv.py``): the add with the bias broadcast
+   against spread over an image (``kernels.arrays.per_channel``), and its gradient by
+   ``sum(axis=(0, 2, 3))`` against ``kernels.arrays.channel_sum`` (one einsum pass).
 
 Each row prints the median (and best) microseconds or milliseconds of ``--repeat`` calls, the
 variants of a row timed in alternation.
@@ -25,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minidl.kernels import blas, conv_im2col  # noqa: E402
+from minidl.kernels.arrays import channel_sum, per_channel  # noqa: E402
 
 CONVS = [(3, 24, 32), (24, 24, 32), (24, 48, 16), (48, 48, 16), (48, 96, 8), (96, 96, 8)]  # C, F, side
 
@@ -106,6 +110,17 @@ def main(argv=None):
             return run
         row(f"{k}x{k} {C}->{F} on {S}x{S}", alternate({"as a convolution": grad(True), "col2im": grad(False)},
                                                     max(5, args.repeat // 3)), 1e3, "ms")
+
+
+    print("\n5. a convolution's bias on its output, float32, batch 128")
+    for C, S in ((32, 28), (64, 14), (24, 32)):
+        g = rng.standard_normal((128, C, S, S), dtype=f32)
+        b = rng.standard_normal(C, dtype=f32)
+        row(f"add {C}x{S}x{S}", alternate({"broadcast": lambda: numpy.add(g, b.reshape(1, -1, 1, 1), out=g),
+                                           "over an image": lambda: numpy.add(g, per_channel(b, g), out=g)},
+                                          args.repeat), 1e3, "ms")
+        row(f"gradient {C}x{S}x{S}", alternate({"sum(axis=(0, 2, 3))": lambda: g.sum(axis=(0, 2, 3)),
+                                                "channel_sum": lambda: channel_sum(g)}, args.repeat), 1e3, "ms")
 
 
 if __name__ == "__main__":

@@ -616,3 +616,20 @@ class TestCupy:
                                       [[10, 10], [7, 7]])
         np.testing.assert_allclose(cupy.asnumpy(avg_pool2d_forward(img, (2, 2), (1, 1), (0, 0))[0])[0, 0],
                                    [[6.5, 6.5], [3.25, 5.25]])
+
+
+def test_per_channel_and_channel_sum():
+    """``per_channel`` spreads (C,) values over one image in the array's dtype (contiguous, no
+    zero strides); ``channel_sum`` sums over all axes but 1 as accurately as NumPy's pairwise sum."""
+    from minidl.kernels.arrays import channel_sum, per_channel
+    rng = np.random.default_rng(5)
+    g = (rng.standard_normal((64, 16, 28, 28)) + 0.5).astype(np.float32)
+    v = rng.standard_normal(16)
+    spread = per_channel(v, g)
+    assert spread.shape == (1, 16, 28, 28) and spread.dtype == np.float32 and spread.flags.c_contiguous
+    np.testing.assert_array_equal(spread, np.broadcast_to(v.astype(np.float32)[None, :, None, None], spread.shape))
+    assert per_channel(v, g[:, :, 0, 0]).shape == (1, 16)
+    exact = g.astype(np.float64).sum(axis=(0, 2, 3))
+    got = channel_sum(g)
+    assert got.shape == (16,) and got.dtype == np.float32
+    assert np.abs(got - exact).max() <= 2 * np.abs(g.sum(axis=(0, 2, 3)) - exact).max() + 1e-6 * np.abs(exact).max()

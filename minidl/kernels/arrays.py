@@ -6,6 +6,8 @@ before they reach the kernels.
 """
 import numpy
 
+from ..backend import get_array_module
+
 
 def conv_output_size(in_hw, kernel, stride, padding, what="conv2d"):
     """Output (Ho, Wo) of a sliding window; ``ValueError`` if the window does not fit.
@@ -70,3 +72,21 @@ class Cache:
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
+
+
+def per_channel(v, like):
+    """The per-channel values ``v`` (C,) shaped to broadcast against ``like`` (N, C, ...), in its
+    dtype. On the CPU they are spread over one whole image, (1, C, H, W), contiguous: NumPy runs
+    a binary ufunc about twice as fast when no operand has a zero stride inside the image
+    (``benchmarks/bench_primitives.py``), and the copy is one image, small next to a batch."""
+    v = v.astype(like.dtype, copy=False).reshape((1, -1) + (1,) * (like.ndim - 2))
+    if not isinstance(like, numpy.ndarray):
+        return v
+    return numpy.ascontiguousarray(numpy.broadcast_to(v, (1,) + like.shape[1:]))
+
+
+def channel_sum(a):
+    """sum over all axes but 1, per channel: one pass (``a.sum(axis=(0, 2, 3))`` reduces over
+    non-contiguous axes and runs several times slower)."""
+    n, c = a.shape[:2]
+    return get_array_module(a).einsum("nci->c", a.reshape(n, c, -1))

@@ -1,6 +1,7 @@
 """2-D convolution as an autograd Function; the array kernels live in ``minidl.kernels.conv``."""
 from ..autograd import Function, is_grad_enabled
 from ..kernels import conv as kernels
+from ..kernels.arrays import channel_sum, per_channel
 
 
 class Conv2d(Function):
@@ -18,11 +19,11 @@ class Conv2d(Function):
         grads = tuple(self.needs_grad[:2]) if is_grad_enabled() else (False, False)
         y, self.cache = kernels.conv2d_forward(x, weight, self.stride, self.padding, grads=grads)
         if bias is not None:  # None: the layer has no bias
-            y += bias.reshape(1, -1, 1, 1)
+            y += per_channel(bias, y)
         return y
 
     def backward(self, g):
         gx, gw = kernels.conv2d_backward(g, self.cache, need_x_grad=self.needs_grad[0],
                                          need_w_grad=self.needs_grad[1])
-        gb = g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None
+        gb = channel_sum(g) if self.needs_grad[2] else None
         return gx, gw, gb

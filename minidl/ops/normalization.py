@@ -7,6 +7,7 @@ import numpy
 from ..autograd import Function
 from ..backend import get_array_module
 from ..kernels import parallel, workspace
+from ..kernels.arrays import channel_sum, per_channel
 
 
 class BatchNorm(Function):
@@ -55,8 +56,8 @@ class BatchNorm(Function):
         self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
         self.gamma = gamma
         scale = (gamma * self.inv_std).astype(x.dtype, copy=False)
-        shift = _per_channel(beta - self.mu * scale, x, xp)
-        scale = _per_channel(scale, x, xp)
+        shift = per_channel(beta - self.mu * scale, x)
+        scale = per_channel(scale, x)
         y = xp.empty(x.shape, x.dtype)  # an output: an ordinary array
 
         def affine(i, _):
@@ -76,20 +77,20 @@ class BatchNorm(Function):
         need_sum_g = need_beta or (need_gx and self.training)
         chunks = _batch_chunks(g, xp)
         sum_g = sum_gxc = None
-        mu_x = _per_channel(mu, x, xp) if need_sum_gxc else None
+        mu_x = per_channel(mu, x) if need_sum_gxc else None
         if need_sum_gxc:  # both sums in one pass over g
             sum_g, sum_gxc = _sum_over_chunks(
-                chunks, lambda sl, centre: xp.stack([_channel_sum(g[sl], xp), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp,
+                chunks, lambda sl, centre: xp.stack([channel_sum(g[sl]), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp,
                 shape=(2, g.shape[1]))
         elif need_sum_g:
-            sum_g = _sum_over_chunks(chunks, lambda sl, centre: _channel_sum(g[sl], xp), g, xp)
+            sum_g = _sum_over_chunks(chunks, lambda sl, centre: channel_sum(g[sl]), g, xp)
         gx = None
         if need_gx:
-            a = _per_channel((gamma * s).astype(g.dtype, copy=False), g, xp)
+            a = per_channel((gamma * s).astype(g.dtype, copy=False), g)
             gx = xp.empty(g.shape, g.dtype)
             if self.training:
-                b = _per_channel((-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False), g, xp)
-                c = _per_channel((-gamma * s * sum_g / m).astype(g.dtype, copy=False), g, xp)
+                b = per_channel((-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False), g)
+                c = per_channel((-gamma * s * sum_g / m).astype(g.dtype, copy=False), g)
 
                 def input_grad(i, sl, centre):
                     gxc, xc = gx[sl], centre(mu_x)
@@ -119,21 +120,10 @@ def _batch_chunks(x, xp):
     return parallel.batch_chunks(N, x[0].nbytes if N else 1, _CHUNK_BYTES)
 
 
-def _per_channel(v, x, xp):
-    """The per-channel values ``v`` (C,) shaped to broadcast against x (N, C, ...). On the CPU
-    they are spread over one whole image, (1, C, H, W), contiguous: NumPy runs a binary ufunc
-    about twice as fast when no operand has a zero stride inside the image
-    (``benchmarks/README.md``), and the copy is one image, small next to a batch."""
-    v = v.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * (x.ndim - 2))
-    if xp is not numpy:
-        return v
-    return numpy.ascontiguousarray(numpy.broadcast_to(v, (1,) + x.shape[1:]))
-
-
 def _over_chunks(chunks, body, x, xp):
     """Call ``body(i, sl, centre)`` for every chunk i, sl = slice(n0, n1) of the batch, the
     chunks spread over the kernel threads. ``centre(m)`` returns x[sl] - m (m per channel,
-    shaped to broadcast: ``_per_channel``) in a buffer of the calling thread's own, valid
+    shaped to broadcast: ``kernels.arrays.per_channel``) in a buffer of the calling thread's own, valid
     until its next call in that thread."""
     n = chunks[0][1] if chunks else 0
 
@@ -183,7 +173,7 @@ def _batch_mean_var(chunks, x, xp):
 
     def stats(i, sl, centre):
         k = (sl.stop - sl.start) * per_image
-        mu_i = _channel_sum(x[sl], xp) / k
+        mu_i = channel_sum(x[sl]) / k
         # a chunk holds only a few images, so spreading mu_i over an image would cost as much
         # as it saves: a broadcast
         xc = centre(mu_i.astype(x.dtype, copy=False).reshape(shape))
@@ -198,12 +188,6 @@ def _batch_mean_var(chunks, x, xp):
         m2 += m2_i
         m2 += k * (mu_i - mu) ** 2
     return mu, m2 / m
-
-
-def _channel_sum(a, xp):
-    """sum over all axes but 1, per channel."""
-    n, c = a.shape[:2]
-    return xp.einsum("nci->c", a.reshape(n, c, -1))
 
 
 def _channel_dot(a, b, xp):
