@@ -66,8 +66,9 @@ class _Layout:
             raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUT_NAMES))}, got {name!r}")
 
     def shape(self, n, c, h, w):
-        """Internal shape of an (n, c, h, w) array."""
-        return {"cnhw": (c, n, h, w), "chwn": (c, h, w, n), "nhwc": (n, h, w, c)}[self.name]
+        """Internal shape of an (n, c, h, w) array (its axes in ``perm`` order)."""
+        dims = (n, c, h, w)
+        return tuple(dims[axis] for axis in self.perm)
 
     def cols_shape(self, kernel, n, c, ho, wo):
         """Shape of the cols buffer: (kh, kw, C, spatial...) channels first, (n, Ho, Wo, kh,
@@ -180,8 +181,7 @@ def _im2col_nhwc(x, kernel, stride, padding, out_hw, xpad, cols):
     Images are independent, so threads take disjoint image ranges.
     """
     (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, out_hw
-    H, W = x.shape[2:]
-    C = x.shape[1]
+    C, H, W = x.shape[1:]
 
     def run(n0, n1):
         xp_ = xpad[n0:n1]

@@ -12,8 +12,8 @@ class ReLU(Function):
     def forward(self, x):
         xp = get_array_module(x)
         if xp is numpy:  # over the kernel threads, in cache-sized pieces
-            # against an array of zeros: NumPy's maximum with a scalar runs about 4x slower
-            # than with a second array (benchmarks/README.md)
+            # against an array of zeros: NumPy's maximum with a scalar runs 2-2.6x slower
+            # than with a second array (benchmarks/bench_primitives.py)
             self.y = parallel.elementwise(_relu_into, numpy.empty_like(x), x)
         else:
             self.y = xp.maximum(x, 0)

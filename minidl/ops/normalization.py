@@ -86,11 +86,11 @@ class BatchNorm(Function):
             sum_g = _sum_over_chunks(chunks, lambda sl, centre: channel_sum(g[sl]), g, xp)
         gx = None
         if need_gx:
-            a = per_channel((gamma * s).astype(g.dtype, copy=False), g)
+            a = per_channel(gamma * s, g)
             gx = xp.empty(g.shape, g.dtype)
             if self.training:
-                b = per_channel((-gamma * s * s * s * sum_gxc / m).astype(g.dtype, copy=False), g)
-                c = per_channel((-gamma * s * sum_g / m).astype(g.dtype, copy=False), g)
+                b = per_channel(-gamma * s * s * s * sum_gxc / m, g)
+                c = per_channel(-gamma * s * sum_g / m, g)
 
                 def input_grad(i, sl, centre):
                     gxc, xc = gx[sl], centre(mu_x)
