@@ -23,6 +23,7 @@ from minidl.kernels import (avg_pool2d_backward, avg_pool2d_forward, conv2d_back
 from minidl.kernels import conv as conv_mod
 from minidl.kernels import conv_cuda
 from minidl.kernels import conv_im2col
+from minidl.kernels import conv_fft
 from minidl.kernels import cuda_sources
 from minidl.kernels import pool_cuda
 from minidl.kernels import reference
@@ -297,6 +298,28 @@ class TestConvFFT:
         np.testing.assert_allclose(gx, rgx, **TOL64)
         np.testing.assert_allclose(gw, rgw, **TOL64)
         assert gx.flags.c_contiguous and gw.flags.c_contiguous
+
+    @SETTINGS
+    @given(cfg=stride1_conv_configs())
+    def test_planes_of_the_exact_bound_are_enough(self, cfg):
+        """With the fast-length rounding switched off the planes are exactly
+        max(H + ph, Ho, kh) long, shorter than the padded image whenever pad > 0: the windows
+        that wrap around must land in the zero padding, in all three products."""
+        x, w, gy = conv_data(cfg)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(conv_fft, "fft_size", lambda n: n)
+            y, cache = conv2d_forward(x, w, (1, 1), cfg["padding"], algorithm="fft")
+            gx, gw = conv2d_backward(gy, cache)
+        (kh, kw), (ph, pw) = w.shape[2:], cfg["padding"]
+        H, W = x.shape[2:]
+        assert cache.fft_hw == (max(H + ph, y.shape[2], kh), max(W + pw, y.shape[3], kw))
+        np.testing.assert_allclose(y, ref_conv(x, w, (1, 1), cfg["padding"]), **TOL64)
+        rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), cfg["padding"])
+        np.testing.assert_allclose(gx, rgx, **TOL64)
+        np.testing.assert_allclose(gw, rgw, **TOL64)
+
+    def test_madry_second_layer_planes_are_16x16(self):
+        assert conv_fft.fft_extent(14, 2, 5) == 16 and conv_fft.fft_extent(28, 2, 5) == 30
 
     @settings(max_examples=15, deadline=None)
     @given(cfg=stride1_conv_configs())

@@ -4,9 +4,14 @@ The same operation as ``reference.conv2d_forward`` (cross-correlation, zero padd
 
     y[n, f, i, j] = sum_{c, p, q} xpad[n, c, i + p, j + q] * w[f, c, p, q]
 
-computed in the frequency domain. With L >= Hp = H + 2*ph rows (and likewise columns), the
-circular cross-correlation of the (L, L)-zero-extended xpad with w equals the linear one
-at every output (i + p <= Hp - 1 < L never wraps), and by the correlation theorem
+computed in the frequency domain, on planes of L rows (and likewise columns) that hold the
+image at rows ph .. ph + H - 1 and zeros elsewhere. The circular cross-correlation of such a
+plane with w equals the linear one at every output as soon as L >= max(H + ph, Ho, kh), not
+only from L >= H + 2*ph on: a window that runs past row L - 1 (into the bottom padding, all
+zeros) wraps around to rows 0 .. ph - 1, the top padding, which is zero as well. (``fft_extent``;
+for the Madry network's 14x14 maps with pad 2 that is a 16 x 16 plane, not 18 x 18.) The same
+bound keeps the two gradients below free of wrapped terms on the rows they are read from. By
+the correlation theorem
 
     Y[n, f, u, v] = sum_c conj(Wf[f, c, u, v]) * X[n, c, u, v]    (X, Wf: 2-D real FFTs)
 
@@ -23,7 +28,7 @@ the transposes from and to NCHW stay within one image.
 
 Why: im2col for the Madry network's second convolution (5x5, 32 -> 64 channels on 14x14,
 batch 128) costs three real GEMMs of 2.6 GFLOP each plus an 80 MB buffer; here the products
-are 3 x 0.4 GFLOP of complex arithmetic and the FFTs of 25k small (18 x 18) planes. The FFT
+are 3 x 0.3 GFLOP of complex arithmetic and the FFTs of 25k small (16 x 16) planes. The FFT
 path pays off only for large kernels with many channels (see ``use_fft`` in ``conv.py``).
 Float32 results differ from im2col's by rounding only (relative error ~1e-6).
 """
@@ -48,6 +53,14 @@ class FFTConvCache:
 def fft_size(n):
     """The smallest size >= n whose real FFT is fast (only factors 2, 3, 5)."""
     return scipy.fft.next_fast_len(n, real=True)
+
+
+def fft_extent(size, pad, kernel):
+    """FFT length along one axis of an image of ``size`` with ``pad`` zeros on each side and a
+    ``kernel``-long filter: the smallest fast length >= max(size + pad, out, kernel) (module
+    docstring: the wrapped part of every window lands in the top padding, which is zero)."""
+    out = size + 2 * pad - kernel + 1
+    return fft_size(max(size + pad, out, kernel))
 
 
 @functools.lru_cache(maxsize=32)
@@ -80,8 +93,13 @@ def _rfft2(a, workers):
     return scipy.fft.rfft2(a, axes=(1, 2), workers=workers)
 
 
-def _irfft2(a, fft_hw, workers):
-    return scipy.fft.irfft2(a, s=fft_hw, axes=(1, 2), workers=workers)
+def _irfft2_rows(a, fft_hw, rows, workers):
+    """Real inverse 2-D FFT of the half spectra ``a`` (N, Lh, Vw, K), kept only at ``rows`` (a
+    slice of the Lh rows): the inverse along the rows first, then the real inverse along the
+    columns of only the rows that are read, which skips Lh - len(rows) of the second pass.
+    ``a`` is overwritten."""
+    a = scipy.fft.ifft(a, axis=1, workers=workers, overwrite_x=True)[:, rows]
+    return scipy.fft.irfft(a, n=fft_hw[1], axis=2, workers=workers)
 
 
 def forward(x, w, stride, padding, out_hw, dtype):
@@ -89,7 +107,7 @@ def forward(x, w, stride, padding, out_hw, dtype):
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     (ph, pw), (Ho, Wo) = padding, out_hw
-    Lh, Lw = fft_size(H + 2 * ph), fft_size(W + 2 * pw)
+    Lh, Lw = fft_extent(H, ph, kh), fft_extent(W, pw, kw)
     workers = parallel.get_num_threads()
 
     with workspace.Scratch() as scratch:
@@ -110,8 +128,8 @@ def forward(x, w, stride, padding, out_hw, dtype):
         # (N, UV, F) array so that the inverse FFT and the final transpose stay within each image.
         y_freq = scratch.empty((N, UV, F), x_freq.dtype)
         parallel.matmul(_per_freq(x_freq), w_freq.conj().transpose(0, 2, 1), out=y_freq.transpose(1, 0, 2))
-        y_full = _irfft2(y_freq.reshape(N, Lh, Vw, F), (Lh, Lw), workers)  # (N, Lh, Lw, F)
-        y = workspace.copy(y_full[:, :Ho, :Wo].transpose(0, 3, 1, 2), dtype)
+        y_rows = _irfft2_rows(y_freq.reshape(N, Lh, Vw, F), (Lh, Lw), slice(0, Ho), workers)
+        y = workspace.copy(y_rows[:, :, :Wo].transpose(0, 3, 1, 2), dtype)  # from (N, Ho, Lw, F)
     cache = FFTConvCache(device="cpu", x_freq=x_freq, w_freq=w_freq, x_shape=tuple(x.shape),
                          w_shape=tuple(w.shape), stride=(1, 1), padding=tuple(padding),
                          out_hw=tuple(out_hw), fft_hw=(Lh, Lw), dtype=dtype, algorithm="fft")
@@ -138,8 +156,8 @@ def backward(grad_y, cache, need_x_grad, need_w_grad):
             # dXpad[uv] = G[uv] @ Wf[uv]: (UV, N, F) @ (UV, F, C) -> (UV, N, C), stored (N, UV, C)
             dx_freq = scratch.empty((N, UV, C), g_freq.dtype)
             parallel.matmul(_per_freq(g_freq), cache.w_freq, out=dx_freq.transpose(1, 0, 2))
-            dx_full = _irfft2(dx_freq.reshape(N, Lh, Vw, C), (Lh, Lw), workers)  # (N, Lh, Lw, C)
-            grad_x = workspace.copy(dx_full[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2), dtype)
+            dx_rows = _irfft2_rows(dx_freq.reshape(N, Lh, Vw, C), (Lh, Lw), slice(ph, ph + H), workers)
+            grad_x = workspace.copy(dx_rows[:, :, pw:pw + W].transpose(0, 3, 1, 2), dtype)
 
     grad_w = None
     if need_w_grad:
