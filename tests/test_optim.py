@@ -87,6 +87,39 @@ def test_sgd_skips_parameters_without_gradient():
     np.testing.assert_array_equal(b.numpy(), 1.0)
 
 
+
+@pytest.mark.parametrize("mu, nesterov, wd", [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 1e-2),
+                                               (0.0, False, 1e-2)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_sgd_large_parameter_in_pieces_matches_the_formula(mu, nesterov, wd, threads):
+    """A parameter large enough to be updated a piece at a time over the kernel threads
+    (``parallel.elementwise``: 4 MiB, in 2 MiB pieces) gets exactly the whole-array update,
+    whatever the thread count; a 1-D bias beside it too."""
+    from minidl.kernels import parallel
+    rng = np.random.default_rng(0)
+    shapes = [(1024, 1024), (5,)]
+    w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    previous = parallel.set_num_threads(threads)
+    try:
+        ps = [Parameter(w.copy()) for w in w0]
+        opt = SGD(ps, 0.1, momentum=mu, nesterov=nesterov, weight_decay=wd)
+        for gs in grads:
+            for p, g in zip(ps, gs):
+                p.grad = Tensor(g.copy())
+            opt.step()
+    finally:
+        parallel.set_num_threads(previous)
+    for i, w in enumerate(w0):
+        v = None
+        for gs in grads:
+            g = gs[i] + np.float32(wd) * w if wd else gs[i]
+            if mu:
+                v = g.copy() if v is None else np.float32(mu) * v + g
+                g = g + np.float32(mu) * v if nesterov else v
+            w = w - np.float32(0.1) * g
+        np.testing.assert_array_equal(ps[i].numpy(), w)
+
 def numpy_adam(grads, w, lr, b1, b2, eps, wd=0.0):
     m = v = np.zeros_like(w)
     out = []

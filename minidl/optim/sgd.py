@@ -1,6 +1,24 @@
 """Stochastic gradient descent with momentum, Nesterov momentum and weight decay."""
+import numpy
+
+from ..backend import get_array_module
+from ..kernels import parallel
 from ..validation import check_number
 from .optimizer import Optimizer
+
+
+def _sgd_piece(p, g, v, lr, mu, nesterov, wd, first):
+    """The update of one piece of a parameter, in place in p (and the velocity v)."""
+    if wd:
+        g = g + wd * p
+    if mu:
+        if first:
+            v[...] = g
+        else:
+            v *= mu
+            v += g
+        g = g + mu * v if nesterov else v
+    p -= lr * g
 
 
 class SGD(Optimizer):
@@ -16,15 +34,15 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
 
     def update(self, p, g, state, group):
-        if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
-        mu = group["momentum"]
-        if mu:
-            v = state.get("velocity")
-            if v is None:
-                v = state["velocity"] = g.copy()
-            else:
-                v *= mu
-                v += g
-            g = g + mu * v if group["nesterov"] else v
-        p.data -= group["lr"] * g
+        lr, mu, nesterov, wd = group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]
+        v = state.get("velocity")
+        first = mu and v is None
+        if first:
+            v = state["velocity"] = get_array_module(g).empty_like(g)
+        if get_array_module(g) is numpy:
+            # a piece at a time over the kernel threads: each piece's temporaries stay in
+            # cache, where whole-array expressions would stream a parameter-sized temporary
+            parallel.elementwise(lambda pp, gp, vp: _sgd_piece(pp, gp, vp, lr, mu, nesterov, wd, first),
+                                 p.data, g, v if mu else g)
+        else:
+            _sgd_piece(p.data, g, v, lr, mu, nesterov, wd, first)
