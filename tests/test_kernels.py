@@ -477,6 +477,30 @@ class TestWorkspace:
         finally:
             workspace.enabled = True
 
+    def test_a_request_takes_the_smallest_free_buffer_within_the_fit_factor(self):
+        def address(a):
+            return a.__array_interface__["data"][0]
+        workspace.release()
+        MiB = 2**20
+        with workspace.Scratch() as s:
+            big = s.empty((8 * MiB // 4,), np.float32)           # 8 MiB
+            mid = s.empty((3 * MiB // 4,), np.float32)           # 3 MiB
+            small = s.empty((2 * MiB // 4,), np.float32)         # 2 MiB
+        with workspace.Scratch() as s:
+            # 1.5 MiB of complex64, another shape and dtype: the 2 MiB buffer (the smallest that
+            # holds it; the 3 MiB one fits too), its front, C-contiguous, writable
+            c = s.empty((3, MiB // 16), np.complex64)
+            assert address(c) == address(small) and c.flags.c_contiguous and c.dtype == np.complex64
+            c[...] = 1 + 2j
+            # 1.2 MiB: the 3 MiB buffer is more than FIT_FACTOR times larger, so a new one
+            d = s.empty((int(1.2 * MiB) // 4,), np.float32)
+            assert address(d) not in (address(big), address(mid), address(small))
+            # 4 MiB: only the 8 MiB buffer holds it, and it is within the factor
+            assert address(s.empty((MiB,), np.float32)) == address(big)
+            # the 3 MiB buffer is still free for a 3 MiB request
+            assert address(s.empty((3 * MiB // 8,), np.float64)) == address(mid)
+        workspace.release()
+
     def test_live_outputs_and_caches_are_not_overwritten(self):
         rng = np.random.default_rng(5)
         x1, x2 = rng.standard_normal((2, 8, 32, 48, 48)).astype(np.float32)

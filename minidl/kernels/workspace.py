@@ -19,6 +19,11 @@ from . import parallel
 
 MIN_BYTES = 1 << 20        # below this, malloc's own free lists are already fast
 MAX_POOL_BYTES = 1 << 30   # free buffers beyond this total are released to the OS
+# A request takes the smallest free buffer that holds it and is at most this many times its
+# size, whatever the dtype and shape it held before: kernels of other sizes share buffers, so
+# the pool holds far fewer bytes than one buffer per distinct size would (the peak memory of a
+# training step, ``benchmarks/README.md``), and no request ties up a buffer much larger than it.
+FIT_FACTOR = 2
 
 enabled = True
 _lock = threading.Lock()
@@ -40,18 +45,20 @@ class Scratch:
         return self
 
     def empty(self, shape, dtype):
-        """Like ``numpy.empty(shape, dtype)`` (C order), possibly a reused buffer."""
+        """Like ``numpy.empty(shape, dtype)`` (C order), possibly the front of a reused buffer."""
         dtype = numpy.dtype(dtype)
         size = math.prod(shape)
         if not enabled or size * dtype.itemsize < MIN_BYTES:
             return numpy.empty(shape, dtype)
+        nbytes = size * dtype.itemsize
         with _lock:
-            i = next((i for i, b in enumerate(_free) if b.size == size and b.dtype == dtype), None)
+            fits = [i for i, b in enumerate(_free) if nbytes <= b.nbytes <= FIT_FACTOR * nbytes]
+            i = min(fits, key=lambda i: _free[i].nbytes) if fits else None
             buf = None if i is None else _free.pop(i)
         if buf is None:
-            buf = numpy.empty(size, dtype)
+            buf = numpy.empty(nbytes, numpy.uint8)
         self._taken.append(buf)
-        return buf.reshape(shape)
+        return buf[:nbytes].view(dtype).reshape(shape)
 
     def zeros(self, shape, dtype):
         out = self.empty(shape, dtype)
