@@ -8,9 +8,13 @@ for that op can be read in one place.
 
 Calling ``SomeFunction.apply(*tensors, **params)`` runs ``forward`` and, when any input
 requires a gradient and gradients are enabled, records the Function as the ``_ctx`` of the
-output Tensor. ``Tensor.backward`` then walks that graph from the output to the leaves in
-reverse topological order (:func:`run_backward`), without recursion, so chains of any
-length work.
+output Tensor. The graph's nodes are Functions and leaf tensors: a Function's ``parents``
+are, per input, the Function that produced it or the leaf itself (as PyTorch's
+``next_functions``). It holds no input tensor, so an intermediate result that no backward
+pass reads (the input of a ReLU, which keeps its output instead) is freed as soon as the
+forward pass is done with it. ``Tensor.backward`` then walks that graph from the output to
+the leaves in reverse topological order (:func:`run_backward`), without recursion, so chains
+of any length work.
 
 This module sits below the ops and below ``tensor.py`` (which imports the ops), so it never
 imports ``Tensor``: the graph is made of :class:`Variable` nodes, and ``Tensor`` is the
@@ -94,6 +98,12 @@ class Function:
     """
 
     name = None  # used in error messages; defaults to the class name
+    # What ``backward`` reads besides the upstream gradient: the inputs' values (through the
+    # arrays ``forward`` kept), its own output's, or neither. Autograd keeps those arrays'
+    # versions and refuses to run ``backward`` once one was changed in place. Inputs are
+    # assumed read unless an op says otherwise (the safe default for ops written by users).
+    reads_inputs = True
+    reads_output = False
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -135,8 +145,14 @@ class Function:
         requires_grad = _grad_enabled and any(fn.needs_grad)
         out = first._new(out_data, requires_grad=requires_grad)
         if requires_grad:
-            fn.inputs = inputs
-            fn.input_versions = [None if x is None else version_counter.stamp(x.data) for x in inputs]
+            # the graph edges (no input tensor is kept) and what the checks need
+            fn.parents = tuple(x if x is not None and x._ctx is None and x.requires_grad else
+                               x._ctx if x is not None and x.requires_grad else None for x in inputs)
+            fn.input_shapes = tuple(None if x is None else x.shape for x in inputs)
+            saved = [(f"input {i}", x.data) for i, x in enumerate(inputs) if x is not None] if fn.reads_inputs else []
+            if fn.reads_output:
+                saved.append(("the output", out_data))
+            fn.saved_versions = [(what, a.shape, version_counter.stamp(a)) for what, a in saved]
             out._ctx = fn
         return out
 
@@ -154,21 +170,21 @@ def _input_names(fn, count):
 
 
 def _topological_order(root):
-    """Tensors reachable from ``root`` that need gradients, each after all its inputs."""
+    """Graph nodes (Functions, leaf tensors) reachable from ``root``, each after all its parents."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
+        node, parents_done = stack.pop()
+        if parents_done:
             order.append(node)
             continue
         if id(node) in visited:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
-            for parent in node._ctx.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in visited:
+        if isinstance(node, Function):
+            for parent in node.parents:
+                if parent is not None and id(parent) not in visited:
                     stack.append((parent, False))
     return order
 
@@ -178,34 +194,35 @@ def run_backward(root, grad):
 
     Leaves accumulate into ``.grad`` (summing over calls, as in PyTorch, until zeroed).
     """
-    grads = {id(root): grad}
-    for node in reversed(_topological_order(root)):
+    start = root._ctx if root._ctx is not None else root
+    grads = {id(start): grad}
+    for node in reversed(_topological_order(start)):
         g = grads.pop(id(node), None)
         if g is None:
             continue
         if not backend.is_array(g):  # NumPy ops on 0-d arrays give scalars, not arrays
             g = backend.get_array_module(g).asarray(g)
-        fn = node._ctx
-        if fn is None:  # a leaf: store the gradient
+        if not isinstance(node, Function):  # a leaf: store the gradient
             if node.grad is None:
                 node.grad = node._new(g.astype(node.dtype, copy=True))
             else:
                 node.grad.data = backend.get_array_module(g).asarray(node.grad.data + g)
             continue
-        for i, x in enumerate(fn.inputs):
-            if x is not None and version_counter.changed(fn.input_versions[i]):
-                raise RuntimeError(f"backward: input {i} of {fn.op_name} (shape {x.shape}) was changed by an "
+        fn = node
+        for what, shape, stamped in fn.saved_versions:
+            if version_counter.changed(stamped):
+                raise RuntimeError(f"backward: {what} of {fn.op_name} (shape {shape}) was changed by an "
                                    "in-place operation after it was used; its gradient would be wrong "
                                    "(use an out-of-place op, or run the forward pass again)")
         input_grads = fn.backward(g)
-        if len(input_grads) != len(fn.inputs):
+        if len(input_grads) != len(fn.parents):
             raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "
-                               f"for {len(fn.inputs)} inputs")
-        for parent, pg in zip(fn.inputs, input_grads):
-            if pg is None or parent is None or not parent.requires_grad:
+                               f"for {len(fn.parents)} inputs")
+        for parent, pg, shape in zip(fn.parents, input_grads, fn.input_shapes):
+            if pg is None or parent is None:
                 continue
-            if pg.shape != parent.shape:
+            if pg.shape != shape:
                 raise RuntimeError(f"{fn.op_name}.backward produced a gradient of shape {pg.shape} "
-                                   f"for an input of shape {parent.shape}")
+                                   f"for an input of shape {shape}")
             key = id(parent)
             grads[key] = pg if key not in grads else grads[key] + pg

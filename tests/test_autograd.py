@@ -148,6 +148,64 @@ def test_intermediate_used_by_many_consumers():
 
 
 # --- dtypes -------------------------------------------------------------------------------------
+def test_each_function_runs_backward_once_however_many_consumers():
+    # the graph's nodes are Functions: the gradients of all consumers are summed before the
+    # producer's backward runs, once
+    calls = []
+
+    class Double(md.autograd.Function):
+        reads_inputs = False
+
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, g):
+            calls.append(g.copy())
+            return (2 * g,)
+    x = md.tensor([1.0, -2.0], requires_grad=True)
+    h = Double.apply(x)
+    (h * 3 + F.relu(h) + h.sum()).sum().backward()
+    assert len(calls) == 1
+    np.testing.assert_allclose(calls[0], [3 + 1 + 2, 3 + 0 + 2])
+    np.testing.assert_allclose(x.grad.numpy(), [12.0, 10.0])
+
+
+def test_an_input_no_backward_reads_is_freed_after_the_forward_pass():
+    # ReLU keeps its output, not its input: the pre-activation (1 MiB here) is not held by
+    # the graph, as in PyTorch, while the input of a product (read by its backward) is
+    import gc
+    import weakref
+    w = md.tensor(np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32), requires_grad=True)
+    h = w * 2.0
+    freed = weakref.ref(h.data)
+    y = F.relu(h)
+    h2 = w * 3.0
+    kept = weakref.ref(h2.data)
+    z = h2 * h2
+    del h, h2
+    gc.collect()
+    assert freed() is None and kept() is not None
+    (y.sum() + z.sum()).backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2.0 * (w.numpy() > 0) + 18.0 * w.numpy(), rtol=1e-6)
+
+
+def test_in_place_change_of_a_saved_output_is_refused_and_of_an_unread_input_is_not():
+    x = md.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    h = x * 1.0
+    y = F.relu(h)
+    with md.no_grad():
+        h.add_(-10.0)  # ReLU's backward does not read its input: still correct
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 0.0, 1.0])
+    for op in (F.relu, F.sigmoid, F.tanh, md.exp):
+        y = op(x * 1.0)
+        with md.no_grad():
+            y.mul_(0.0)  # ReLU's gradient is read from its output: refused
+        with pytest.raises(RuntimeError, match=r"backward: the output of \w+ \(shape \(3,\)\) was changed by an "
+                                               "in-place operation"):
+            y.sum().backward()
+
+
 def test_float64_is_preserved_end_to_end():
     md.manual_seed(0)
     x = md.randn(4, 3, dtype="float64", requires_grad=True)
@@ -410,7 +468,7 @@ def test_absent_optional_input_is_passed_as_none():
     # An optional bias is an explicit None input, not a shorter argument list.
     x, w = md.ones(2, 3, requires_grad=True), md.ones(4, 3, requires_grad=True)
     y = matmul.Linear.apply(x, w, None)
-    assert y._ctx.needs_grad == (True, True, False) and y._ctx.inputs[2] is None
+    assert y._ctx.needs_grad == (True, True, False) and y._ctx.parents[2] is None
     y.sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.full((4, 3), 2.0))
     np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 4.0))

@@ -328,6 +328,15 @@ class BiasAddDroppedAxis(BiasAdd):
         return g, g.sum(axis=0)  # the reduced axis is not kept: shape (n,) for b of (1, n)
 
 
+class BiasAddReadsNothing(BiasAdd):
+    """Correct, and declares it: its backward reads no input."""
+    reads_inputs = False
+
+
+class SquareClaimsToReadNothing(Square):
+    reads_inputs = False  # wrong: its backward reads x
+
+
 def x23(dtype=np.float64):
     return leaf(rng.uniform(0.5, 2.0, (2, 3)), dtype)
 
@@ -412,6 +421,14 @@ def test_in_place_updates_and_needs_grad_branches():
     a, b = leaf(rng.standard_normal((3, 3))), leaf(rng.standard_normal((3, 3)))
     with pytest.raises(GradcheckError, match="only input 1 requiring grad"):
         check_backward(MatmulWrongSlot, a, b)
+
+
+def test_a_false_reads_inputs_declaration_is_caught():
+    x = x23()
+    assert check_backward(BiasAddReadsNothing, x, leaf(rng.standard_normal((1, 3))))
+    with pytest.raises(GradcheckError, match=r"check_backward\(SquareClaimsToReadNothing\): reads_inputs is False, "
+                                             r"but gradient 0 changed when the inputs were overwritten with NaN"):
+        check_backward(SquareClaimsToReadNothing, x)
 
 
 def test_report_names_the_worst_entry_and_the_input():

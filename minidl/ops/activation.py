@@ -8,6 +8,8 @@ from ..kernels import parallel
 
 class ReLU(Function):
     """y = max(x, 0);  dL/dx = g * [x > 0]."""
+    reads_inputs = False
+    reads_output = True
 
     def forward(self, x):
         xp = get_array_module(x)
@@ -61,6 +63,8 @@ def _zeros(like):
 class Sigmoid(Function):
     """y = 1 / (1 + e^-x), computed from e^-|x| so that no exponential overflows;
     dL/dx = g * y * (1 - y)."""
+    reads_inputs = False
+    reads_output = True
 
     def forward(self, x):
         xp = get_array_module(x)
@@ -74,6 +78,8 @@ class Sigmoid(Function):
 
 class Tanh(Function):
     """y = tanh x;  dL/dx = g * (1 - y^2)."""
+    reads_inputs = False
+    reads_output = True
 
     def forward(self, x):
         self.y = get_array_module(x).tanh(x)
@@ -92,6 +98,8 @@ def log_softmax_array(x, axis):
 
 class Softmax(Function):
     """y_i = e^{x_i} / sum_j e^{x_j};  dL/dx = y * (g - sum_j g_j y_j)."""
+    reads_inputs = False
+    reads_output = True
 
     def __init__(self, axis=-1):
         self.axis = axis
@@ -107,6 +115,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """y = log softmax(x);  dL/dx = g - softmax(x) * sum_j g_j."""
+    reads_inputs = False
+    reads_output = True
 
     def __init__(self, axis=-1):
         self.axis = axis

@@ -23,6 +23,7 @@ def unbroadcast(grad, shape):
 
 class Add(Function):
     """y = a + b;  dL/da = dL/dy, dL/db = dL/dy (each unbroadcast)."""
+    reads_inputs = False
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -36,6 +37,7 @@ class Add(Function):
 
 class Sub(Function):
     """y = a - b;  dL/da = g, dL/db = -g."""
+    reads_inputs = False
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -75,6 +77,7 @@ class Div(Function):
 
 class Neg(Function):
     """y = -x."""
+    reads_inputs = False
 
     def forward(self, x):
         return -x

@@ -5,6 +5,7 @@ from ..autograd import Function
 
 class Transfer(Function):
     """y = x on another device;  dL/dx = g moved back."""
+    reads_inputs = False
 
     def __init__(self, device):
         self.device = device
@@ -19,6 +20,7 @@ class Transfer(Function):
 
 class Cast(Function):
     """y = x converted to ``dtype``;  dL/dx = g converted back."""
+    reads_inputs = False
 
     def __init__(self, dtype):
         self.dtype = dtype

@@ -13,6 +13,7 @@ class CrossEntropy(Function):
     dL/dz_n = g_n * (softmax(z_n) - onehot(y_n))  (divided by N for the mean).
     Fusing softmax with the log avoids log(0) and the cancellation of a separate softmax.
     """
+    reads_inputs = False
 
     def __init__(self, target, reduction="mean"):
         self.target, self.reduction = target, reduction
@@ -44,6 +45,7 @@ class CrossEntropy(Function):
 
 class MSELoss(Function):
     """loss = reduce((a - b)^2);  dL/da = 2 (a - b) g (/ count for the mean), dL/db = -dL/da."""
+    reads_inputs = False
 
     def __init__(self, reduction="mean"):
         self.reduction = reduction

@@ -198,6 +198,7 @@ def _channel_dot(a, b, xp):
 
 class Dropout(Function):
     """y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p), so E[y] = x;  dL/dx = g * mask / (1 - p)."""
+    reads_inputs = False
 
     def __init__(self, p, rng):
         self.p, self.rng = p, rng

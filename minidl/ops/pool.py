@@ -9,6 +9,7 @@ class MaxPool2d(Function):
     The gradient of each output goes to the one input that was its maximum (the first in
     row-major window order on ties); overlapping windows add up.
     """
+    reads_inputs = False
 
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding
@@ -26,6 +27,7 @@ class AvgPool2d(Function):
 
     dL/dx[n,c,a,b] = (1 / (kh kw)) * sum of g over the windows that contain (a, b).
     """
+    reads_inputs = False
 
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding

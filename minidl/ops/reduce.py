@@ -25,6 +25,7 @@ def expand_reduced(g, shape, axes):
 
 class Sum(Function):
     """y = sum_{axes} x;  dL/dx = g broadcast back over the summed axes."""
+    reads_inputs = False
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -40,6 +41,7 @@ class Sum(Function):
 
 class Mean(Function):
     """y = mean_{axes} x;  dL/dx = g / (number of averaged elements)."""
+    reads_inputs = False
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims

@@ -11,6 +11,7 @@ from .reduce import expand_reduced, normalize_axes
 
 class Where(Function):
     """y = a where cond else b (broadcast);  dL/da = g [cond], dL/db = g [not cond]."""
+    reads_inputs = False
 
     def __init__(self, cond):
         self.cond = cond
@@ -51,6 +52,7 @@ def _full_index(index, axis):
 class Gather(Function):
     """y[i][j][k] = x[i][index[i][j][k]][k] for axis 1 (PyTorch's gather; index has x's ndim).
     dL/dx: zeros with g added at the gathered positions (repeats add up)."""
+    reads_inputs = False
 
     def __init__(self, axis, index):
         self.axis, self.index = axis, index
@@ -73,6 +75,7 @@ class Gather(Function):
 
 class Expand(Function):
     """y = x broadcast to ``shape`` (no copy);  dL/dx = g summed over the broadcast axes."""
+    reads_inputs = False
 
     def __init__(self, shape):
         self.new_shape = shape

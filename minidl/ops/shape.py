@@ -5,6 +5,7 @@ from ..backend import get_array_module
 
 class Reshape(Function):
     """y = x viewed with a new shape;  dL/dx = g reshaped to x's shape."""
+    reads_inputs = False
 
     def __init__(self, shape):
         self.new_shape = shape
@@ -23,6 +24,7 @@ class Reshape(Function):
 
 class Transpose(Function):
     """y = x with axes permuted;  dL/dx = g with the inverse permutation."""
+    reads_inputs = False
 
     def __init__(self, axes=None):
         self.axes = axes
@@ -48,6 +50,7 @@ def _is_advanced(index):
 class GetItem(Function):
     """y = x[index];  dL/dx is zero except at the selected positions, which receive g
     (summed where advanced indexing selects a position more than once)."""
+    reads_inputs = False
 
     def __init__(self, index):
         self.index = index
@@ -72,6 +75,7 @@ class GetItem(Function):
 
 class Concatenate(Function):
     """y = concatenate(xs, axis);  each input's gradient is its slice of g."""
+    reads_inputs = False
 
     def __init__(self, axis=0):
         self.axis = axis
@@ -89,6 +93,7 @@ class Concatenate(Function):
 
 class Stack(Function):
     """y = stack(xs, axis);  each input's gradient is g taken at its position on ``axis``."""
+    reads_inputs = False
 
     def __init__(self, axis=0):
         self.axis = axis

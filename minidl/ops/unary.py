@@ -5,6 +5,8 @@ from ..backend import get_array_module
 
 class Exp(Function):
     """y = e^x;  dL/dx = g * y."""
+    reads_inputs = False
+    reads_output = True
 
     def forward(self, x):
         self.y = get_array_module(x).exp(x)
@@ -27,6 +29,8 @@ class Log(Function):
 
 class Sqrt(Function):
     """y = sqrt(x);  dL/dx = g / (2 y)."""
+    reads_inputs = False
+    reads_output = True
 
     def forward(self, x):
         self.y = get_array_module(x).sqrt(x)

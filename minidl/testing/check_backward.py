@@ -12,7 +12,10 @@ array of that input's shape, dtype and device, or None where ``self.needs_grad[i
 3. forward and backward leave their inputs (and the upstream gradient) unchanged;
 4. with only input i requiring grad (``needs_grad`` one-hot), backward gives input i the
    same gradient as with all of them;
-5. the gradients agree with finite differences (:func:`~minidl.testing.gradcheck`, float32
+5. where the class declares ``reads_inputs = False`` (its backward reads no input value, so
+   autograd keeps no input alive for it), backward gives the same gradients after the inputs'
+   memory was overwritten with NaN between forward and backward;
+6. the gradients agree with finite differences (:func:`~minidl.testing.gradcheck`, float32
    re-run in float64 where the op allows it).
 """
 import inspect
@@ -76,13 +79,13 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
             raise ValueError(f"{name}: grad_output: expected shape {y.shape} and dtype {y.dtype}, "
                              f"got shape {g.shape} and dtype {g.dtype}")
     g_before = _snapshot([g])
-    arrays_before = _snapshot([x.data for x in fn.inputs])
+    arrays_before = _snapshot([x.data if isinstance(x, Tensor) else x for x in inputs])
     grads = fn.backward(g)
-    if not isinstance(grads, (tuple, list)) or len(grads) != len(fn.inputs):
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(inputs):
         got = f"{len(grads)} entries" if isinstance(grads, (tuple, list)) else type(grads).__name__
-        raise GradcheckError(f"{name}: backward: expected a tuple of {len(fn.inputs)} gradients "
+        raise GradcheckError(f"{name}: backward: expected a tuple of {len(inputs)} gradients "
                              f"(one per input), got {got}")
-    for i, (x, gx) in enumerate(zip(fn.inputs, grads)):
+    for i, (x, gx) in enumerate(zip(inputs, grads)):
         if not fn.needs_grad[i] or gx is None:
             continue
         if isinstance(gx, numpy.generic) and x.ndim == 0:
@@ -96,7 +99,7 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
                                      f"(input {i}'s), got {got}")
     if _unchanged(g_before, [g]):
         raise GradcheckError(f"{name}: backward modified the upstream gradient in place")
-    changed = _unchanged(arrays_before, [x.data for x in fn.inputs])
+    changed = _unchanged(arrays_before, [x.data if isinstance(x, Tensor) else x for x in inputs])
     if changed:
         raise GradcheckError(f"{name}: backward modified its input(s) {changed} in place")
 
@@ -109,12 +112,25 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
             want = (numpy.zeros(inputs[i].shape) if grads[i] is None
                     else backend.to_numpy(grads[i]).astype(numpy.float64))
             got = numpy.zeros(want.shape) if gi is None else backend.to_numpy(gi).astype(numpy.float64)
-            info = numpy.finfo(fn.inputs[i].dtype)
+            info = numpy.finfo(inputs[i].dtype)
             tol = LOW_PRECISION_FACTOR * info.eps * (numpy.abs(want).max(initial=0.0) + numpy.abs(want)) + info.tiny
             if got.shape != want.shape or (numpy.abs(got - want) > tol).any():
                 raise GradcheckError(f"{name}: backward: with only input {i} requiring grad "
                                      f"(needs_grad={tuple(k == i for k in range(len(inputs)))}), gradient {i} "
                                      f"differs from the one computed with all inputs requiring grad")
+
+    if not op_class.reads_inputs:
+        copies = [Tensor(x.data.copy(), requires_grad=x.requires_grad) if isinstance(x, Tensor) else x for x in inputs]
+        fn_copy = op_class.apply(*copies, **params)._ctx
+        for x in copies:
+            if isinstance(x, Tensor) and x.dtype.kind == "f":
+                x.data.fill(numpy.nan)
+        for i, (want, got) in enumerate(zip(grads, fn_copy.backward(g))):
+            if (want is None) != (got is None) or want is not None and not numpy.array_equal(
+                    backend.to_numpy(want), backend.to_numpy(got), equal_nan=True):
+                raise GradcheckError(f"{name}: reads_inputs is False, but gradient {i} changed when the inputs were "
+                                     "overwritten with NaN after forward: backward reads them (drop the "
+                                     "declaration, which lets autograd free inputs it thinks unread)")
 
     try:
         return gradcheck(lambda *xs: op_class.apply(*xs, **params), *inputs, grad_output=g, eps=eps, atol=atol,
