@@ -14,6 +14,10 @@
 5. A convolution's bias on a whole output (``ops/conv.py``): the add with the bias broadcast
    against spread over an image (``kernels.arrays.per_channel``), and its gradient by
    ``sum(axis=(0, 2, 3))`` against ``kernels.arrays.channel_sum`` (one einsum pass).
+6. SGD's update of ``madry_mnist``'s 3.3 M parameters (``optim/sgd.py``): whole-array
+   expressions, as the optimizer was written before, against ``SGD.step`` (in place, a
+   cache-sized piece at a time over the kernel threads), with momentum, and with Nesterov
+   momentum and weight decay.
 
 Each row prints the median (and best) microseconds or milliseconds of ``--repeat`` calls, the
 variants of a row timed in alternation.
@@ -27,7 +31,9 @@ import numpy
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import minidl as md  # noqa: E402
 from minidl.kernels import blas, conv_im2col  # noqa: E402
+from minidl.models import get_model  # noqa: E402
 from minidl.kernels.arrays import channel_sum, per_channel  # noqa: E402
 
 CONVS = [(3, 24, 32), (24, 24, 32), (24, 48, 16), (48, 48, 16), (48, 96, 8), (96, 96, 8)]  # C, F, side
@@ -121,6 +127,24 @@ def main(argv=None):
                                           args.repeat), 1e3, "ms")
         row(f"gradient {C}x{S}x{S}", alternate({"sum(axis=(0, 2, 3))": lambda: g.sum(axis=(0, 2, 3)),
                                                 "channel_sum": lambda: channel_sum(g)}, args.repeat), 1e3, "ms")
+
+    print("\n6. SGD step on madry_mnist's parameters, float32")
+    params = list(get_model("madry_mnist").parameters())
+    for p in params:
+        p.grad = md.tensor(rng.standard_normal(p.shape, dtype=f32))
+    for label, kw in (("momentum 0.9", dict(momentum=0.9)),
+                      ("Nesterov, decay 5e-4", dict(momentum=0.9, nesterov=True, weight_decay=5e-4))):
+        opt = md.optim.SGD(params, lr=1e-6, **kw)
+        opt.step()  # the velocities exist from here on
+        velocities = [v.copy() for v in (st["velocity"] for st in opt.state)]
+
+        def whole_arrays(mu=kw["momentum"], nesterov=kw.get("nesterov", False), wd=kw.get("weight_decay", 0.0)):
+            for p, v in zip(params, velocities):
+                g = p.grad.data + wd * p.data if wd else p.grad.data
+                v *= mu
+                v += g
+                p.data -= 1e-6 * (g + mu * v if nesterov else v)
+        row(label, alternate({"whole arrays": whole_arrays, "SGD.step": opt.step}, args.repeat), 1e3, "ms")
 
 
 if __name__ == "__main__":
