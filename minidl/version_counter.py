@@ -1,9 +1,11 @@
 """Version counters: how often an array's memory has been changed in place.
 
 Every in-place Tensor method (``add_``, ``zero_`` ...) bumps the counter of the memory it
-writes to, shared by all views of one base array. ``Function.apply`` stamps each input
-with (base array, version) and the backward pass refuses to run a Function whose inputs
-have changed since: their saved values would give a silently wrong gradient.
+writes to, shared by all views of one base array. ``Function.apply`` stamps what the
+Function's backward reads (its inputs unless it declares ``reads_inputs = False``, its output
+where it declares ``reads_output = True``) with (base array, version), and the backward pass
+refuses to run a Function whose stamped arrays have changed since: their saved values would
+give a silently wrong gradient.
 """
 import weakref
 

@@ -204,6 +204,16 @@ def test_in_place_change_of_a_saved_output_is_refused_and_of_an_unread_input_is_
         with pytest.raises(RuntimeError, match=r"backward: the output of \w+ \(shape \(3,\)\) was changed by an "
                                                "in-place operation"):
             y.sum().backward()
+    # max and norm keep their result (the output is a reshaped view of it): refused too, even
+    # where the consumer (a mean, an add) reads nothing itself
+    m = md.tensor([[3.0, 4.0], [1.0, 0.0]], requires_grad=True)
+    for make in (lambda: m.norm(dim=1), lambda: m.max(axis=0)):
+        y = make()
+        loss = (y + 1.0).mean()
+        with md.no_grad():
+            y.mul_(0.0)
+        with pytest.raises(RuntimeError, match=r"backward: the output of (Norm|Max) \(shape \(2,\)\) was changed"):
+            loss.backward()
 
 
 def test_float64_is_preserved_end_to_end():

@@ -504,6 +504,7 @@ UNARY_FUNCTIONS = [
     (activation.Softmax, dict(axis=-1), {}), (activation.LogSoftmax, dict(axis=0), {}),
     (reduce.Sum, dict(axis=0, keepdims=True), {}), (reduce.Mean, dict(axis=-1), {}),
     (reduce.Max, dict(axis=None), dict(distinct=True)),
+    (select.Norm, dict(p=2, axis=-1), dict(away_from=0.0)), (select.Norm, dict(p=float("inf")), dict(distinct=True)),
 ]
 
 
@@ -549,6 +550,23 @@ def test_shape_and_loss_functions_keep_their_contract(op, params, n, data, dtype
     assert op.reads_inputs is False
     xs = [data.draw(tensors(shape=(2, 3), dtype=dtype)) for _ in range(n)]
     assert check_backward(op, *xs, params=params, **TOL)
+
+
+@pytest.mark.parametrize("algorithm", ["im2col_cnhw", "im2col_nhwc", "fft", "winograd"])
+@examples(5)
+@given(data=st.data(), dtype=FLOATS)
+def test_conv_keeps_its_contract_in_every_cpu_algorithm(algorithm, data, dtype):
+    """Conv2d reads its input only where the algorithm keeps it (im2col); under FFT and Winograd
+    it declares that it reads none, which check_backward verifies by overwriting the inputs."""
+    from minidl.kernels import autotune
+    x = data.draw(tensors(shape=(2, 3, 5, 5), dtype=dtype))
+    w, b = data.draw(tensors(shape=(4, 3, 3, 3), dtype=dtype)), data.draw(tensors(shape=(4,), dtype=dtype))
+    with autotune.conv_algorithm(algorithm):
+        fn = conv_op.Conv2d.apply(x, w, b, stride=(1, 1), padding=(1, 1))._ctx
+        assert fn.reads_inputs == algorithm.startswith("im2col")
+        # gradcheck's own tolerances: a loss summed over 200 outputs of up to ~100 leaves TOL's
+        # finite differences too little precision for small bias gradients
+        assert check_backward(conv_op.Conv2d, x, w, b, params=dict(stride=(1, 1), padding=(1, 1)))
 
 
 @examples(10)

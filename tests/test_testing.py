@@ -337,6 +337,35 @@ class SquareClaimsToReadNothing(Square):
     reads_inputs = False  # wrong: its backward reads x
 
 
+class PositivePartClaimsToReadNothing(Function):
+    """y = max(x, 0) with backward g * (x > 0), declared as reading no input: wrong, and NaN
+    alone would not show it (NaN > 0 is False, the same as for the negative entries)."""
+    reads_inputs = False
+
+    def forward(self, x):
+        self.x = x
+        return x * (x > 0)
+
+    def backward(self, g):
+        return (g * (self.x > 0),)
+
+
+class ExpKeepsItsOutputUndeclared(Function):
+    """y = e^x with backward g * y, the output kept but not declared (reads_output)."""
+
+    def forward(self, x):
+        self.y = np.exp(x)
+        return self.y
+
+    def backward(self, g):
+        return (g * self.y,)
+
+
+class ExpDeclared(ExpKeepsItsOutputUndeclared):
+    reads_inputs = False
+    reads_output = True
+
+
 def x23(dtype=np.float64):
     return leaf(rng.uniform(0.5, 2.0, (2, 3)), dtype)
 
@@ -427,8 +456,16 @@ def test_a_false_reads_inputs_declaration_is_caught():
     x = x23()
     assert check_backward(BiasAddReadsNothing, x, leaf(rng.standard_normal((1, 3))))
     with pytest.raises(GradcheckError, match=r"check_backward\(SquareClaimsToReadNothing\): reads_inputs is False, "
-                                             r"but gradient 0 changed when the inputs were overwritten with NaN"):
+                                             r"but gradient 0 changed when the inputs were overwritten \(with NaN\)"):
         check_backward(SquareClaimsToReadNothing, x)
+    negative = leaf(-rng.uniform(0.5, 2.0, (2, 3)))  # all below 0: NaN reads the same
+    with pytest.raises(GradcheckError, match=r"reads_inputs is False, but gradient 0 changed when the inputs were "
+                                             r"overwritten \(with the values negated\)"):
+        check_backward(PositivePartClaimsToReadNothing, negative)
+    with pytest.raises(GradcheckError, match=r"check_backward\(ExpKeepsItsOutputUndeclared\): reads_output is not True, "
+                                             r"but gradient 0 changed when the output was overwritten"):
+        check_backward(ExpKeepsItsOutputUndeclared, x)
+    assert check_backward(ExpDeclared, x)
 
 
 def test_report_names_the_worst_entry_and_the_input():

@@ -62,6 +62,7 @@ class Mean(Function):
 class Max(Function):
     """y = max_{axes} x. The gradient goes to the maximal entries; ties share it equally
     (a valid subgradient, and symmetric in the tied entries)."""
+    reads_output = True  # the maxima, kept as computed (the output is them or a reshaped view)
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims

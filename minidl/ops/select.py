@@ -94,6 +94,7 @@ class Norm(Function):
     dL/dx = g * sign(x) |x|^(p-1) / y^(p-1)  (p = 1: g * sign(x); p = inf: g to the entries of
     largest |x|, ties sharing). Where y = 0 the gradient is 0, the subgradient PyTorch uses.
     """
+    reads_output = True  # y, kept as computed (the output is it or a reshaped view of it)
 
     def __init__(self, p=2, axis=None, keepdims=False):
         self.p, self.axis, self.keepdims = p, axis, keepdims

@@ -12,9 +12,11 @@ array of that input's shape, dtype and device, or None where ``self.needs_grad[i
 3. forward and backward leave their inputs (and the upstream gradient) unchanged;
 4. with only input i requiring grad (``needs_grad`` one-hot), backward gives input i the
    same gradient as with all of them;
-5. where the class declares ``reads_inputs = False`` (its backward reads no input value, so
-   autograd keeps no input alive for it), backward gives the same gradients after the inputs'
-   memory was overwritten with NaN between forward and backward;
+5. what backward reads is declared: where the Function says ``reads_inputs = False`` (autograd
+   then keeps no input alive and checks no input's version), and unless it says
+   ``reads_output = True`` (autograd then checks its output's version), backward gives the same
+   gradients after that memory (the inputs, resp. the output) was overwritten between forward
+   and backward, with NaN, with the values negated and with the values plus one;
 6. the gradients agree with finite differences (:func:`~minidl.testing.gradcheck`, float32
    re-run in float64 where the op allows it).
 """
@@ -35,6 +37,49 @@ def _snapshot(arrays):
 def _unchanged(before, arrays):
     return [i for i, (b, a) in enumerate(zip(before, arrays))
             if b is not None and not numpy.array_equal(b, backend.to_numpy(a), equal_nan=True)]
+
+
+def _nan(a):
+    """with NaN"""
+    a.fill(numpy.nan)
+
+
+def _negated(a):
+    """with the values negated"""
+    a *= -1
+
+
+def _plus_one(a):
+    """with the values plus one"""
+    a += 1
+
+
+_FILLS = (_nan, _negated, _plus_one)
+
+
+def _grads_after_overwrite(op_class, inputs, params, g, what, fill):
+    """Backward's gradients after forward on copies of ``inputs``, with the floating inputs
+    (``what='inputs'``) or the output (``'output'``) overwritten by ``fill`` in between; None
+    where the Function declares that its backward reads that memory (or the output is a
+    read-only view, or shares memory with inputs backward reads)."""
+    xp = backend.xp_for(next(x for x in inputs if isinstance(x, Tensor)).device)
+    copies = [Tensor(x.data.copy(), requires_grad=x.requires_grad) if isinstance(x, Tensor) else
+              Tensor(xp.array(x)) if backend.is_array(x) else x for x in inputs]
+    y = op_class.apply(*copies, **params)
+    fn = y._ctx
+    floats = [c.data for c in copies if isinstance(c, Tensor) and c.dtype.kind == "f"]
+    if what == "inputs":
+        if fn.reads_inputs:
+            return None
+        targets = floats
+    else:
+        if fn.reads_output or not y.data.flags.writeable or (
+                fn.reads_inputs and any(xp.may_share_memory(y.data, a) for a in floats)):
+            return None
+        targets = [y.data]
+    for a in targets:
+        fill(a)
+    return fn.backward(g)
 
 
 def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, atol=None, rtol=None,
@@ -119,18 +164,20 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
                                      f"(needs_grad={tuple(k == i for k in range(len(inputs)))}), gradient {i} "
                                      f"differs from the one computed with all inputs requiring grad")
 
-    if not op_class.reads_inputs:
-        copies = [Tensor(x.data.copy(), requires_grad=x.requires_grad) if isinstance(x, Tensor) else x for x in inputs]
-        fn_copy = op_class.apply(*copies, **params)._ctx
-        for x in copies:
-            if isinstance(x, Tensor) and x.dtype.kind == "f":
-                x.data.fill(numpy.nan)
-        for i, (want, got) in enumerate(zip(grads, fn_copy.backward(g))):
-            if (want is None) != (got is None) or want is not None and not numpy.array_equal(
-                    backend.to_numpy(want), backend.to_numpy(got), equal_nan=True):
-                raise GradcheckError(f"{name}: reads_inputs is False, but gradient {i} changed when the inputs were "
-                                     "overwritten with NaN after forward: backward reads them (drop the "
-                                     "declaration, which lets autograd free inputs it thinks unread)")
+    for what in ("inputs", "output"):
+        for fill in _FILLS:
+            got = _grads_after_overwrite(op_class, inputs, params, g, what, fill)
+            if got is None:
+                break  # the Function reads what this would overwrite: nothing to check
+            for i, (want, gi) in enumerate(zip(grads, got)):
+                if (want is None) != (gi is None) or want is not None and not numpy.array_equal(
+                        backend.to_numpy(want), backend.to_numpy(gi), equal_nan=True):
+                    declared = "reads_inputs is False" if what == "inputs" else "reads_output is not True"
+                    raise GradcheckError(
+                        f"{name}: {declared}, but gradient {i} changed when the {what} {'were' if what == 'inputs' else 'was'} "
+                        f"overwritten "
+                        f"({fill.__doc__}) after forward: backward reads them; declare it, or autograd "
+                        f"frees or misses in-place changes of what backward still needs")
 
     try:
         return gradcheck(lambda *xs: op_class.apply(*xs, **params), *inputs, grad_output=g, eps=eps, atol=atol,
