@@ -78,6 +78,18 @@ def test_sgd_weight_decay():
         np.testing.assert_allclose(got, w, rtol=1e-14)
 
 
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, 0.1, momentum=0.9), lambda ps: Adam(ps, 0.1)])
+def test_a_gradient_of_another_shape_is_refused(make):
+    # set by hand, it would broadcast in a whole-array update and fail or not piece by piece
+    p = Parameter(np.ones((4, 3)))
+    opt = make([p])
+    p.grad = Tensor(np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"step: parameter 0 has shape \(4, 3\) but its \.grad has shape \(1, 3\); "
+                                         "expected the same shape"):
+        opt.step()
+    np.testing.assert_array_equal(p.numpy(), 1.0)
+
+
 def test_sgd_skips_parameters_without_gradient():
     a, b = Parameter(np.ones(2)), Parameter(np.ones(2))
     opt = SGD([a, b], 0.5)

@@ -57,6 +57,9 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
+                    if p.grad.shape != p.shape:  # a gradient set by hand: refuse, never broadcast
+                        raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape {p.shape} but its "
+                                         f".grad has shape {p.grad.shape}; expected the same shape")
                     self.update(p, p.grad.data, self.state[i], group)
                     version_counter.bump(p.data)  # a graph built before this step is stale
                 i += 1
