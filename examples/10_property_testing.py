@@ -6,7 +6,9 @@
 Both are elementwise, so they take any shape. Each test draws tensors of random shape, dtype
 (float32 or float64) and values, and ``check_backward`` checks in one call: the output's dtype
 and device, the shape, dtype and device of every gradient ``backward`` returns, that nothing
-is modified in place, and the gradient against finite differences (float32 re-run in float64).
+is modified in place, that a Function claiming ``reads_inputs = False`` (leaky_relu: its backward
+reads only the mask) gives the same gradient after its input was overwritten, and the gradient
+against finite differences (float32 re-run in float64).
 leaky_relu's values are drawn at least 0.05 away from its kink (``away_from=0.0``), where
 finite differences would average the two slopes.
 
@@ -43,6 +45,10 @@ class Softplus(Function):
 
 class LeakyReLU(Function):
     """y = x for x > 0, slope * x otherwise."""
+    # backward reads only the mask kept by forward, not x: autograd then keeps no reference to
+    # the input (freed as soon as the forward pass is done with it) and check_backward verifies
+    # the claim by overwriting x between forward and backward
+    reads_inputs = False
 
     def __init__(self, slope=0.01):
         self.slope = slope
