@@ -501,6 +501,22 @@ class TestWorkspace:
             assert address(s.empty((3 * MiB // 8,), np.float64)) == address(mid)
         workspace.release()
 
+    def test_the_pool_releases_the_least_recently_returned_beyond_its_cap(self, monkeypatch):
+        def address(a):
+            return a.__array_interface__["data"][0]
+        workspace.release()
+        monkeypatch.setattr(workspace, "MAX_POOL_BYTES", 5 * 2**20)
+        for size in (2, 3, 4):                           # MiB, returned in this order
+            with workspace.Scratch() as s:
+                buf = s.empty((size * 2**20,), np.uint8)
+            if size == 3:
+                kept = address(buf)
+        # 2 + 3 + 4 MiB > 5 MiB: the 2 MiB buffer went first, then the 3 MiB one
+        assert [b.nbytes for b in workspace._free] == [4 * 2**20]
+        with workspace.Scratch() as s:
+            assert address(s.empty((3 * 2**20,), np.uint8)) != kept
+        workspace.release()
+
     def test_live_outputs_and_caches_are_not_overwritten(self):
         rng = np.random.default_rng(5)
         x1, x2 = rng.standard_normal((2, 8, 32, 48, 48)).astype(np.float32)

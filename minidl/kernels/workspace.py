@@ -18,7 +18,11 @@ import numpy
 from . import parallel
 
 MIN_BYTES = 1 << 20        # below this, malloc's own free lists are already fast
-MAX_POOL_BYTES = 1 << 30   # free buffers beyond this total are released to the OS
+# Free buffers beyond this total are released to the OS, the least recently returned first. A
+# training step of the zoo's models pools at most ~100 MiB (preact_resnet18, batch 128); an
+# attack whose batch shrinks as points break asks for new sizes all the time, and a larger cap
+# only let its pool grow to this size (1 GiB per process before).
+MAX_POOL_BYTES = 256 << 20
 # A request takes the smallest free buffer that holds it and is at most this many times its
 # size, whatever the dtype and shape it held before: kernels of other sizes share buffers, so
 # the pool holds far fewer bytes than one buffer per distinct size would (the peak memory of a
