@@ -504,9 +504,10 @@ UNARY_FUNCTIONS = [
     (activation.Softmax, dict(axis=-1), {}), (activation.LogSoftmax, dict(axis=0), {}),
     (reduce.Sum, dict(axis=0, keepdims=True), {}), (reduce.Mean, dict(axis=-1), {}),
     (reduce.Max, dict(axis=None), dict(distinct=True)),
-    (select.Norm, dict(p=2, axis=-1), dict(away_from=0.0)), # the inf-norm's kink is a tie in |x|: values of one sign, pairwise apart, keep |x| apart too
-    (select.Norm, dict(p=float("inf")), dict(distinct=True, min_value=0.1)),
-    (select.Norm, dict(p=float("inf")), dict(distinct=True, max_value=-0.1)),
+    (select.Norm, dict(p=2, axis=-1), dict(away_from=0.0)),
+    # the inf-norm's kink is a tie in |x|: values of one sign, pairwise apart, keep |x| apart too
+    (select.Norm, dict(p=float("inf")), dict(distinct=True, min_value=0.1, max_value=6.0)),
+    (select.Norm, dict(p=float("inf")), dict(distinct=True, min_value=-6.0, max_value=-0.1)),
 ]
 
 
