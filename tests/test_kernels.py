@@ -449,10 +449,13 @@ class TestPoolNumpy:
             max_pool2d_forward(x, (2, 2), (0, 1), (0, 0))
 
 
+def address(a):
+    """Where an array's data starts: equal addresses mean the pool handed out the same buffer."""
+    return a.__array_interface__["data"][0]
+
+
 class TestWorkspace:
     def test_buffers_are_reused_only_after_their_block(self):
-        def address(a):
-            return a.__array_interface__["data"][0]
         workspace.release()
         with workspace.Scratch() as s1:
             a = s1.empty((512, 1024), np.float32)          # 2 MB: pooled
@@ -478,8 +481,6 @@ class TestWorkspace:
             workspace.enabled = True
 
     def test_a_request_takes_the_smallest_free_buffer_within_the_fit_factor(self):
-        def address(a):
-            return a.__array_interface__["data"][0]
         workspace.release()
         MiB = 2**20
         with workspace.Scratch() as s:
@@ -502,19 +503,16 @@ class TestWorkspace:
         workspace.release()
 
     def test_the_pool_releases_the_least_recently_returned_beyond_its_cap(self, monkeypatch):
-        def address(a):
-            return a.__array_interface__["data"][0]
         workspace.release()
         monkeypatch.setattr(workspace, "MAX_POOL_BYTES", 5 * 2**20)
+        returned = {}
         for size in (2, 3, 4):                           # MiB, returned in this order
             with workspace.Scratch() as s:
-                buf = s.empty((size * 2**20,), np.uint8)
-            if size == 3:
-                kept = address(buf)
+                returned[size] = address(s.empty((size * 2**20,), np.uint8))
         # 2 + 3 + 4 MiB > 5 MiB: the 2 MiB buffer went first, then the 3 MiB one
         assert [b.nbytes for b in workspace._free] == [4 * 2**20]
-        with workspace.Scratch() as s:
-            assert address(s.empty((3 * 2**20,), np.uint8)) != kept
+        with workspace.Scratch() as s:                   # a 3 MiB request gets the 4 MiB buffer
+            assert address(s.empty((3 * 2**20,), np.uint8)) == returned[4]
         workspace.release()
 
     def test_live_outputs_and_caches_are_not_overwritten(self):
