@@ -24,10 +24,16 @@ sums CuPy arrays on the GPUs with NCCL (``cupy.cuda.nccl``) and uses MPI for eve
 """
 import os
 import sys
+import time
 
 import numpy
 
 from .. import backend
+
+# Seconds a failing rank waits between its last line and MPI_Abort: the launcher forwards a
+# rank's stderr through its own process and may tear that down on the abort before the line is
+# read (CI once lost the "error on rank r of N" line this way, under load).
+ABORT_GRACE_S = 0.5
 
 # Variables that MPI launchers set in every process they start: MPICH/Hydra and Intel MPI
 # (PMI_*), Open MPI (OMPI_COMM_WORLD_*), PMIx-based launchers and Slurm's srun (PMIX_*).
@@ -195,6 +201,9 @@ class MPICommunicator(Communicator):
     def abort(self, message=None, code=1):
         if message:
             print(message, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
         os._exit(code)  # MPI_Abort may return before the launcher ends this process
 
