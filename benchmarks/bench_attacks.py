@@ -71,8 +71,8 @@ def torch_copy(torch, model):
         else:
             layers.append({"ReLU": nn.ReLU, "Flatten": nn.Flatten}[kind]())
             continue
-        t.weight.data = torch.tensor(backend.to_numpy(m.weight.data))
-        t.bias.data = torch.tensor(backend.to_numpy(m.bias.data))
+        t.weight.data = torch.tensor(backend.to_numpy(m.weight.array))
+        t.bias.data = torch.tensor(backend.to_numpy(m.bias.array))
         layers.append(t)
     return nn.Sequential(*layers).eval()
 

@@ -108,7 +108,7 @@ def minidl_layer(spec, device, rng):
 
     def run():
         out = f()
-        out.backward(backend.get_array_module(out.data).ones(out.shape, dtype=out.dtype))
+        out.backward(backend.get_array_module(out.array).ones(out.shape, dtype=out.dtype))
     return run
 
 

@@ -140,10 +140,10 @@ def main(argv=None):
 
         def whole_arrays(mu=kw["momentum"], nesterov=kw.get("nesterov", False), wd=kw.get("weight_decay", 0.0)):
             for p, v in zip(params, velocities):
-                g = p.grad.data + wd * p.data if wd else p.grad.data
+                g = p.grad.array + wd * p.array if wd else p.grad.array
                 v *= mu
                 v += g
-                p.data -= 1e-6 * (g + mu * v if nesterov else v)
+                p.array -= 1e-6 * (g + mu * v if nesterov else v)
         row(label, alternate({"whole arrays": whole_arrays, "SGD.step": opt.step}, args.repeat), 1e3, "ms")
 
 

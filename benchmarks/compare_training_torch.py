@@ -128,7 +128,7 @@ class SideBySide:
         if self.config.init != "default":
             init_model(model, self.config.init)
         for p in model.parameters():
-            p.data = p.data.astype(dtype)
+            p.array = p.array.astype(dtype)
         self.model, self.dtype = model, np.dtype(dtype)
         self.net = torch_twin(model, self.torch)
         self.optimizer, self.schedule = make_optimizer(self.config, model, steps_per_epoch)

@@ -73,13 +73,13 @@ class Variable:
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"requires_grad: only floating-point tensors can require gradients, got dtype {data.dtype}")
         self._ctx = None  # first: Tensor's requires_grad setter asks whether this is a leaf
-        self.data = data
+        self.array = data
         self.requires_grad = bool(requires_grad)
         self.grad = None
 
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    device = property(lambda self: backend.device_of(self.data))
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+    device = property(lambda self: backend.device_of(self.array))
 
     def _new(self, data, requires_grad=False):
         """A new node of the user-facing kind for ``data`` (``Tensor`` overrides this)."""
@@ -138,7 +138,7 @@ class Function:
                                               else dtype, device=device))
                   for x in inputs]
         fn.needs_grad = tuple(x is not None and x.requires_grad for x in inputs)
-        arrays = [None if x is None else x.data for x in inputs]
+        arrays = [None if x is None else x.array for x in inputs]
         out_data = fn.forward(*arrays)
         if not backend.is_array(out_data):  # NumPy reductions return scalars, not 0-d arrays
             out_data = backend.get_array_module(*arrays).asarray(out_data)
@@ -149,7 +149,7 @@ class Function:
             fn.parents = tuple(x if x is not None and x._ctx is None and x.requires_grad else
                                x._ctx if x is not None and x.requires_grad else None for x in inputs)
             fn.input_shapes = tuple(None if x is None else x.shape for x in inputs)
-            saved = [(f"input {i}", x.data) for i, x in enumerate(inputs) if x is not None] if fn.reads_inputs else []
+            saved = [(f"input {i}", x.array) for i, x in enumerate(inputs) if x is not None] if fn.reads_inputs else []
             if fn.reads_output:
                 saved.append(("the output", out_data))
             fn.saved_versions = [(what, a.shape, version_counter.stamp(a)) for what, a in saved]
@@ -206,7 +206,7 @@ def run_backward(root, grad):
             if node.grad is None:
                 node.grad = node._new(g.astype(node.dtype, copy=True))
             else:
-                node.grad.data = backend.get_array_module(g).asarray(node.grad.data + g)
+                node.grad.array = backend.get_array_module(g).asarray(node.grad.array + g)
             continue
         fn = node
         for what, shape, stamped in fn.saved_versions:

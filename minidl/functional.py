@@ -144,8 +144,8 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
         ce = cross_entropy(logits, target, reduction="none")
         smooth = -log_softmax(logits, dim=1).mean(dim=1)
         return _reduce((1 - label_smoothing) * ce + label_smoothing * smooth, reduction)
-    xp = backend.get_array_module(logits.data)
-    t = target.data if isinstance(target, Tensor) else target
+    xp = backend.get_array_module(logits.array)
+    t = target.array if isinstance(target, Tensor) else target
     t = backend.to_device(t, logits.device) if backend.is_array(t) else xp.asarray(t)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {t.dtype}")
@@ -175,7 +175,7 @@ def dropout(x, p=0.5, training=True):
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    xp = backend.get_array_module(x.data)
+    xp = backend.get_array_module(x.array)
     return normalization.Dropout.apply(x, p=p, rng=backend.rng(xp))
 
 
@@ -189,9 +189,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """
     _check_tensor("batch_norm", "x", x, ndim=(2, 4))
     c = x.shape[1]
-    xp = backend.get_array_module(x.data)
-    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    xp = backend.get_array_module(x.array)
+    rm = running_mean.array if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.array if isinstance(running_var, Tensor) else running_var
     if not training and (rm is None or rv is None):
         raise ValueError("batch_norm: running_mean and running_var are required when training=False")
     for name, a in (("running_mean", rm), ("running_var", rv)):
@@ -214,7 +214,7 @@ def _reduce(losses, reduction):
 
 def _class_targets(op, target, n, classes, device, ignore_index=None):
     xp = backend.xp_for(device)
-    t = target.data if isinstance(target, Tensor) else target
+    t = target.array if isinstance(target, Tensor) else target
     t = backend.to_device(t, device) if backend.is_array(t) else xp.asarray(t)
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype}")
@@ -235,12 +235,12 @@ def nll_loss(input, target, weight=None, reduction="mean", ignore_index=-100):
     _check_reduction("nll_loss", reduction)
     n, c = input.shape
     t = _class_targets("nll_loss", target, n, c, input.device, ignore_index)
-    xp = backend.get_array_module(input.data)
+    xp = backend.get_array_module(input.array)
     keep = t != ignore_index
     safe = xp.where(keep, t, 0).astype(xp.int64)
     w = keep.astype(input.dtype)
     if weight is not None:
-        wd = weight.data if isinstance(weight, Tensor) else xp.asarray(weight, dtype=input.dtype)
+        wd = weight.array if isinstance(weight, Tensor) else xp.asarray(weight, dtype=input.dtype)
         if wd.shape != (c,):
             raise ValueError(f"nll_loss: weight must have shape ({c},), got {wd.shape}")
         w = w * wd[safe]
@@ -258,7 +258,7 @@ def binary_cross_entropy(input, target, reduction="mean"):
     target = as_tensor(target, dtype=input.dtype, device=input.device)
     if target.shape != input.shape:
         raise ValueError(f"binary_cross_entropy: target shape {target.shape} differs from input shape {input.shape}")
-    bad = (input.data < 0) | (input.data > 1) | (input.data != input.data)
+    bad = (input.array < 0) | (input.array > 1) | (input.array != input.array)
     if bool(bad.any()):
         raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1] (got values "
                          "outside, or NaN); use binary_cross_entropy_with_logits for logits")
@@ -319,7 +319,7 @@ def pad(x, pad, mode="constant", value=0.0):
 
 def one_hot(tensor, num_classes=-1):
     """(...,) integer classes -> (..., num_classes) int64 with a 1 at each class (no gradient)."""
-    t = tensor.data if isinstance(tensor, Tensor) else backend.xp_for("cpu").asarray(tensor)
+    t = tensor.array if isinstance(tensor, Tensor) else backend.xp_for("cpu").asarray(tensor)
     if t.dtype.kind not in "iu":
         raise TypeError(f"one_hot: tensor must hold integer classes, got dtype {t.dtype}")
     xp = backend.get_array_module(t)

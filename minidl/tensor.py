@@ -27,11 +27,11 @@ class Tensor(Variable):
         return Tensor(data, requires_grad=requires_grad)
 
     # --- basic properties (shape, dtype and device come from Variable) -----------------------
-    ndim = property(lambda self: self.data.ndim)
+    ndim = property(lambda self: self.array.ndim)
     is_leaf = property(lambda self: self._ctx is None)
 
     def __len__(self):
-        return len(self.data)
+        return len(self.array)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -48,20 +48,20 @@ class Tensor(Variable):
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no graph "
                                "(did you create it under no_grad, or forget requires_grad=True?)")
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self.array)
         if grad is None:
             if self.size != 1:
                 raise RuntimeError(f"backward(): grad must be given for a non-scalar output of shape {self.shape}")
             grad = xp.ones(self.shape, dtype=self.dtype)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            grad = grad.array if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
         run_backward(self, grad)
 
     def detach(self):
         """The same data, cut from the graph."""
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def zero_grad(self):
         self.grad = None
@@ -69,7 +69,7 @@ class Tensor(Variable):
     # --- conversion ---------------------------------------------------------------------
     def numpy(self):
         """A host NumPy array (copied from the GPU when needed)."""
-        return backend.to_numpy(self.data)
+        return backend.to_numpy(self.array)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -78,7 +78,7 @@ class Tensor(Variable):
     def item(self):
         if self.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted, this one has shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -146,8 +146,8 @@ class Tensor(Variable):
 
     # Comparisons give boolean tensors outside the graph (they have no gradient).
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(backend.get_array_module(self.data).asarray(op(self.data, other)))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor(backend.get_array_module(self.array).asarray(op(self.array, other)))
 
     __eq__ = lambda self, o: self._compare(o, lambda a, b: a == b)
     __ne__ = lambda self, o: self._compare(o, lambda a, b: a != b)
@@ -231,9 +231,9 @@ class Tensor(Variable):
     @requires_grad.setter
     def requires_grad(self, flag):
         flag = bool(flag)
-        if flag and self.data.dtype.kind != "f":
+        if flag and self.array.dtype.kind != "f":
             raise TypeError(f"requires_grad: only floating-point tensors can require gradients, "
-                            f"got dtype {self.data.dtype}")
+                            f"got dtype {self.array.dtype}")
         if not flag and self._ctx is not None:
             raise RuntimeError("requires_grad: only a leaf can stop requiring grad; use .detach() "
                                "for a non-leaf")
@@ -245,17 +245,17 @@ class Tensor(Variable):
 
     @property
     def size(self):
-        return _Size(self.data.shape)
+        return _Size(self.array.shape)
 
     def numel(self):
-        return self.data.size
+        return self.array.size
 
     def dim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def _version(self):
-        return version_counter.stamp(self.data)[1]
+        return version_counter.stamp(self.array)[1]
 
     # reductions
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
@@ -295,12 +295,12 @@ class Tensor(Variable):
         return self._arg("argmin", _dim(dim, axis), _keep(keepdim, keepdims))
 
     def _arg(self, kind, d, keep):
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self.array)
         if d is None:
-            out = getattr(self.data.reshape(-1), kind)()
+            out = getattr(self.array.reshape(-1), kind)()
             return Tensor(xp.asarray(out, dtype=int64).reshape((1,) * self.ndim if keep else ()))
         d = _single_dim(d, self.ndim, kind)
-        out = getattr(self.data, kind)(axis=d)
+        out = getattr(self.array, kind)(axis=d)
         return Tensor(xp.asarray(out, dtype=int64) if not keep else xp.expand_dims(out, d).astype(int64))
 
     def norm(self, p=2, dim=None, keepdim=False, *, axis=None, keepdims=None):
@@ -328,7 +328,7 @@ class Tensor(Variable):
 
     def sign(self):
         """-1, 0 or 1; a constant of the graph (its gradient is zero almost everywhere)."""
-        return Tensor(backend.get_array_module(self.data).sign(self.data))
+        return Tensor(backend.get_array_module(self.array).sign(self.array))
 
     def where(self, condition, other):
         """self where ``condition`` else ``other`` (PyTorch's ``x.where(cond, y)``)."""
@@ -340,7 +340,7 @@ class Tensor(Variable):
 
     def gather(self, dim, index):
         """out[i][j] = self[i][index[i][j]] for dim 1 (index is an integer Tensor of self's ndim)."""
-        idx = index.data if isinstance(index, Tensor) else backend.xp_for(self.device).asarray(index)
+        idx = index.array if isinstance(index, Tensor) else backend.xp_for(self.device).asarray(index)
         if idx.dtype.kind not in "iu" or idx.ndim != self.ndim:
             raise ValueError(f"gather: index must be an integer tensor with {self.ndim} dimensions, "
                              f"got dtype {idx.dtype} and shape {idx.shape}")
@@ -366,7 +366,7 @@ class Tensor(Variable):
         return self >= other
 
     def logical_not(self):
-        return Tensor(backend.get_array_module(self.data).logical_not(self.data))
+        return Tensor(backend.get_array_module(self.array).logical_not(self.array))
 
     # shape
     def view(self, *shape_):
@@ -417,20 +417,20 @@ class Tensor(Variable):
         return self
 
     def clone(self):
-        return self * 1 if self.requires_grad else Tensor(self.data.copy())
+        return self * 1 if self.requires_grad else Tensor(self.array.copy())
 
     # dtypes: floating casts stay in the graph; integer and boolean ones leave it
     def long(self):
-        return Tensor(self.data.astype(int64))
+        return Tensor(self.array.astype(int64))
 
     def int(self):
-        return Tensor(self.data.astype(int32))
+        return Tensor(self.array.astype(int32))
 
     def bool(self):
-        return Tensor(self.data.astype(bool_))
+        return Tensor(self.array.astype(bool_))
 
     def type_as(self, other):
-        return self.astype(other.dtype) if other.dtype.kind == "f" else Tensor(self.data.astype(other.dtype))
+        return self.astype(other.dtype) if other.dtype.kind == "f" else Tensor(self.array.astype(other.dtype))
 
     # in place (PyTorch's names). They change ``data`` itself, so views see the change, and bump
     # the version counter so that a backward pass that still needs the old values refuses to run.
@@ -438,11 +438,11 @@ class Tensor(Variable):
         if self.requires_grad and is_grad_enabled():
             raise RuntimeError(f"{op}: in-place change of a tensor that requires grad; wrap it in "
                                "`with md.no_grad():` (for a leaf) or use the out-of-place form")
-        xp = backend.get_array_module(self.data)
-        value = value.data if isinstance(value, Tensor) else value
-        self.data[...] = xp.asarray(value, dtype=self.dtype) if self.dtype.kind != "f" or backend.is_array(value) \
+        xp = backend.get_array_module(self.array)
+        value = value.array if isinstance(value, Tensor) else value
+        self.array[...] = xp.asarray(value, dtype=self.dtype) if self.dtype.kind != "f" or backend.is_array(value) \
             else value
-        version_counter.bump(self.data)
+        version_counter.bump(self.array)
         return self
 
     def zero_(self):
@@ -453,41 +453,41 @@ class Tensor(Variable):
 
     def uniform_(self, a=0.0, b=1.0):
         """Fill with U(a, b) samples from the library generator (seeded by manual_seed)."""
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self.array)
         return self._inplace("uniform_", backend.rng(xp).uniform(a, b, self.shape).astype(self.dtype))
 
     def normal_(self, mean=0.0, std=1.0):
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self.array)
         return self._inplace("normal_", (backend.rng(xp).standard_normal(self.shape) * std + mean).astype(self.dtype))
 
     def copy_(self, src):
-        src = src.data if isinstance(src, Tensor) else src
-        xp = backend.get_array_module(self.data)
+        src = src.array if isinstance(src, Tensor) else src
+        xp = backend.get_array_module(self.array)
         return self._inplace("copy_", xp.broadcast_to(backend.to_device(xp.asarray(src), self.device)
                                                       if backend.is_array(src) else xp.asarray(src), self.shape))
 
     def clamp_(self, min=None, max=None):
-        xp = backend.get_array_module(self.data)
-        return self._inplace("clamp_", xp.clip(self.data, min, max))
+        xp = backend.get_array_module(self.array)
+        return self._inplace("clamp_", xp.clip(self.array, min, max))
 
     def add_(self, other, alpha=1):
-        other = other.data if isinstance(other, Tensor) else other
-        return self._inplace("add_", self.data + (other * alpha if alpha != 1 else other))
+        other = other.array if isinstance(other, Tensor) else other
+        return self._inplace("add_", self.array + (other * alpha if alpha != 1 else other))
 
     def sub_(self, other, alpha=1):
-        other = other.data if isinstance(other, Tensor) else other
-        return self._inplace("sub_", self.data - (other * alpha if alpha != 1 else other))
+        other = other.array if isinstance(other, Tensor) else other
+        return self._inplace("sub_", self.array - (other * alpha if alpha != 1 else other))
 
     def mul_(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return self._inplace("mul_", self.data * other)
+        other = other.array if isinstance(other, Tensor) else other
+        return self._inplace("mul_", self.array * other)
 
     def div_(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return self._inplace("div_", self.data / other)
+        other = other.array if isinstance(other, Tensor) else other
+        return self._inplace("div_", self.array / other)
 
     def sign_(self):
-        return self._inplace("sign_", backend.get_array_module(self.data).sign(self.data))
+        return self._inplace("sign_", backend.get_array_module(self.array).sign(self.array))
 
 
 class _Size(int):
@@ -540,11 +540,11 @@ def _single_dim(dim, ndim, op):
 
 def where(condition, x, y):
     """x where ``condition`` else y, broadcast; numbers take the dtype of the tensor argument."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = condition.array if isinstance(condition, Tensor) else condition
     ref = x if isinstance(x, Tensor) else y
     if not isinstance(ref, Tensor):
         raise TypeError("where: x or y must be a Tensor")
-    xp = backend.get_array_module(ref.data)
+    xp = backend.get_array_module(ref.array)
     cond = backend.to_device(cond, ref.device) if backend.is_array(cond) else xp.asarray(cond)
     if cond.dtype != bool_:
         raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
@@ -553,15 +553,15 @@ def where(condition, x, y):
 
 def to_host(a):
     """A host NumPy array for a Tensor or a NumPy/CuPy array."""
-    return backend.to_numpy(a.data if isinstance(a, Tensor) else a)
+    return backend.to_numpy(a.array if isinstance(a, Tensor) else a)
 
 
 def _unwrap_index(index):
     """Tensors used as indices become their arrays."""
     if isinstance(index, Tensor):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
     if isinstance(index, list):
         return numpy.asarray(index)
     return index
@@ -575,7 +575,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False):
     Python ints become int64.
     """
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     return Tensor(backend.new_array(data, dtype=dtype, device=device), requires_grad=requires_grad)
 
 
@@ -613,7 +613,7 @@ def rand(*shape, dtype=None, device="cpu", requires_grad=False):
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
-    return Tensor(backend.get_array_module(t.data).zeros_like(t.data, dtype=backend.resolve_dtype(dtype)),
+    return Tensor(backend.get_array_module(t.array).zeros_like(t.array, dtype=backend.resolve_dtype(dtype)),
                   requires_grad=requires_grad)
 
 

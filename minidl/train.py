@@ -37,14 +37,14 @@ def _finite(value):
 def _weights_finite(model):
     xp = None
     for p in model.parameters():
-        xp = xp or backend.get_array_module(p.data)
-        if not bool(xp.isfinite(p.data).all()):
+        xp = xp or backend.get_array_module(p.array)
+        if not bool(xp.isfinite(p.array).all()):
             return False
     return True
 
 
 def _count_correct(logits, y):
-    return (logits.data.argmax(axis=1) == y.data).sum()
+    return (logits.array.argmax(axis=1) == y.array).sum()
 
 
 def _sum_over_ranks(loader, *values):
@@ -90,7 +90,7 @@ def train_epoch(model, loader, optimizer, schedule=None, perturb=None, progress=
         if schedule is not None and schedule_per_batch:
             schedule.step()
         # Sums stay on the device; reading them (a host sync on a GPU) happens only for the bar.
-        batch_loss = loss.data * len(y)
+        batch_loss = loss.array * len(y)
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct += _count_correct(logits, y)
         seen += len(y)

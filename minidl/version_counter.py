@@ -21,7 +21,7 @@ def _base(array):
 
 
 def stamp(array):
-    """(base array, its version) for ``array``; the base is kept so that a later ``t.data = ...``
+    """(base array, its version) for ``array``; the base is kept so that a later ``t.array = ...``
     (a new array, untracked as in PyTorch) does not hide a change of the old one."""
     base = _base(array)
     return base, _versions.get(id(base), 0)

@@ -56,7 +56,7 @@ def backends():
 # --- helpers --------------------------------------------------------------------------------
 def on(device, t, requires_grad=None):
     """A new leaf Tensor with ``t``'s values (a Tensor or array) on ``device``."""
-    data = t.data if isinstance(t, Tensor) else np.asarray(t)
+    data = t.array if isinstance(t, Tensor) else np.asarray(t)
     rg = (t.requires_grad if isinstance(t, Tensor) else False) if requires_grad is None else requires_grad
     return Tensor(backend.to_device(data, device).copy(), requires_grad=rg)
 
@@ -93,8 +93,8 @@ def linear_model(W, b, dtype=np.float64):
     """nn.Linear with the given weight (out, in) and bias, in ``dtype``."""
     W = np.asarray(W, dtype=dtype)
     m = nn.Linear(W.shape[1], W.shape[0])
-    m.weight.data = W.copy()
-    m.bias.data = np.asarray(b, dtype=dtype).copy()
+    m.weight.array = W.copy()
+    m.bias.array = np.asarray(b, dtype=dtype).copy()
     return m
 
 

@@ -28,7 +28,7 @@ F64 = np.float64
 # --- helpers ------------------------------------------------------------------------------
 def to_dtype(model, dtype):
     for p in model.parameters():
-        p.data = p.data.astype(dtype)
+        p.array = p.array.astype(dtype)
     return model
 
 
@@ -208,7 +208,7 @@ def problems(draw):
         layers += [nn.Linear(d, c)]
     model = to_dtype(nn.Sequential(*layers), dtype)
     for p in model.parameters():  # non-zero biases too
-        p.data = p.data + rng.normal(scale=0.3, size=p.shape).astype(dtype)
+        p.array = p.array + rng.normal(scale=0.3, size=p.shape).astype(dtype)
     x = rng.uniform(0, 1, (n,) + shape)
     x[rng.random(x.shape) < 0.2] = 0.0  # points on the box's faces, where clipping matters
     x[rng.random(x.shape) < 0.2] = 1.0
@@ -495,7 +495,7 @@ def test_output_is_detached_and_input_untouched():
     xt = md.tensor(x, requires_grad=True)
     for out in (fgsm(model, xt, y, 0.1), pgd(model, xt, y, 0.1, 0.05, 3), fgsm_random_start(model, xt, y, 0.1)):
         assert isinstance(out, Tensor) and not out.requires_grad and out.is_leaf
-        assert out.data is not xt.data
+        assert out.array is not xt.array
     np.testing.assert_array_equal(xt.numpy(), x_copy)
     assert xt.grad is None
 
@@ -508,7 +508,7 @@ def test_eps_zero_returns_the_input():
 
 
 def test_gradient_masked_model_gives_zero_gradient_not_an_error():
-    """A model that cuts x out of its graph (it reads x.data): the input gradient is zero and
+    """A model that cuts x out of its graph (it reads x.array): the input gradient is zero and
     attacks without a random start return the input unchanged."""
 
     class Rounding(nn.Module):
@@ -517,7 +517,7 @@ def test_gradient_masked_model_gives_zero_gradient_not_an_error():
             self.lin = linear_model([[1.0, -1.0], [-1.0, 1.0]], [0.0, 0.0])
 
         def forward(self, x):
-            return self.lin(Tensor(np.round(x.data)))
+            return self.lin(Tensor(np.round(x.array)))
 
     model = Rounding()
     x = np.array([[0.9, 0.1], [0.2, 0.7]])
@@ -643,7 +643,7 @@ class RandomSign(nn.Module):
         self.lin = nn.Linear(d, c)
 
     def forward(self, x):
-        xp = md.backend.get_array_module(x.data)
+        xp = md.backend.get_array_module(x.array)
         sign = md.backend.rng(xp).choice([-1.0, 1.0], size=x.shape[1:]).astype(x.dtype)
         return self.lin(x * Tensor(sign))
 

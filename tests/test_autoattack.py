@@ -33,8 +33,8 @@ F64 = np.float64
 def linear_image_model(W, b):
     """Flatten, then logits W x + b (float64)."""
     lin = nn.Linear(W.shape[1], W.shape[0])
-    lin.weight.data = np.asarray(W, dtype=F64).copy()
-    lin.bias.data = np.asarray(b, dtype=F64).copy()
+    lin.weight.array = np.asarray(W, dtype=F64).copy()
+    lin.bias.array = np.asarray(b, dtype=F64).copy()
     return nn.Sequential(nn.Flatten(), lin)
 
 
@@ -102,8 +102,8 @@ class Quantised(nn.Module):
         self.inner, self.levels = inner, levels
 
     def forward(self, x):
-        xp = md.backend.get_array_module(x.data)
-        return self.inner(Tensor(xp.round(x.data * self.levels) / self.levels))
+        xp = md.backend.get_array_module(x.array)
+        return self.inner(Tensor(xp.round(x.array * self.levels) / self.levels))
 
 
 # --- DLR ----------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ class Noisy(nn.Module):
 
     def forward(self, x):
         z = self.inner(x)
-        xp = md.backend.get_array_module(z.data)
+        xp = md.backend.get_array_module(z.array)
         return z + Tensor(md.backend.rng(xp).standard_normal(z.shape) * self.sigma)
 
 

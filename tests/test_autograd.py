@@ -177,10 +177,10 @@ def test_an_input_no_backward_reads_is_freed_after_the_forward_pass():
     import weakref
     w = md.tensor(np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32), requires_grad=True)
     h = w * 2.0
-    freed = weakref.ref(h.data)
+    freed = weakref.ref(h.array)
     y = F.relu(h)
     h2 = w * 3.0
-    kept = weakref.ref(h2.data)
+    kept = weakref.ref(h2.array)
     z = h2 * h2
     del h, h2
     gc.collect()
@@ -220,7 +220,7 @@ def test_float64_is_preserved_end_to_end():
     md.manual_seed(0)
     x = md.randn(4, 3, dtype="float64", requires_grad=True)
     lin = md.nn.Linear(3, 2)
-    w = Tensor(lin.weight.data.astype(np.float64), requires_grad=True)
+    w = Tensor(lin.weight.array.astype(np.float64), requires_grad=True)
     b = Tensor(np.zeros(2), requires_grad=True)
     h = F.relu(F.linear(x, w, b)) * 2.0 + 1.0
     loss = F.cross_entropy(F.log_softmax(h), np.array([0, 1, 1, 0])) + (h ** 2).mean() / 3

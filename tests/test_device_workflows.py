@@ -34,7 +34,7 @@ D = 16  # 1 x 4 x 4 images for the linear model
 
 def to_float64(model):
     for p in model.parameters():
-        p.data = p.data.astype(np.float64)
+        p.array = p.array.astype(np.float64)
     return model
 
 
@@ -43,7 +43,7 @@ def linear_two_class(device, seed=0):
     rng = np.random.default_rng(seed)
     W, b = rng.standard_normal((2, D)), np.array([0.1, -0.1])
     model = nn.Sequential(nn.Flatten(), nn.Linear(D, 2))
-    model[1].weight.data, model[1].bias.data = W.copy(), b.copy()
+    model[1].weight.array, model[1].bias.array = W.copy(), b.copy()
     return model.to(device), W[1] - W[0], b[1] - b[0]
 
 
@@ -68,7 +68,7 @@ def cnn_data(n=6, seed=2):
 
 
 def on_device(x, device):
-    return backend.device_of(x.data if isinstance(x, Tensor) else x) == device
+    return backend.device_of(x.array if isinstance(x, Tensor) else x) == device
 
 
 def ce_loss_sum(model, x, y):
@@ -120,7 +120,7 @@ def closed_form_problem(device):
     x = mid_images(200, seed=3)
     f = x.reshape(len(x), -1) @ w
     median = float(np.median(f))
-    model[1].bias.data = backend.to_device(np.array([median / 2, -median / 2]), device)   # c = -median
+    model[1].bias.array = backend.to_device(np.array([median / 2, -median / 2]), device)   # c = -median
     f = f - median
     flip = np.random.default_rng(4).random(len(x)) < 0.2
     y = ((f > 0) ^ flip).astype(np.int64)
@@ -155,7 +155,7 @@ def test_apgd_and_autoattack_match_the_closed_form(device):
     rng = np.random.default_rng(5)
     W, b = rng.standard_normal((4, D)), 0.1 * rng.standard_normal(4)
     model = nn.Sequential(nn.Flatten(), nn.Linear(D, 4))
-    model[1].weight.data, model[1].bias.data = W.copy(), b.copy()
+    model[1].weight.array, model[1].bias.array = W.copy(), b.copy()
     model = model.to(device)
     x = mid_images(120, seed=6)
     z = x.reshape(len(x), -1) @ W.T + b

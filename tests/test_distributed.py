@@ -108,7 +108,7 @@ def test_allreduce_weights_by_share_and_zero_share_adds_nothing():
     for b, p in zip(before, model.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), 0.25 * b, rtol=1e-6)
     for p in model.parameters():
-        p.grad.data[...] = np.nan  # an empty shard's mean gradient
+        p.grad.array[...] = np.nan  # an empty shard's mean gradient
     distributed.allreduce_gradients(model.parameters(), share=0.0)
     assert all(np.all(p.grad.numpy() == 0) for p in model.parameters())
 

@@ -64,7 +64,7 @@ def const(x):
 
 def split(t, *shapes_):
     """Cut the values of ``t`` into leaf Tensors of ``shapes_`` (same dtype and device)."""
-    flat, out, start = t.data.reshape(-1), [], 0
+    flat, out, start = t.array.reshape(-1), [], 0
     for shape in shapes_:
         n = int(np.prod(shape))
         out.append(Tensor(flat[start:start + n].reshape(shape).copy(), requires_grad=True))
@@ -350,7 +350,7 @@ def test_conv2d_large_kernel_fft_path(device, data, n, c, f, k, size, pad, bias)
         h = max(1, k - 2 * pad) + size
         x = data.draw(tensors(shape=(n, c, h, h + 1), min_value=-2.0, max_value=2.0))
         w = data.draw(tensors(shape=(f, c, k, k), min_value=-2.0, max_value=2.0))
-        assert conv_kernels.conv2d_forward(x.data, w.data, (1, 1), (pad, pad))[1].algorithm == "fft"
+        assert conv_kernels.conv2d_forward(x.array, w.array, (1, 1), (pad, pad))[1].algorithm == "fft"
         if bias:
             b = data.draw(tensors(shape=(f,)))
             check(device, lambda u, v, z: F.conv2d(u, v, z, padding=pad), x, w, b,
@@ -436,7 +436,7 @@ def _batch_norm_case(device, training, seed, shape, scale):
     rm, rv = rng.standard_normal(c), rng.uniform(0.5, 2.0, c)
 
     def f(u, g, b):
-        running = on(device, rm).data, on(device, rv).data  # fresh copies: train mode updates them
+        running = on(device, rm).array, on(device, rv).array  # fresh copies: train mode updates them
         return F.batch_norm(u, *running, g, b, training=training)
 
     def ref(u, g, b):

@@ -33,7 +33,7 @@ def noise_attack(calls, stop_at=None):
         calls.append(len(y))
         if stop_at is not None and len(calls) == stop_at:
             raise Stop
-        return Tensor(x.data + backend.rng().uniform(-0.5, 0.5, x.shape))
+        return Tensor(x.array + backend.rng().uniform(-0.5, 0.5, x.shape))
     return attack
 
 

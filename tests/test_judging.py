@@ -34,12 +34,12 @@ class Skewed(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(4, 3)
-        self.lin.weight.data[...] = 0
-        self.lin.bias.data[...] = 0
+        self.lin.weight.array[...] = 0
+        self.lin.bias.array[...] = 0
 
     def forward(self, x):
         z = self.lin(x)
-        xp = md.backend.get_array_module(z.data)
+        xp = md.backend.get_array_module(z.array)
         right = md.backend.rng(xp).random(z.shape[0]) < P_RIGHT
         offset = xp.where(right[:, None], xp.array([0.0, 5.0, 0.0]), xp.array([100.0, 0.0, 0.0]))
         return z + Tensor(offset.astype(z.dtype))

@@ -26,8 +26,8 @@ def two_class_linear(seed=0):
     direction everywhere."""
     rng = np.random.default_rng(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(D, 2))
-    model[1].weight.data[...] = rng.standard_normal((2, D)).astype(np.float32)
-    model[1].bias.data[...] = 0
+    model[1].weight.array[...] = rng.standard_normal((2, D)).astype(np.float32)
+    model[1].bias.array[...] = 0
     return model
 
 

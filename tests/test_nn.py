@@ -204,7 +204,7 @@ def test_linear_layer_shapes_and_errors():
     assert lin(md.ones(2, 5, 4)).shape == (2, 5, 3)
     with pytest.raises(ValueError, match=r"linear: x has 5 features .* expects 4"):
         lin(md.ones(2, 5))
-    lin.bias.data[...] = [1, 2, 3]
+    lin.bias.array[...] = [1, 2, 3]
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(lin(md.tensor(x)).numpy(), x @ lin.weight.numpy().T + [1, 2, 3], rtol=1e-5)
 
@@ -260,8 +260,8 @@ def test_sequential():
 def test_batchnorm2d_running_stats_train_and_eval():
     rng = np.random.default_rng(0)
     bn = nn.BatchNorm2d(3, momentum=0.2)
-    bn.weight.data[...] = [1.0, 2.0, 0.5]
-    bn.bias.data[...] = [0.0, -1.0, 3.0]
+    bn.weight.array[...] = [1.0, 2.0, 0.5]
+    bn.bias.array[...] = [0.0, -1.0, 3.0]
     rm, rv = np.zeros(3), np.ones(3)
     for _ in range(3):
         x = (rng.standard_normal((4, 3, 5, 2)) * np.array([1, 2, 3])[None, :, None, None] + 5).astype(np.float32)

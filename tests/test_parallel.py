@@ -329,7 +329,7 @@ def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
                 x, gamma, beta = Tensor(x0, requires_grad=True), Tensor(np.ones(3), requires_grad=True), Tensor(np.zeros(3), requires_grad=True)
                 y = F.relu(F.batch_norm(x, np.zeros(3), np.ones(3), gamma, beta, training=True))
                 y.backward(g0)
-                results.append([y.data, x.grad.data, gamma.grad.data, beta.grad.data])
+                results.append([y.array, x.grad.array, gamma.grad.array, beta.grad.array])
     finally:
         normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
     for serial, threaded in zip(*results):

@@ -160,13 +160,13 @@ class NoisyLinear(nn.Module):
         self.lin = lin
 
     def forward(self, x):
-        xp = md.backend.get_array_module(x.data)
+        xp = md.backend.get_array_module(x.array)
         noise = md.backend.rng(xp).normal(scale=0.01, size=x.shape).astype(x.dtype)
         return self.lin(x + Tensor(noise))
 
 
 class Rounding(nn.Module):
-    """Gradient masking: the forward reads x.data (rounded to a coarse grid), so no gradient
+    """Gradient masking: the forward reads x.array (rounded to a coarse grid), so no gradient
     reaches the input although the classifier is the same linear model."""
 
     def __init__(self, lin):
@@ -174,7 +174,7 @@ class Rounding(nn.Module):
         self.lin = lin
 
     def forward(self, x):
-        return self.lin(Tensor(np.round(x.data * 4) / 4))
+        return self.lin(Tensor(np.round(x.array * 4) / 4))
 
 
 def attacks_for(eps=0.1, huge=1.0):

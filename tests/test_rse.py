@@ -36,7 +36,7 @@ def tiny_cnn(in_channels=1):
 
 def to_double(model):
     for p in model.parameters():
-        p.data = p.data.astype(np.float64)
+        p.array = p.array.astype(np.float64)
     return model
 
 
@@ -123,7 +123,7 @@ def test_noise_gradient_is_identity(device, seed, sigma):
         md.manual_seed(seed)
         return layer(t * t) * 2.0
 
-    assert gradcheck(fn, Tensor(x.data.copy(), requires_grad=True))
+    assert gradcheck(fn, Tensor(x.array.copy(), requires_grad=True))
 
 
 # --- rse() ------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_rse_rejects():
 def separate_passes(model, x, n, seed):
     """Probabilities of n separate forward passes, replica k with generator k (as the ensemble)."""
     md.manual_seed(seed)
-    gens = replica_generators(replica_seeds(n), backend.get_array_module(x.data))
+    gens = replica_generators(replica_seeds(n), backend.get_array_module(x.array))
     out = []
     for g in gens:
         with replica_streams([g]):
@@ -319,7 +319,7 @@ def test_eot_gradient_is_mean_of_per_sample_gradients(device, k, seed):
     md.manual_seed(seed)
     grads, all_logits = [], []
     for _ in range(k):
-        xg = Tensor(x.data.copy(), requires_grad=True)
+        xg = Tensor(x.array.copy(), requires_grad=True)
         out = model(xg)
         F.cross_entropy(out, y, reduction="none").sum().backward()
         grads.append(xg.grad.numpy())

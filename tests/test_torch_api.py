@@ -228,7 +228,7 @@ def test_attack_idiom():
         loss = F.cross_entropy((X + delta) @ w, [0, 1, 0, 1])
         loss.backward()
         grad = delta.grad.numpy().copy()
-        delta.data = md.clamp(delta + 0.05 * delta.grad.sign(), -0.1, 0.1).data
+        delta.array = md.clamp(delta + 0.05 * delta.grad.sign(), -0.1, 0.1).array
         delta.grad.zero_()
     assert np.abs(grad).sum() > 0 and not delta.grad.numpy().any()
     assert np.abs(delta.numpy()).max() <= 0.1 + 1e-7
@@ -501,10 +501,10 @@ def test_losses_agree_with_torch(seed, smoothing, reduction):
 def test_batchnorm1d_agrees_with_torch():
     rng = np.random.default_rng(0)
     ours, theirs = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3).double()
-    ours.weight.data = rng.random(3) + 0.5
-    ours.bias.data = rng.standard_normal(3)
+    ours.weight.array = rng.random(3) + 0.5
+    ours.bias.array = rng.standard_normal(3)
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
-    ours.weight.data, ours.bias.data = ours.weight.data.astype(np.float64), ours.bias.data.astype(np.float64)
+    ours.weight.array, ours.bias.array = ours.weight.array.astype(np.float64), ours.bias.array.astype(np.float64)
     x, tx = both(rng.standard_normal((5, 3)))
     agree(ours(x), theirs(tx), [(x, tx)])
     np.testing.assert_allclose(ours.state_dict()["running_var"], theirs.running_var.numpy(), rtol=1e-6)

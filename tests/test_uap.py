@@ -19,8 +19,8 @@ D = 16
 def linear_model(weight, bias=None):
     """Flatten -> Linear with the given weight (C, D) and bias."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(weight.shape[1], weight.shape[0]))
-    model[1].weight.data[...] = weight
-    model[1].bias.data[...] = 0 if bias is None else bias
+    model[1].weight.array[...] = weight
+    model[1].bias.array[...] = 0 if bias is None else bias
     return model
 
 
@@ -276,7 +276,7 @@ def test_deepfool_finds_the_nearest_boundary_of_a_linear_model(two_class):
     model, images, _, w = two_class
     x = images[:5]
     b0 = float((x.reshape(5, -1) @ w).max()) + 1.0
-    model[1].bias.data[...] = np.array([b0, 0.0], dtype=np.float32)  # class 0 on these images
+    model[1].bias.array[...] = np.array([b0, 0.0], dtype=np.float32)  # class 0 on these images
     margin = b0 - x.reshape(5, -1) @ w  # z0 - z1
     assert (margin > 0).all()
     r, ok = deepfool(model, x, np.zeros(5, dtype=np.int64), norm="2", overshoot=0.02)

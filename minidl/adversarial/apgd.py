@@ -61,7 +61,7 @@ def mean_logits(model, x, eot_samples=1):
     with no_grad():
         total = None
         for _ in range(eot_samples):
-            z = model(Tensor(x)).data
+            z = model(Tensor(x)).array
             total = z if total is None else total + z
     return total / eot_samples
 
@@ -172,14 +172,14 @@ def apgd(model, x, y, eps, norm="inf", steps=100, restarts=1, loss="ce", targete
     if seed is not None:
         check_number(f"{op}: seed", seed, minimum=0, integer=True)
     x, y = prepare_inputs(model, x, y, op)
-    xp = backend.get_array_module(x.data)
+    xp = backend.get_array_module(x.array)
     generator = attack_rng(xp, seed)
-    best = x.data.copy()
+    best = x.array.copy()
     with attack_mode(model):
-        z = mean_logits(model, x.data, eot_samples)
+        z = mean_logits(model, x.array, eot_samples)
         if targeted and n_target_classes > z.shape[1] - 1:
             raise ValueError(f"{op}: n_target_classes must be <= {z.shape[1] - 1} (classes - 1), got {n_target_classes}")
-        robust = z.argmax(axis=1) == y.data
+        robust = z.argmax(axis=1) == y.array
         ranked = xp.argsort(-z, axis=1, kind="stable")
         runs = [(t, r) for t in range(n_target_classes) for r in range(restarts)] if targeted else \
             [(None, r) for r in range(restarts)]
@@ -190,7 +190,7 @@ def apgd(model, x, y, eps, norm="inf", steps=100, restarts=1, loss="ce", targete
             if len(rows) == 0:
                 break
             loss_fn = _Targeted(loss, ranked[rows, t + 1]) if targeted else loss
-            points, won = _run(model, x.data[rows], y.data[rows], eps, norm, steps, loss_fn, eot_samples,
+            points, won = _run(model, x.array[rows], y.array[rows], eps, norm, steps, loss_fn, eot_samples,
                                generator, bar if progress else None)
             best[rows] = points  # a later run's point replaces an earlier one only on still-robust rows
             robust[rows[won]] = False

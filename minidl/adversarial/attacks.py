@@ -58,7 +58,7 @@ _model_device = model_device  # its name before it was shared
 def prepare_inputs(model, x, y, op):
     """(x, y) as Tensors on the model's device, after checking range, dtype and shapes."""
     device = model_device(model)
-    xd = x.data if isinstance(x, Tensor) else x
+    xd = x.array if isinstance(x, Tensor) else x
     if not backend.is_array(xd):
         xd = numpy.asarray(xd, dtype=numpy.float32)
     if xd.dtype.kind != "f":
@@ -69,7 +69,7 @@ def prepare_inputs(model, x, y, op):
     lo, hi = float(xd.min()), float(xd.max())
     if not (lo >= 0 and hi <= 1):  # written so that NaN fails too
         raise ValueError(f"{op}: x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-    yd = y.data if isinstance(y, Tensor) else y
+    yd = y.array if isinstance(y, Tensor) else y
     if not backend.is_array(yd):
         yd = numpy.asarray(yd)
     if yd.dtype.kind not in "iu":
@@ -90,10 +90,10 @@ def attack_mode(model):
 # --- losses and gradients -------------------------------------------------------------------
 def margin_loss(logits, y):
     """Carlini-Wagner margin per example: max_{j != y} z_j - z_y."""
-    xp = backend.get_array_module(logits.data)
+    xp = backend.get_array_module(logits.array)
     n, c = logits.shape
     mask = xp.zeros((n, c), dtype=logits.dtype)
-    mask[xp.arange(n), y.data] = -xp.inf
+    mask[xp.arange(n), y.array] = -xp.inf
     onehot = (mask != 0).astype(logits.dtype)
     best_other = (logits + Tensor(mask)).max(axis=1)
     return best_other - (logits * Tensor(onehot)).sum(axis=1)
@@ -101,7 +101,7 @@ def margin_loss(logits, y):
 
 def onehot(index, logits):
     """A constant (n, c) Tensor with a 1 at column index[i] of row i."""
-    xp = backend.get_array_module(logits.data)
+    xp = backend.get_array_module(logits.array)
     n, c = logits.shape
     out = xp.zeros((n, c), dtype=logits.dtype)
     out[xp.arange(n), index] = 1
@@ -111,8 +111,8 @@ def onehot(index, logits):
 def _sorted_logit(logits, rank):
     """z_{pi_rank} per example, pi sorting each row's logits in decreasing order (rank 1 = the
     largest). Differentiable: the gradient goes to the logit that holds that rank."""
-    xp = backend.get_array_module(logits.data)
-    index = xp.argsort(-logits.data, axis=1, kind="stable")[:, rank - 1]
+    xp = backend.get_array_module(logits.array)
+    index = xp.argsort(-logits.array, axis=1, kind="stable")[:, rank - 1]
     return (logits * onehot(index, logits)).sum(axis=1)
 
 
@@ -139,8 +139,8 @@ def dlr_loss_targeted(logits, y, target):
     Ascending it raises the target logit z_t above the true z_y."""
     if logits.shape[1] < 4:
         raise ValueError(f"dlr_loss_targeted: logits must have at least 4 classes, got shape {logits.shape}")
-    y = y.data if isinstance(y, Tensor) else y
-    target = target.data if isinstance(target, Tensor) else target
+    y = y.array if isinstance(y, Tensor) else y
+    target = target.array if isinstance(target, Tensor) else target
     diff = (logits * onehot(target, logits)).sum(axis=1) - (logits * onehot(y, logits)).sum(axis=1)
     return diff / (_sorted_logit(logits, 1) - 0.5 * (_sorted_logit(logits, 3) + _sorted_logit(logits, 4)) + 1e-12)
 
@@ -164,15 +164,15 @@ def _one_pass(model, x, y, loss, gradient):
     if not gradient:
         with no_grad():
             logits = model(x)
-            return None, logits.data, attack_loss(logits, y, loss).data
-    xg = Tensor(x.data, requires_grad=True)
+            return None, logits.array, attack_loss(logits, y, loss).array
+    xg = Tensor(x.array, requires_grad=True)
     with enable_grad():
         logits = model(xg)
         losses = attack_loss(logits, y, loss)
         if losses.requires_grad:  # a model that cuts x from its graph (masked gradients) gives 0
             losses.sum().backward()
-    g = xg.grad.data if xg.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
-    return g, logits.data, losses.data
+    g = xg.grad.array if xg.grad is not None else backend.get_array_module(x.array).zeros_like(x.array)
+    return g, logits.array, losses.array
 
 
 def expected_pass(model, x, y, loss="ce", eot_samples=1, gradient=True):
@@ -215,7 +215,7 @@ def fgsm(model, x, y, eps, norm="inf", targeted=False, loss="ce"):
     with attack_mode(model):
         g, _, _ = input_gradient(model, x, y, loss)
         xp = backend.get_array_module(g)
-        out = xp.clip(x.data + (s * eps) * step_direction(g, norm).astype(x.dtype), 0, 1)
+        out = xp.clip(x.array + (s * eps) * step_direction(g, norm).astype(x.dtype), 0, 1)
     return Tensor(out)
 
 
@@ -236,9 +236,9 @@ def fgsm_random_start(model, x, y, eps, alpha=None, norm="inf"):
         check_number("fgsm_random_start: alpha", alpha, minimum=0, strict=True)
     x, y = prepare_inputs(model, x, y, "fgsm_random_start")
     with attack_mode(model):
-        start = Tensor(random_start_point(x.data, eps, norm, clip=False))
+        start = Tensor(random_start_point(x.array, eps, norm, clip=False))
         g, _, _ = input_gradient(model, start, y)
-        out = pgd_step(start.data, g, x.data, eps, alpha, norm)
+        out = pgd_step(start.array, g, x.array, eps, alpha, norm)
     return Tensor(out)
 
 
@@ -259,10 +259,10 @@ def noisy_fgsm(model, x, y, eps, noise=None, alpha=None, norm="inf"):
     alpha = eps if alpha is None else check_number("noisy_fgsm: alpha", alpha, minimum=0)
     x, y = prepare_inputs(model, x, y, "noisy_fgsm")
     with attack_mode(model):
-        start = Tensor(random_start_point(x.data, noise, norm, clip=False))
+        start = Tensor(random_start_point(x.array, noise, norm, clip=False))
         g, _, _ = input_gradient(model, start, y)
         xp = backend.get_array_module(g)
-        out = xp.clip(start.data + alpha * step_direction(g, norm).astype(x.dtype), 0, 1)
+        out = xp.clip(start.array + alpha * step_direction(g, norm).astype(x.dtype), 0, 1)
     return Tensor(out)
 
 
@@ -288,15 +288,15 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
     if loss not in ("ce", "margin"):
         raise ValueError(f"{op}: loss must be 'ce' or 'margin', got {loss!r}")
     x, y = prepare_inputs(model, x, y, op)
-    xp = backend.get_array_module(x.data)
+    xp = backend.get_array_module(x.array)
     s = -1 if targeted else 1
-    best = x.data.copy()
+    best = x.array.copy()
     best_success = xp.zeros(len(y), dtype=bool)
     best_score = xp.full(len(y), -xp.inf, dtype=numpy.float64)  # s * loss: higher is worse for the model
 
     def keep(points, logits, losses, rows):
         """Update the worst case of examples ``rows`` with candidate ``points``."""
-        succ = _success(logits, y.data[rows], targeted)
+        succ = _success(logits, y.array[rows], targeted)
         score = s * losses.astype(numpy.float64)
         better = (succ & ~best_success[rows]) | ((succ == best_success[rows]) & (score > best_score[rows]))
         idx = rows[better]
@@ -309,7 +309,7 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
             rows = xp.arange(len(y)) if restart == 0 else xp.nonzero(~best_success)[0]
             if len(rows) == 0:
                 break
-            x0, yr = x.data[rows], Tensor(y.data[rows])
+            x0, yr = x.array[rows], Tensor(y.array[rows])
             cur = random_start_point(x0, eps, norm) if random_start else x0.copy()
             for _ in range(steps):
                 g, logits, losses = input_gradient(model, Tensor(cur), yr, loss, eot_samples)

@@ -102,7 +102,7 @@ def stages(eps, norm, version, seed, progress=False):
 
 
 def _classes(model, x):
-    return int(mean_logits(model, x[:1].data).shape[1])
+    return int(mean_logits(model, x[:1].array).shape[1])
 
 
 def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=None, progress=False,
@@ -122,23 +122,23 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
         raise TypeError(f"{op}: log must be a StageLog or None, got {type(log).__name__}")
     x, y = prepare_inputs(model, x, y, op)
     samples = judge_samples_for(model, x[:PROBE_N], judge_samples, op)
-    xp = backend.get_array_module(x.data)
-    out = x.data.copy()
+    xp = backend.get_array_module(x.array)
+    out = x.array.copy()
 
     def correct(points, labels):
         return xp.asarray(predict(model, Tensor(points), samples)) == labels
 
     with attack_mode(model):
         t0 = time.perf_counter()
-        robust = correct(x.data, y.data)
+        robust = correct(x.array, y.array)
         if log is not None:
             log.add("clean", robust.sum(), time.perf_counter() - t0, n=len(y))
         for name, attack in stages(eps, norm, version, seed, progress):
             t0 = time.perf_counter()
             rows = xp.nonzero(robust)[0]
             if len(rows):
-                adv = attack(model, Tensor(x.data[rows]), Tensor(y.data[rows])).data
-                broken = ~correct(adv, y.data[rows])
+                adv = attack(model, Tensor(x.array[rows]), Tensor(y.array[rows])).array
+                broken = ~correct(adv, y.array[rows])
                 out[rows[broken]] = adv[broken]
                 robust[rows[broken]] = False
             if log is not None:

@@ -73,15 +73,15 @@ def predict(model, x, samples=1):
     (1/samples) sum_k softmax(model_k(x)), the mean over that many (noisy) passes."""
     judge = model if samples == 1 else Ensemble(model, samples)
     with model.mode(training=False), no_grad():
-        return backend.to_numpy(judge(x).data.argmax(axis=1))
+        return backend.to_numpy(judge(x).array.argmax(axis=1))
 
 
 def is_randomized(model, x, trials=2):
     """True when repeated eval-mode forward passes on the same input differ."""
     x, _ = prepare_inputs(model, x, numpy.zeros(len(x), dtype=numpy.int64), "is_randomized")
     with attack_mode(model), no_grad():
-        first = backend.to_numpy(model(x).data)
-        return any(not numpy.array_equal(first, backend.to_numpy(model(x).data)) for _ in range(trials - 1))
+        first = backend.to_numpy(model(x).array)
+        return any(not numpy.array_equal(first, backend.to_numpy(model(x).array)) for _ in range(trials - 1))
 
 
 def judge_samples_for(model, x, judge_samples=None, op="robust_accuracy"):
@@ -141,7 +141,7 @@ def robust_accuracy(model, data, attack, batch_size=200, progress=True, desc="at
             ok, adv_ok = done
         else:
             x, y = prepare_inputs(model, xb, yb, "robust_accuracy")
-            y_host = backend.to_numpy(y.data)
+            y_host = backend.to_numpy(y.array)
             ok = predict(model, x, samples) == y_host
             x_adv = attack(model, x, y)
             adv_ok = (predict(model, x_adv, samples) == y_host) & ok

@@ -86,7 +86,7 @@ class _Gap:
         self.target = target
 
     def __call__(self, logits, y):
-        return (logits * onehot(y.data, logits)).sum(axis=1) - (logits * onehot(self.target, logits)).sum(axis=1)
+        return (logits * onehot(y.array, logits)).sum(axis=1) - (logits * onehot(self.target, logits)).sum(axis=1)
 
 
 def _run(model, x0, y, target, start, steps, norm, bar):
@@ -134,15 +134,15 @@ def fab(model, x, y, eps=None, norm="inf", steps=100, n_target_classes=9, restar
     if seed is not None:
         check_number(f"{op}: seed", seed, minimum=0, integer=True)
     x, y = prepare_inputs(model, x, y, op)
-    xp = backend.get_array_module(x.data)
+    xp = backend.get_array_module(x.array)
     gen = attack_rng(xp, seed)
-    best = x.data.copy()
+    best = x.array.copy()
     dist = xp.full(len(y), xp.inf)
     with attack_mode(model):
-        z = mean_logits(model, x.data)
+        z = mean_logits(model, x.array)
         if n_target_classes > z.shape[1] - 1:
             raise ValueError(f"{op}: n_target_classes must be <= {z.shape[1] - 1} (classes - 1), got {n_target_classes}")
-        wrong = z.argmax(axis=1) != y.data
+        wrong = z.argmax(axis=1) != y.array
         dist[wrong] = 0
         ranked = xp.argsort(-z, axis=1, kind="stable")
         bar = tqdm(total=n_target_classes * restarts * steps, desc="fab-t", leave=False, disable=not progress)
@@ -152,7 +152,7 @@ def fab(model, x, y, eps=None, norm="inf", steps=100, n_target_classes=9, restar
                 rows = xp.nonzero(todo)[0]
                 if len(rows) == 0:
                     break
-                x0 = x.data[rows]
+                x0 = x.array[rows]
                 if r == 0:
                     start = x0
                 else:  # a random point of the box of half the best distance so far (eps if none)
@@ -161,12 +161,12 @@ def fab(model, x, y, eps=None, norm="inf", steps=100, n_target_classes=9, restar
                     unit = random_start_point(xp.zeros_like(x0), 1.0, "inf", clip=False, generator=gen)
                     start = xp.clip(x0 + 0.5 * radius.reshape((-1,) + (1,) * (x0.ndim - 1)).astype(x0.dtype) * unit,
                                     0, 1)
-                points, d = _run(model, x0, y.data[rows], ranked[rows, t + 1], start, steps, norm,
+                points, d = _run(model, x0, y.array[rows], ranked[rows, t + 1], start, steps, norm,
                                  bar if progress else None)
                 closer = d < dist[rows]
                 best[rows[closer]], dist[rows[closer]] = points[closer], d[closer]
         bar.close()
     if eps is not None:
         far = dist > eps
-        best[far] = x.data[far]
+        best[far] = x.array[far]
     return Tensor(best)

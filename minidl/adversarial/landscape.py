@@ -60,7 +60,7 @@ def _pgd_path(model, x, y, eps, alpha, steps, norm, loss, last):
     """PGD from x (Tensors from prepare_inputs), no random start: the iterates (steps + 1 host
     arrays), and the input gradients and per-example losses at each iterate as host float64
     arrays, the final iterate's only when ``last`` (a plain trajectory does not need it)."""
-    x0 = x.data
+    x0 = x.array
     cur = x0
     iterates, grads, losses = [backend.to_numpy(cur)], [], []
     with attack_mode(model):
@@ -213,8 +213,8 @@ def _losses_at(model, points, labels, loss, batch_size):
             p = Tensor(backend.to_device(points[i:i + batch_size], device))
             yy = Tensor(backend.to_device(numpy.asarray(labels[i:i + batch_size], dtype=numpy.int64), device))
             logits = model(p)
-            losses.append(backend.to_numpy(attack_loss(logits, yy, loss).data))
-            preds.append(backend.to_numpy(logits.data.argmax(axis=1)))
+            losses.append(backend.to_numpy(attack_loss(logits, yy, loss).array))
+            preds.append(backend.to_numpy(logits.array.argmax(axis=1)))
     return numpy.concatenate(losses).astype(numpy.float64), numpy.concatenate(preds)
 
 

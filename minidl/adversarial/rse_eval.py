@@ -83,14 +83,14 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
     bar = tqdm(total=len(mine[0]), desc=op, leave=False, disable=not (progress and comm.is_root))
     for xb, yb in batches(mine, batch_size):
         x, y = prepare_inputs(inner, xb, yb, op)
-        y_host = backend.to_numpy(y.data)
+        y_host = backend.to_numpy(y.array)
         ok = predict(ens, x) == y_host
         single_clean.append(predict(inner, x) == y_host)
         ok_single, ok_eot = numpy.zeros_like(ok), numpy.zeros_like(ok)
         rows = numpy.nonzero(ok)[0]
         if len(rows):
             idx = backend.to_device(rows, x.device)
-            xr, yr = Tensor(x.data[idx]), Tensor(y.data[idx])
+            xr, yr = Tensor(x.array[idx]), Tensor(y.array[idx])
             ok_single[rows] = predict(ens, attack(xr, yr, 1)) == y_host[rows]
             ok_eot[rows] = predict(ens, attack(xr, yr, eot_samples)) == y_host[rows]
         clean.append(ok)
@@ -124,7 +124,7 @@ def evaluate_rse(model, data, eps, alpha, steps, norm="inf", n_ensemble=10, eot_
         if comm.is_root:
             x, y = prepare_inputs(inner, images[:check_n], full[1][:check_n], op)
             huge_acc = float((predict(ens, attack(x, y, eot_samples, radius=huge_eps))
-                              == backend.to_numpy(y.data)).mean())
+                              == backend.to_numpy(y.array)).mean())
             if num_classes is None:
                 num_classes = ens.predict_proba(x[:1]).shape[1]
         huge_acc, num_classes = comm.broadcast_object((huge_acc, num_classes))

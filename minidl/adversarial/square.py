@@ -42,7 +42,7 @@ def p_schedule(p_init, query, queries):
 
 def _margin(model, x, y):
     """max_{j != y} z_j - z_y per example (positive: misclassified), float64."""
-    return margin_loss(Tensor(mean_logits(model, x)), Tensor(y)).data.astype(numpy.float64)
+    return margin_loss(Tensor(mean_logits(model, x)), Tensor(y)).array.astype(numpy.float64)
 
 
 # NumPy's and CuPy's generators share random(), not choice() or integers()
@@ -159,18 +159,18 @@ def square(model, x, y, eps, norm="inf", queries=5000, p_init=0.8, restarts=1, s
     x, y = prepare_inputs(model, x, y, op)
     if x.ndim != 4 or x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{op}: x must be images of shape (n, c, h >= 2, w >= 2), got {x.shape}")
-    xp = backend.get_array_module(x.data)
+    xp = backend.get_array_module(x.array)
     gen = attack_rng(xp, seed)
     init, query = (_linf_init, _linf_query) if norm == "inf" else (_l2_init, _l2_query)
-    best = x.data.copy()
+    best = x.array.copy()
     with attack_mode(model):
-        best_m = _margin(model, best, y.data)
+        best_m = _margin(model, best, y.array)
         bar = tqdm(total=restarts * queries, desc="square", leave=False, disable=not progress)
         for _ in range(restarts):
             rows = xp.nonzero(best_m <= 0)[0]
             if len(rows) == 0:
                 break
-            x0, yr = x.data[rows], y.data[rows]
+            x0, yr = x.array[rows], y.array[rows]
             cur = init(x0, eps, gen)
             m = _margin(model, cur, yr)
             act = xp.arange(len(rows))  # positions (in rows) of the examples not yet misclassified

@@ -104,7 +104,7 @@ def _predict_batches(model, images, batch_size, perturbation=None):
             x = backend.to_device(images[i:i + batch_size], device)
             if v is not None:
                 x = backend.get_array_module(x).clip(x + v, 0, 1)
-            out.append(backend.to_numpy(model(Tensor(x)).data.argmax(axis=1)))
+            out.append(backend.to_numpy(model(Tensor(x)).array.argmax(axis=1)))
     return numpy.concatenate(out) if out else numpy.zeros(0, dtype=numpy.int64)
 
 
@@ -118,7 +118,7 @@ def _mean_loss(model, images, labels, perturbation, batch_size, loss="ce"):
             x = backend.to_device(images[i:i + batch_size], device)
             x = backend.get_array_module(x).clip(x + v, 0, 1)
             y = Tensor(backend.to_device(labels[i:i + batch_size], device).astype(numpy.int64))
-            total += float(attack_loss(model(Tensor(x)), y, loss).data.astype(numpy.float64).sum())
+            total += float(attack_loss(model(Tensor(x)), y, loss).array.astype(numpy.float64).sum())
     return total / len(images)
 
 
@@ -372,7 +372,7 @@ def deepfool(model, x, classes, norm="2", overshoot=0.02, max_iter=10, num_candi
     flat = lambda a: a.reshape(a.shape[0], -1)
     with attack_mode(model):
         with no_grad():
-            z0 = model(Tensor(x)).data
+            z0 = model(Tensor(x)).array
         c = z0.shape[1]
         kk = max(1, min(num_candidates, c) - 1)
         masked = z0.astype(xp.float64).copy()
@@ -386,7 +386,7 @@ def deepfool(model, x, classes, norm="2", overshoot=0.02, max_iter=10, num_candi
             xg = Tensor(cur, requires_grad=True)
             with enable_grad():
                 logits = model(xg)
-            z = logits.data
+            z = logits.array
             m = len(idx)
             sub = xp.arange(m)
             flipped = z.argmax(axis=1) != classes[idx]
@@ -403,7 +403,7 @@ def deepfool(model, x, classes, norm="2", overshoot=0.02, max_iter=10, num_candi
                 seed[sub, classes[idx]] = -1
                 xg.grad = None
                 logits.backward(seed)
-                w = flat(xg.grad.data).astype(xp.float64)
+                w = flat(xg.grad.array).astype(xp.float64)
                 f = (z[sub, kj] - z[sub, classes[idx]]).astype(xp.float64)
                 wn = xp.abs(w).sum(axis=1) if norm == "inf" else xp.sqrt((w ** 2).sum(axis=1))
                 dist = xp.where(wn > 0, xp.abs(f) / xp.where(wn > 0, wn, 1), xp.inf)
@@ -509,7 +509,7 @@ def iterative_uap(model, images, labels=None, eps=1.0, norm="2", max_passes=5, t
             xb = backend.to_device(x[idx], device)
             xv = xp.clip(xb + v, 0, 1)
             with attack_mode(model), no_grad():
-                pred = backend.to_numpy(model(Tensor(xv)).data.argmax(axis=1))
+                pred = backend.to_numpy(model(Tensor(xv)).array.argmax(axis=1))
             todo = numpy.nonzero(pred == clean[idx])[0]
             bar.update(len(idx))
             if len(todo) == 0:

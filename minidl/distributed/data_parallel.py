@@ -26,7 +26,7 @@ def broadcast_parameters(model, comm=None, root=0):
     """Copy rank ``root``'s parameters and buffers into every rank's ``model`` (in place)."""
     comm = comm or world()
     for _, p in model.named_parameters():
-        comm.broadcast(p.data, root=root)
+        comm.broadcast(p.array, root=root)
     for prefix, module in model.named_modules():
         for key, value in module._buffers.items():
             comm.broadcast(value, root=root)
@@ -40,7 +40,7 @@ def _buckets(params, bucket_bytes):
     for p in params:
         if p.grad is None:
             continue
-        g = p.grad.data
+        g = p.grad.array
         k = (backend.device_of(g), g.dtype)
         if bucket and (k != key or size + g.nbytes > bucket_bytes):
             yield bucket
@@ -75,8 +75,8 @@ def allreduce_gradients(params, share, comm=None, bucket_bytes=25 * 2**20):
         if any(a != present for a in agreed):
             raise RuntimeError("allreduce_gradients: the ranks have gradients for different parameters")
     for bucket in _buckets(params, bucket_bytes):
-        xp = backend.get_array_module(bucket[0].grad.data)
-        grads = [p.grad.data for p in bucket]
+        xp = backend.get_array_module(bucket[0].grad.array)
+        grads = [p.grad.array for p in bucket]
         flat = xp.concatenate([g.reshape(-1) for g in grads])
         flat *= flat.dtype.type(share)
         if share == 0.0:
@@ -84,7 +84,7 @@ def allreduce_gradients(params, share, comm=None, bucket_bytes=25 * 2**20):
         comm.allreduce_sum(flat)
         start = 0
         for p, g in zip(bucket, grads):
-            p.grad.data = flat[start:start + g.size].reshape(g.shape)
+            p.grad.array = flat[start:start + g.size].reshape(g.shape)
             start += g.size
 
 

@@ -56,7 +56,7 @@ class Ensemble(Module):
     def pass_log_probs(self, x):
         """Log-softmax of each of the n noisy passes, a (n, N, C) Tensor (differentiable)."""
         x = as_tensor(x, device=self.device)
-        xp = backend.get_array_module(x.data)
+        xp = backend.get_array_module(x.array)
         batch = x.shape[0]
         if batch == 0:
             raise ValueError("Ensemble: empty batch")
@@ -78,7 +78,7 @@ class Ensemble(Module):
         lp = self.pass_log_probs(x)                      # (n, N, C)
         if self.n == 1:
             return lp.reshape(lp.shape[1:])
-        shift = lp.data.max(axis=0)                      # log-sum-exp over passes, stably;
+        shift = lp.array.max(axis=0)                      # log-sum-exp over passes, stably;
         s = (lp - Tensor(shift[None])).exp().sum(axis=0)  # the shift is a constant (its
         return s.log() + Tensor(shift - lp.dtype.type(math.log(self.n)))  # gradient cancels)
 
@@ -90,7 +90,7 @@ class Ensemble(Module):
     def pass_probs(self, x):
         """Class probabilities of each noisy pass, (n, N, C) host array (for variance/uncertainty)."""
         with no_grad():
-            return backend.to_numpy(self.pass_log_probs(x).exp().data)
+            return backend.to_numpy(self.pass_log_probs(x).exp().array)
 
     # --- delegation to the inner model ----------------------------------------------------
     def named_parameters(self, prefix=""):

@@ -23,8 +23,8 @@ def fans(shape):
 
 
 def _fill(param, sample):
-    xp = backend.get_array_module(param.data)
-    param.data = sample(backend.rng(xp), param.shape).astype(param.dtype)
+    xp = backend.get_array_module(param.array)
+    param.array = sample(backend.rng(xp), param.shape).astype(param.dtype)
     return param
 
 
@@ -57,12 +57,12 @@ def uniform_fan_in(param, fan_in):
 
 
 def zeros(param):
-    param.data = backend.get_array_module(param.data).zeros_like(param.data)
+    param.array = backend.get_array_module(param.array).zeros_like(param.array)
     return param
 
 
 def ones(param):
-    param.data = backend.get_array_module(param.data).ones_like(param.data)
+    param.array = backend.get_array_module(param.array).ones_like(param.array)
     return param
 
 

@@ -14,7 +14,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         super().__init__(data, requires_grad=requires_grad)
 
 
@@ -128,9 +128,9 @@ class Module:
         for m in self.modules():
             for name, value in list(m.__dict__.items()):
                 if isinstance(value, Parameter) and value.device != device:
-                    value.data = backend.to_device(value.data, device)
+                    value.array = backend.to_device(value.array, device)
                     if value.grad is not None:
-                        value.grad = Tensor(backend.to_device(value.grad.data, device))
+                        value.grad = Tensor(backend.to_device(value.grad.array, device))
             for name, value in list(m._buffers.items()):
                 m._buffers[name] = backend.to_device(value, device)
         return self
@@ -188,7 +188,7 @@ class Module:
             raise KeyError(f"load_state_dict({type(self).__name__}): " + ", ".join(parts))
         for name, p in targets.items():
             if name in state:
-                p.data = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
+                p.array = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
         for name, (m, key) in buffers.items():
             if name in state:
                 old = m._buffers[key]

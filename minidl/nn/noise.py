@@ -99,7 +99,7 @@ class GaussianNoise(Module):
             return x
         if x.dtype.kind != "f":
             raise TypeError(f"GaussianNoise: input must be floating point, got dtype {x.dtype}")
-        xp = backend.get_array_module(x.data)
+        xp = backend.get_array_module(x.array)
         noise = gaussian_noise_array(x.shape, x.dtype, xp)
         noise *= x.dtype.type(self.sigma)
         return x + Tensor(noise)

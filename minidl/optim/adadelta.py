@@ -15,7 +15,7 @@ class Adadelta(Optimizer):
     def update(self, p, g, state, group):
         rho, eps = group["rho"], group["eps"]
         if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
+            g = g + group["weight_decay"] * p.array
         if "square_avg" not in state:
             state["square_avg"] = g * 0
             state["acc_delta"] = g * 0
@@ -25,7 +25,7 @@ class Adadelta(Optimizer):
         delta = (u + eps) ** 0.5 / (v + eps) ** 0.5 * g
         u *= rho
         u += (1 - rho) * delta * delta
-        p.data -= group["lr"] * delta
+        p.array -= group["lr"] * delta
 
 
 class RMSprop(Optimizer):
@@ -42,7 +42,7 @@ class RMSprop(Optimizer):
     def update(self, p, g, state, group):
         alpha = group["alpha"]
         if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
+            g = g + group["weight_decay"] * p.array
         if "square_avg" not in state:
             state["square_avg"] = g * 0
         v = state["square_avg"]
@@ -59,6 +59,6 @@ class RMSprop(Optimizer):
             buf = state.setdefault("momentum_buffer", g * 0)
             buf *= group["momentum"]
             buf += g / avg
-            p.data -= group["lr"] * buf
+            p.array -= group["lr"] * buf
         else:
-            p.data -= group["lr"] * g / avg
+            p.array -= group["lr"] * g / avg

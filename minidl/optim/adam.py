@@ -25,9 +25,9 @@ class Adam(Optimizer):
     def update(self, p, g, state, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         if wd and self.decoupled:
-            p.data *= 1 - lr * wd
+            p.array *= 1 - lr * wd
         elif wd:
-            g = g + wd * p.data
+            g = g + wd * p.array
         if "m" not in state:
             state["m"] = g * 0
             state["v"] = g * 0
@@ -38,7 +38,7 @@ class Adam(Optimizer):
         v += (1 - b2) * g * g
         t = self.steps
         step = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        p.data -= step * m / (v ** 0.5 + eps * math.sqrt(1 - b2 ** t))
+        p.array -= step * m / (v ** 0.5 + eps * math.sqrt(1 - b2 ** t))
 
 
 class AdamW(Adam):

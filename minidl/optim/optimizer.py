@@ -46,7 +46,7 @@ class Optimizer:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad.array[...] = 0
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; ``closure`` (optional) recomputes
@@ -60,8 +60,8 @@ class Optimizer:
                     if p.grad.shape != p.shape:  # a gradient set by hand: refuse, never broadcast
                         raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape {p.shape} but its "
                                          f".grad has shape {p.grad.shape}; expected the same shape")
-                    self.update(p, p.grad.data, self.state[i], group)
-                    version_counter.bump(p.data)  # a graph built before this step is stale
+                    self.update(p, p.grad.array, self.state[i], group)
+                    version_counter.bump(p.array)  # a graph built before this step is stale
                 i += 1
         return loss
 

@@ -43,6 +43,6 @@ class SGD(Optimizer):
             # a piece at a time over the kernel threads: each piece's temporaries stay in
             # cache, where whole-array expressions would stream a parameter-sized temporary
             parallel.elementwise(lambda pp, gp, vp: _sgd_piece(pp, gp, vp, lr, mu, nesterov, wd, first),
-                                 p.data, g, v if mu else g)
+                                 p.array, g, v if mu else g)
         else:
-            _sgd_piece(p.data, g, v, lr, mu, nesterov, wd, first)
+            _sgd_piece(p.array, g, v, lr, mu, nesterov, wd, first)

@@ -63,20 +63,20 @@ def _grads_after_overwrite(op_class, inputs, params, g, what, fill):
     where the Function declares that its backward reads that memory (or the output is a
     read-only view, or shares memory with inputs backward reads)."""
     xp = backend.xp_for(next(x for x in inputs if isinstance(x, Tensor)).device)
-    copies = [Tensor(x.data.copy(), requires_grad=x.requires_grad) if isinstance(x, Tensor) else
+    copies = [Tensor(x.array.copy(), requires_grad=x.requires_grad) if isinstance(x, Tensor) else
               Tensor(xp.array(x)) if backend.is_array(x) else x for x in inputs]
     y = op_class.apply(*copies, **params)
     fn = y._ctx
-    floats = [c.data for c in copies if isinstance(c, Tensor) and c.dtype.kind == "f"]
+    floats = [c.array for c in copies if isinstance(c, Tensor) and c.dtype.kind == "f"]
     if what == "inputs":
         if fn.reads_inputs:
             return None
         targets = floats
     else:
-        if fn.reads_output or not y.data.flags.writeable or (
-                fn.reads_inputs and any(xp.may_share_memory(y.data, a) for a in floats)):
+        if fn.reads_output or not y.array.flags.writeable or (
+                fn.reads_inputs and any(xp.may_share_memory(y.array, a) for a in floats)):
             return None
-        targets = [y.data]
+        targets = [y.array]
     for a in targets:
         fill(a)
     return fn.backward(g)
@@ -103,14 +103,14 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
     expected_dtype = numpy.result_type(*dtypes) if dtypes else None
     device = tensors[0].device
 
-    before = _snapshot([x.data for x in tensors])
+    before = _snapshot([x.array for x in tensors])
     y = op_class.apply(*inputs, **params)
     if expected_dtype is not None and y.dtype != expected_dtype:
         raise GradcheckError(f"{name}: forward: expected an output of dtype {expected_dtype} (the inputs' dtype), "
                              f"got {y.dtype}")
     if y.device != device:
         raise GradcheckError(f"{name}: forward: expected an output on {device!r} (the inputs' device), got {y.device!r}")
-    changed = _unchanged(before, [x.data for x in tensors])
+    changed = _unchanged(before, [x.array for x in tensors])
     if changed:
         raise GradcheckError(f"{name}: forward modified its input(s) {changed} in place")
 
@@ -119,12 +119,12 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
     if grad_output is None:
         g = xp.asarray(numpy.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype))
     else:
-        g = grad_output.data if isinstance(grad_output, Tensor) else xp.asarray(grad_output)
+        g = grad_output.array if isinstance(grad_output, Tensor) else xp.asarray(grad_output)
         if g.shape != y.shape or g.dtype != y.dtype:
             raise ValueError(f"{name}: grad_output: expected shape {y.shape} and dtype {y.dtype}, "
                              f"got shape {g.shape} and dtype {g.dtype}")
     g_before = _snapshot([g])
-    arrays_before = _snapshot([x.data if isinstance(x, Tensor) else x for x in inputs])
+    arrays_before = _snapshot([x.array if isinstance(x, Tensor) else x for x in inputs])
     grads = fn.backward(g)
     if not isinstance(grads, (tuple, list)) or len(grads) != len(inputs):
         got = f"{len(grads)} entries" if isinstance(grads, (tuple, list)) else type(grads).__name__
@@ -144,14 +144,14 @@ def check_backward(op_class, *inputs, params=None, grad_output=None, eps=None, a
                                      f"(input {i}'s), got {got}")
     if _unchanged(g_before, [g]):
         raise GradcheckError(f"{name}: backward modified the upstream gradient in place")
-    changed = _unchanged(arrays_before, [x.data if isinstance(x, Tensor) else x for x in inputs])
+    changed = _unchanged(arrays_before, [x.array if isinstance(x, Tensor) else x for x in inputs])
     if changed:
         raise GradcheckError(f"{name}: backward modified its input(s) {changed} in place")
 
     differentiable = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if len(differentiable) > 1:
         for i in differentiable:
-            alone = [Tensor(x.data, requires_grad=(k == i)) if isinstance(x, Tensor) else x
+            alone = [Tensor(x.array, requires_grad=(k == i)) if isinstance(x, Tensor) else x
                      for k, x in enumerate(inputs)]
             gi = op_class.apply(*alone, **params)._ctx.backward(g)[i]
             want = (numpy.zeros(inputs[i].shape) if grads[i] is None

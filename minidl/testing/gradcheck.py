@@ -72,7 +72,7 @@ def _outputs(fn, inputs):
 
 def _scalar(fn, inputs, cotangents):
     """s = sum_k <u_k, f_k(inputs)>, in float64 on the host."""
-    return sum(float((backend.to_numpy(y.data).astype(numpy.float64) * u).sum())
+    return sum(float((backend.to_numpy(y.array).astype(numpy.float64) * u).sum())
                for y, u in zip(_outputs(fn, inputs), cotangents))
 
 
@@ -96,7 +96,7 @@ def numerical_gradient(fn, inputs, index, u, eps):
     inputs get no error from rounding the step itself."""
     cotangents = list(u) if isinstance(u, (tuple, list)) else [numpy.asarray(u)]
     x = inputs[index]
-    flat = x.data.reshape(-1)
+    flat = x.array.reshape(-1)
     grad = numpy.zeros(x.size)
     for j in range(x.size):
         old = flat[j].item()
@@ -113,15 +113,15 @@ def numerical_gradient(fn, inputs, index, u, eps):
 
 def _numerical_jvp(fn, inputs, tangents, eps):
     """(f(x + h v) - f(x - h v)) / (2 h) for every output, with v given per input position."""
-    originals = {i: inputs[i].data for i in tangents}
+    originals = {i: inputs[i].array for i in tangents}
     shifted = []
     for sign in (1.0, -1.0):
         for i, v in tangents.items():
             x = inputs[i]
-            x.data = originals[i] + backend.to_device((sign * eps * v).astype(x.dtype), x.device)
-        shifted.append([backend.to_numpy(y.data).astype(numpy.float64) for y in _outputs(fn, inputs)])
+            x.array = originals[i] + backend.to_device((sign * eps * v).astype(x.dtype), x.device)
+        shifted.append([backend.to_numpy(y.array).astype(numpy.float64) for y in _outputs(fn, inputs)])
     for i, data in originals.items():
-        inputs[i].data = data
+        inputs[i].array = data
     return [(p - m) / (2 * eps) for p, m in zip(*shifted)]
 
 
@@ -147,7 +147,7 @@ def _check_inputs(name, inputs):
 def _promoted(fn, inputs):
     """Float64 copies of the float Tensor arguments and fn's outputs on them, or the reason
     why fn does not run in float64."""
-    copies = [Tensor(x.data.astype(numpy.float64), requires_grad=x.requires_grad)
+    copies = [Tensor(x.array.astype(numpy.float64), requires_grad=x.requires_grad)
               if isinstance(x, Tensor) and x.dtype.kind == "f" else x for x in inputs]
     try:
         outs = _outputs(fn, copies)

@@ -39,8 +39,8 @@ def banded_model(classes=3, size=8):
     w = np.zeros((classes, 1, size, size), dtype=np.float32)
     for c in range(classes):
         w[c, :, 2 * c:2 * c + 2, :] = 1.0
-    model[1].weight.data[...] = w.reshape(classes, -1)
-    model[1].bias.data[...] = [10.5, 0.0, 0.0]  # class 0 wins the close calls
+    model[1].weight.array[...] = w.reshape(classes, -1)
+    model[1].bias.array[...] = [10.5, 0.0, 0.0]  # class 0 wins the close calls
     return model.eval()
 
 

@@ -40,7 +40,7 @@ def case_broadcast(out, comm):
     """Ranks start from different weights and buffers; afterwards all hold rank 0's."""
     model = tiny_model()
     for p in model.parameters():
-        p.data += comm.rank
+        p.array += comm.rank
     model.register_buffer("counter", np.full(3, float(comm.rank)))
     distributed.broadcast_parameters(model, comm)
     state = {k: v.tobytes() for k, v in model.state_dict().items()}
@@ -104,7 +104,7 @@ def case_journal(out, comm):
     from minidl.adversarial.journal import EvalJournal, journal_path
     from minidl.adversarial.evaluate import predict
     model = md.nn.Sequential(md.nn.Flatten(), md.nn.Linear(64, 3)).eval()  # random weights: noise flips points
-    model[1].weight.data[...] = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    model[1].weight.array[...] = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
     x, _ = dataset(13, seed=3)
     data = (x, predict(model, md.tensor(x)))
     settings = {"case": "journal", "ranks": comm.size, "rank": comm.rank}
@@ -114,7 +114,7 @@ def case_journal(out, comm):
         calls.append(1)
         if len(calls) == stop_at:
             raise KeyboardInterrupt
-        return md.Tensor(x.data + backend.rng().uniform(-0.5, 0.5, x.shape).astype(np.float32))
+        return md.Tensor(x.array + backend.rng().uniform(-0.5, 0.5, x.shape).astype(np.float32))
 
     def evaluate(name, resume=False, stop_at=None):
         backend.manual_seed(comm.rank)
