@@ -33,7 +33,7 @@ from ..autograd import no_grad
 from ..functional import cross_entropy
 from ..tensor import Tensor
 from ..validation import check_number
-from .attacks import attack_mode, attack_rng, dlr_loss, dlr_loss_targeted, input_gradient, prepare_inputs
+from .attacks import attack_mode, attack_rng, dlr_loss_targeted, input_gradient, prepare_inputs
 from .norms import project, random_start_point, resolve_norm, step_direction
 
 MOMENTUM, RHO = 0.75, 0.75
