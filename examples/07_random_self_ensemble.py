@@ -10,7 +10,7 @@ The difference is robustness that only existed because the attack was confused b
 """
 import argparse
 
-from minidl.adversarial.rse_eval import evaluate_rse
+from minidl.adversarial.rse_eval import RSEConfig, evaluate_rse
 from minidl.data import MNIST
 from minidl.experiment import TrainConfig, train_on_arrays
 
@@ -25,8 +25,8 @@ train, test = MNIST(root=args.data_dir, train=True), MNIST(root=args.data_dir, t
 model, _ = train_on_arrays(TrainConfig(model="rse_wong_mnist", epochs=args.epochs), (train.images, train.labels),
                            (test.images[:2000], test.labels[:2000]), args.out, overwrite=True)  # a rerun replaces it
 for eps in (0.1, 0.3):
-    r = evaluate_rse(model, (test.images[:args.n], test.labels[:args.n]), eps=eps, alpha=eps / 8, steps=20,
-                     n_ensemble=10, eot_samples=10, progress=True)
+    r = evaluate_rse(model, (test.images[:args.n], test.labels[:args.n]),
+                     RSEConfig(eps=eps, alpha=eps / 8, steps=20, n_ensemble=10, eot_samples=10), progress=True)
     print(f"eps {eps}: clean {r['clean_accuracy']:.3f}, PGD single-pass gradient {r['pgd_single_pass_accuracy']:.3f}, "
           f"PGD with EOT {r['pgd_eot_accuracy']:.3f}")
     for w in r["warnings"]:

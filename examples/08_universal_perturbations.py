@@ -13,6 +13,8 @@ loss landscape around one image (the questions of Bhat and Tsipras, MIT PRIMES 2
 import argparse
 import os
 
+import numpy
+
 from minidl.adversarial import landscape, plots, uap
 from minidl.data import MNIST
 from minidl.experiment import load_model
@@ -43,9 +45,11 @@ print(f"random direction of the same norm: fooling rate {rand['fooling_rate']:.3
 plots.plot_spectra({"model": spectrum}, f"{args.out}/spectrum.png")
 plots.plot_singular_vectors({"model": svd}, f"{args.out}/singular_vectors.png", image_shape=(1, 28, 28))
 
-traj = landscape.pgd_trajectory(model, build[0][0], int(build[1][0]), args.eps, args.eps / 8, 20)
-print(f"PGD path straightness for image 0: {landscape.trajectory_straightness(traj):.3f} (1 = straight)")
-landscape.plot_trajectory(model, build[0][0], int(build[1][0]), traj, f"{args.out}/trajectory.png")
-cos = landscape.gradient_cosine_similarities(model, build[0][0], int(build[1][0]), 0.3, n_points=16)
-print(f"mean cosine similarity of gradients in the 0.3-ball around image 0: {cos.mean():.3f}")
+few = (build[0][:20], build[1][:20])
+paths = landscape.pgd_paths(model, *few, args.eps, args.eps / 8, 20)["iterates"]
+straight = landscape.path_straightness(paths)
+print(f"PGD path straightness of {len(straight)} images: mean {numpy.nanmean(straight):.3f} (1 = straight)")
+landscape.plot_trajectory(model, few[0][0], int(few[1][0]), paths[:, 0], f"{args.out}/trajectory.png")
+cos = landscape.ball_gradient_cosines(model, *few, radii=[0.3], n_points=16)
+print(f"mean cosine similarity of gradients in the 0.3-balls around them: {numpy.nanmean(cos['ball_cosine']):.3f}")
 print(f"figures in {args.out}/")

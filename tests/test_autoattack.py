@@ -18,7 +18,7 @@ import minidl as md
 from minidl import nn
 from minidl.adversarial import (StageLog, apgd, autoattack, dlr_loss, dlr_loss_targeted, fab, pgd, robust_accuracy,
                                 square)
-from minidl.adversarial.apgd import checkpoints, halves_step
+from minidl.adversarial.apgd import APGDState, checkpoints, halves_step
 from minidl.adversarial.evaluate import predict, stage_warnings
 from minidl.adversarial.fab import min_norm_to_hyperplane
 from minidl.tensor import Tensor
@@ -157,6 +157,26 @@ def test_step_halving_conditions():
     best, best_before = np.array([1.0, 1, 1, 1, 1, 1.5]), np.array([0.5, 0.5, 0.5, 0.5, 1.0, 1.0])
     np.testing.assert_array_equal(halves_step(ups, 22, halved_before, best, best_before),
                                   [True, True, False, False, True, False])
+
+
+def test_apgd_state_starts_and_selects_rows():
+    """The start state: eta = 2 eps, the start is the best point, float64 best losses; select
+    keeps the masked rows of every field (a field it forgot would keep its old length)."""
+    rng = np.random.default_rng(0)
+    x0, cur, g = (rng.random((5, 1, 2, 2)).astype(np.float32) for _ in range(3))
+    y, f = np.arange(5), rng.random(5).astype(np.float32)
+    st = APGDState.start(x0, y, cur, g, f, eps=0.1)
+    np.testing.assert_allclose(st.eta, 0.2)
+    assert st.best_f.dtype == np.float64 and st.halved_at_mark.all() and not st.ups.any()
+    assert st.prev is not st.cur and st.best_x is not st.cur
+    mask = np.array([True, False, True, False, False])
+    sub = st.select(mask)
+    for field in ("idx", "x0", "y", "cur", "prev", "g", "f", "best_x", "best_f", "best_g", "eta", "ups",
+                  "best_at_mark", "halved_at_mark"):
+        np.testing.assert_array_equal(getattr(sub, field), getattr(st, field)[mask], err_msg=field)
+    np.testing.assert_array_equal(sub.idx, [0, 2])
+    sub.cur[0] = 9  # a selection is a copy: the full state is untouched
+    assert st.cur[0].max() < 9
 
 
 @pytest.mark.parametrize("norm", ["inf", "2"])

@@ -20,8 +20,7 @@ import pytest
 import minidl as md
 from minidl import backend, nn
 from minidl.adversarial import apgd, autoattack, fgsm, input_gradient, pgd, robust_accuracy, sanity_checks
-from minidl.adversarial.landscape import (batch_straightness, gradient_cosine_similarities, loss_grid,
-                                          pgd_trajectories)
+from minidl.adversarial.landscape import ball_gradient_cosines, loss_grid, path_straightness, pgd_paths
 from minidl.adversarial.uap import fooling_rate, per_example_perturbations, uap_svd
 from minidl.tensor import Tensor
 
@@ -236,12 +235,12 @@ def test_landscape_of_the_linear_model(device):
     model, w, c = linear_two_class(device)
     x, y = mid_images(3, seed=6), np.array([0, 1, 0])
     s = (1 - 2 * y).reshape(1, -1, 1, 1, 1)
-    path = pgd_trajectories(model, x, y, eps=0.3, alpha=0.1, steps=3)
+    path = pgd_paths(model, x, y, eps=0.3, alpha=0.1, steps=3)["iterates"]
     expected = x[None] + 0.1 * np.arange(4).reshape(-1, 1, 1, 1, 1) * s * (w / np.linalg.norm(w)).reshape(1, 1, 1, 4, 4)
     np.testing.assert_allclose(path, expected, atol=1e-12)
-    np.testing.assert_allclose(batch_straightness(path), 1.0)
+    np.testing.assert_allclose(path_straightness(path), 1.0)
     # The cross-entropy gradient of a two-class linear model is a positive multiple of s w.
-    cosines = gradient_cosine_similarities(model, x[0], y[0], eps=0.1, n_points=5, rng=0)
+    cosines = ball_gradient_cosines(model, x[:1], y[:1], [0.1], n_points=5, rng=0)["pairwise"]
     np.testing.assert_allclose(cosines, 1.0, atol=1e-12)
 
 

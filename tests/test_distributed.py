@@ -306,11 +306,12 @@ def test_each_rank_journals_its_shard_and_a_resumed_run_gives_the_same_results(t
 
 @needs_mpi
 def test_sharded_rse_evaluation_gathers_the_one_process_results(tmp_path):
-    from minidl.adversarial.rse_eval import evaluate_rse
+    from minidl.adversarial.rse_eval import RSEConfig, evaluate_rse
     _ok(_mpirun("rse", tmp_path))
     got = json.load(open(tmp_path / "rse.json"))
-    ref = evaluate_rse(banded_model(), dataset(13, seed=2), eps=0.0, alpha=0.01, steps=2, n_ensemble=2, eot_samples=2,
-                       batch_size=4, huge_eps=1.0, check_n=5)
+    ref = evaluate_rse(banded_model(), dataset(13, seed=2), RSEConfig(eps=0.0, alpha=0.01, steps=2, n_ensemble=2,
+                                                                      eot_samples=2, batch_size=4, huge_eps=1.0,
+                                                                      check_n=5))
     assert got["n"] == got["noisy_n"] == 13
     for key in ("clean_correct", "single_pass_robust_correct", "eot_robust_correct"):
         assert got[key] == ref[key].tolist(), key

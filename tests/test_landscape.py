@@ -1,6 +1,6 @@
-"""Tests for minidl.adversarial.landscape: PGD trajectories, their straightness and plane, loss
-grids, gradient cosine similarities in the eps-ball, the named measures at several radii, and
-the pictures. Tiny linear models, quadratic losses with a known Hessian and MLPs on 4x4 images
+"""Tests for minidl.adversarial.landscape: PGD paths, their straightness and gradient cosines,
+one path's plane and loss grid, gradient cosines in balls, the curvature measures, the named
+measures at several radii, and the pictures. Tiny linear models, quadratic losses with a known Hessian and MLPs on 4x4 images
 (no convolution)."""
 import numpy as np
 import pytest
@@ -9,12 +9,11 @@ import minidl
 from minidl import nn
 from minidl.adversarial import pgd
 from minidl.adversarial import input_gradient
-from minidl.adversarial.landscape import (MEASURES, ball_gradient_cosines, batch_straightness,
-                                          gradient_cosine_similarities, gradient_cosine_similarities_many,
-                                          landscape_measures, loss_grid, path_gradient_cosines, pgd_path,
-                                          pgd_trajectories, pgd_trajectory, plot_cosine_histograms,
-                                          plot_trajectory, random_to_adversarial, surface_directions,
-                                          trajectory_coordinates, trajectory_plane, trajectory_straightness)
+from minidl.adversarial.landscape import (MEASURES, ball_gradient_cosines, landscape_measures, loss_grid,
+                                          path_gradient_cosines, path_straightness, pgd_paths, plot_trajectory,
+                                          random_to_adversarial, surface_directions, trajectory_coordinates,
+                                          trajectory_plane)
+from minidl.adversarial.plots import plot_cosine_histograms
 from minidl.tensor import Tensor
 
 SHAPE = (1, 4, 4)
@@ -41,6 +40,11 @@ def image(seed=0, lo=0.4, hi=0.6):
     return np.random.default_rng(seed).uniform(lo, hi, SHAPE).astype(np.float32)
 
 
+def one_path(model, x, label, eps, alpha, steps, norm):
+    """The PGD path (T + 1, ...) of the single image x."""
+    return pgd_paths(model, x[None], np.array([label]), eps, alpha, steps, norm=norm)["iterates"][:, 0]
+
+
 def ce(model, x, y):
     model.eval()
     with minidl.no_grad():
@@ -48,12 +52,12 @@ def ce(model, x, y):
     return float(np.log(np.exp(z - z.max()).sum()) + z.max() - z[y])
 
 
-# --- trajectories -------------------------------------------------------------------------------
+# --- PGD paths ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("norm,eps,alpha", [("2", 0.8, 0.15), ("inf", 0.1, 0.02)])
-def test_trajectory_starts_at_x_and_stays_in_ball(norm, eps, alpha):
+def test_path_starts_at_x_and_stays_in_ball(norm, eps, alpha):
     model, x = mlp(1), image(1, 0.0, 1.0)
-    traj = pgd_trajectory(model, x, 2, eps, alpha, steps=12, norm=norm)
-    assert len(traj) == 13 and all(t.shape == SHAPE for t in traj)
+    traj = one_path(model, x, 2, eps, alpha, 12, norm)
+    assert traj.shape == (13,) + SHAPE
     np.testing.assert_array_equal(traj[0], x)
     for t in traj:
         d = (t - x).ravel()
@@ -61,8 +65,8 @@ def test_trajectory_starts_at_x_and_stays_in_ball(norm, eps, alpha):
         assert size <= eps * (1 + 1e-5) + 1e-7
         assert t.min() >= 0 and t.max() <= 1
     assert not np.allclose(traj[-1], x)  # it moved
-    s = trajectory_straightness(traj)
-    assert 0 < s <= 1
+    s = path_straightness(traj[:, None])
+    assert s.shape == (1,) and 0 < s[0] <= 1
     # the iterates are pgd's: its result (the best iterate) is one of them
     best = pgd(model, x[None], np.array([2]), eps, alpha, 12, norm=norm, random_start=False).numpy()[0]
     assert min(np.abs(best - t).max() for t in traj) < 1e-6
@@ -71,33 +75,37 @@ def test_trajectory_starts_at_x_and_stays_in_ball(norm, eps, alpha):
 def test_straight_path_for_linear_model():
     model, x = two_class_linear(), image(0)
     # L2 steps along one constant direction; eps small enough that clipping to [0, 1] never acts
-    traj = pgd_trajectory(model, x, 0, eps=0.3, alpha=0.05, steps=10, norm="2")
-    assert trajectory_straightness(traj) == pytest.approx(1.0, abs=1e-6)
+    traj = one_path(model, x, 0, 0.3, 0.05, 10, "2")
+    assert path_straightness(traj[:, None])[0] == pytest.approx(1.0, abs=1e-6)
     assert np.linalg.norm(traj[-1] - x) == pytest.approx(0.3, rel=1e-5)  # reached the sphere
-    # a path that turns is less straight: an L-shaped path
-    corner = [np.zeros(2), np.array([1.0, 0.0]), np.array([1.0, 1.0])]
-    assert trajectory_straightness(corner) == pytest.approx(np.sqrt(2) / 2)
-    assert np.isnan(trajectory_straightness([np.zeros(3), np.zeros(3)]))
+    # a path that turns is less straight: an L-shaped path; one that never moves has none
+    corner = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    still = np.zeros((3, 2))
+    straight = np.array([[0.0, 0.0], [0.5, 0.0], [2.0, 0.0]])
+    s = path_straightness(np.stack([corner, still, straight], axis=1))
+    assert s[0] == pytest.approx(np.sqrt(2) / 2) and np.isnan(s[1]) and s[2] == pytest.approx(1.0)
 
 
-def test_batched_trajectories_and_straightness():
+def test_each_path_of_a_batch_is_the_path_the_image_gets_alone():
     model = mlp(2)
     rng = np.random.default_rng(0)
     images = rng.random((5,) + SHAPE).astype(np.float32)
     labels = rng.integers(0, 3, 5)
-    trajs = pgd_trajectories(model, images, labels, 0.5, 0.1, 6, norm="2")
+    trajs = pgd_paths(model, images, labels, 0.5, 0.1, 6, norm="2")["iterates"]
     assert trajs.shape == (7, 5) + SHAPE
     np.testing.assert_array_equal(trajs[0], images)
-    single = pgd_trajectory(model, images[3], labels[3], 0.5, 0.1, 6, norm="2")
-    np.testing.assert_allclose(np.stack(single), trajs[:, 3], atol=1e-6)
-    s = batch_straightness(trajs)
+    single = one_path(model, images[3], labels[3], 0.5, 0.1, 6, "2")
+    np.testing.assert_allclose(single, trajs[:, 3], atol=1e-6)
+    s = path_straightness(trajs)
     assert s.shape == (5,) and ((s > 0) & (s <= 1)).all()
-    assert s[3] == pytest.approx(trajectory_straightness(single))
+    flat = single.reshape(7, -1).astype(np.float64)
+    by_hand = np.linalg.norm(flat[-1] - flat[0]) / np.linalg.norm(np.diff(flat, axis=0), axis=1).sum()
+    assert s[3] == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_trajectory_plane_and_loss_grid():
     model, x = mlp(3), image(3, 0.2, 0.8)
-    traj = pgd_trajectory(model, x, 1, 1.0, 0.2, 10, norm="2")
+    traj = one_path(model, x, 1, 1.0, 0.2, 10, "2")
     u, v = trajectory_plane(traj)
     assert u.shape == SHAPE and v.shape == SHAPE
     assert np.dot(u.ravel(), u.ravel()) == pytest.approx(1) and np.dot(v.ravel(), v.ravel()) == pytest.approx(1)
@@ -124,7 +132,7 @@ def test_trajectory_plane_and_loss_grid():
 
 def test_plane_of_a_straight_path_is_still_orthonormal():
     model, x = two_class_linear(), image(0)
-    traj = pgd_trajectory(model, x, 0, eps=0.3, alpha=0.05, steps=10, norm="2")
+    traj = one_path(model, x, 0, 0.3, 0.05, 10, "2")
     u, v = trajectory_plane(traj)
     assert abs(np.dot(u.ravel(), v.ravel())) < 1e-10
     assert np.linalg.norm(v) == pytest.approx(1)
@@ -132,13 +140,14 @@ def test_plane_of_a_straight_path_is_still_orthonormal():
         trajectory_plane([x, x])
 
 
-# --- gradient cosine similarities ------------------------------------------------------------------
+# --- gradient cosines in balls ---------------------------------------------------------------------
 @pytest.mark.parametrize("norm", ["inf", "2"])
 def test_linear_model_gradients_are_parallel(norm):
     model = two_class_linear(4)
-    sims = gradient_cosine_similarities(model, image(4), 1, eps=0.1, n_points=12, norm=norm, rng=0)
-    assert sims.shape == (12 * 11 // 2,)
-    np.testing.assert_allclose(sims, 1.0, atol=1e-5)
+    out = ball_gradient_cosines(model, image(4)[None], np.array([1]), [0.1], n_points=12, norm=norm, rng=0)
+    assert out["pairwise"].shape == (1, 1, 12 * 11 // 2)
+    np.testing.assert_allclose(out["pairwise"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(out["centre_cosine"], 1.0, atol=1e-5)
 
 
 def test_cosines_of_a_nonlinear_model_and_many_images():
@@ -146,19 +155,21 @@ def test_cosines_of_a_nonlinear_model_and_many_images():
     rng = np.random.default_rng(5)
     images = rng.random((4,) + SHAPE).astype(np.float32)
     labels = rng.integers(0, 3, 4)
-    sims = gradient_cosine_similarities(model, images[0], labels[0], eps=0.5, n_points=10, rng=0)
+    out = ball_gradient_cosines(model, images, labels, [0.1, 0.5], n_points=10, rng=0, batch_size=25)
+    assert out["pairwise"].shape == (2, 4, 45)
+    assert out["ball_cosine"].shape == (2, 4) and out["centre_cosine"].shape == (2, 4)
+    np.testing.assert_array_equal(out["radii"], [0.1, 0.5])
+    sims = out["pairwise"]
     assert ((sims >= -1) & (sims <= 1)).all()
-    assert sims.min() < 0.999  # a ReLU net is not linear over a large ball
-    np.testing.assert_array_equal(
-        sims, gradient_cosine_similarities(model, images[0], labels[0], eps=0.5, n_points=10, rng=0))
-    many = gradient_cosine_similarities_many(model, images, labels, eps=0.5, n_points=10, rng=0, batch_size=25,
-                                             progress=False)
-    assert many["per_image"].shape == (4, 45) and many["values"].shape == (180,)
-    assert many["per_image_mean"].shape == (4,)
-    np.testing.assert_allclose(many["per_image_mean"], many["per_image"].mean(axis=1))
-    lin = gradient_cosine_similarities_many(two_class_linear(), images, labels % 2, eps=0.1, n_points=5,
-                                            progress=False)
-    np.testing.assert_allclose(lin["values"], 1.0, atol=1e-5)
+    assert sims[1].min() < 0.999  # a ReLU net is not linear over a large ball
+    np.testing.assert_allclose(out["ball_cosine"], sims.mean(axis=2))
+    again = ball_gradient_cosines(model, images, labels, [0.1, 0.5], n_points=10, rng=0, batch_size=25)
+    np.testing.assert_array_equal(sims, again["pairwise"])
+    # a single chunk draws other points, but the same kind of numbers
+    whole = ball_gradient_cosines(model, images, labels, [0.1, 0.5], n_points=10, rng=0, batch_size=256)
+    assert not np.array_equal(sims, whole["pairwise"]) and whole["pairwise"].shape == sims.shape
+    lin = ball_gradient_cosines(two_class_linear(), images, labels % 2, [0.1], n_points=5)
+    np.testing.assert_allclose(lin["pairwise"], 1.0, atol=1e-5)
 
 
 # --- named measures at several radii ---------------------------------------------------------------
@@ -231,11 +242,11 @@ def test_isotropic_quadratic_has_the_known_curvature(norm):
         np.testing.assert_allclose(out["taylor_remainder_relative"], curv / (slope + curv), rtol=1e-4)
         np.testing.assert_allclose(out["taylor_remainder_random"], curv, rtol=1e-4)
     # the gradient b + h d stays parallel to b along PGD's path: cosines and straightness are 1
-    path = pgd_path(model, x, y, 0.3, steps=10, norm=norm, loss="margin")
+    path = pgd_paths(model, x, y, 0.3, steps=10, norm=norm, loss="margin")
     cos = path_gradient_cosines(path["gradients"])
     np.testing.assert_allclose(cos["successive"], 1, atol=1e-6)
     np.testing.assert_allclose(cos["initial"], 1, atol=1e-6)
-    np.testing.assert_allclose(batch_straightness(path["iterates"]), 1, atol=1e-6)
+    np.testing.assert_allclose(path_straightness(path["iterates"]), 1, atol=1e-6)
 
 
 def test_cosines_decay_as_the_hessian_says():
@@ -268,23 +279,34 @@ def test_cosines_decay_as_the_hessian_says():
         np.testing.assert_allclose(curv["ratio"], (h * r ** 2 / 2) / (beta * r), rtol=1e-4)
 
 
-def test_pgd_path_matches_trajectories_losses_and_gradients():
+def test_pgd_paths_hold_the_steps_losses_and_gradients():
     model = mlp(8)
     rng = np.random.default_rng(8)
     images = rng.random((3,) + SHAPE).astype(np.float32)
     labels = np.array([0, 2, 1])
-    path = pgd_path(model, images, labels, 0.5, 0.1, 5, norm="2")
+    path = pgd_paths(model, images, labels, 0.5, 0.1, 5, norm="2")
     assert path["iterates"].shape == (6, 3) + SHAPE
     assert path["gradients"].shape == (6, 3, D) and path["losses"].shape == (6, 3)
-    np.testing.assert_allclose(path["iterates"], pgd_trajectories(model, images, labels, 0.5, 0.1, 5, norm="2"))
+    # each L2 step is alpha along the gradient at the iterate before it, projected (the ball
+    # of radius 0.5 is not reached in one step of 0.1, so only [0, 1] acts)
+    for t in (0, 4):
+        g = path["gradients"][t]
+        step = path["iterates"][t].reshape(3, -1) + 0.1 * g / np.linalg.norm(g, axis=1, keepdims=True)
+        if t == 4:  # later steps may meet the ball: compare only the points still well inside it
+            inside = np.linalg.norm(step - images.reshape(3, -1), axis=1) < 0.5
+            assert inside.any()
+        else:
+            inside = np.ones(3, bool)
+        np.testing.assert_allclose(path["iterates"][t + 1].reshape(3, -1)[inside], np.clip(step, 0, 1)[inside],
+                                   atol=1e-6)
     for t in (0, 5):
         for i in range(3):
             assert path["losses"][t, i] == pytest.approx(ce(model, path["iterates"][t, i], labels[i]), rel=1e-4)
     g0 = input_gradient(model, minidl.tensor(images), minidl.tensor(labels))[0]
     np.testing.assert_allclose(path["gradients"][0], g0.reshape(3, -1), rtol=1e-5, atol=1e-7)
     # the default step is pgd_alpha: 2.5 eps / steps
-    np.testing.assert_array_equal(pgd_path(model, images, labels, 0.5, steps=5)["iterates"],
-                                  pgd_path(model, images, labels, 0.5, 2.5 * 0.5 / 5, 5)["iterates"])
+    np.testing.assert_array_equal(pgd_paths(model, images, labels, 0.5, steps=5)["iterates"],
+                                  pgd_paths(model, images, labels, 0.5, 2.5 * 0.5 / 5, 5)["iterates"])
     cos = path_gradient_cosines(path["gradients"])
     assert cos["successive"].shape == (5, 3) and cos["initial"].shape == (5, 3)
     ref = path["gradients"][1, 2] @ path["gradients"][2, 2] / np.linalg.norm(path["gradients"][1, 2]) / \
@@ -360,10 +382,6 @@ def test_measures_are_deterministic_under_a_seed():
             assert ((a[name] >= -1) & (a[name] <= 1)).all(), name
     assert ((a["straightness"] > 0) & (a["straightness"] <= 1)).all()
     assert (a["taylor_remainder"] >= 0).all()
-    # one radius of many is the single-radius result, with the same draws
-    many = gradient_cosine_similarities_many(model, images, labels, 0.1, n_points=4, rng=0, progress=False)
-    one = ball_gradient_cosines(model, images, labels, [0.1], n_points=4, rng=0)
-    np.testing.assert_array_equal(many["per_image_mean"], one["ball_cosine"][0])
 
 
 @pytest.mark.parametrize("call, message", [
@@ -378,6 +396,12 @@ def test_measures_are_deterministic_under_a_seed():
     (lambda m, x, y: random_to_adversarial(m, x + 0.6, y, 0.1), r"random_to_adversarial: x must lie in \[0, 1\]"),
     (lambda m, x, y: ball_gradient_cosines(m, x, y[:1], [0.1]), r"labels must have shape \(2,\)"),
     (lambda m, x, y: path_gradient_cosines(np.zeros((1, 2, 3))), "path_gradient_cosines: gradients must be"),
+    (lambda m, x, y: path_straightness(np.zeros((3, 4))), r"path_straightness: iterates must be"),
+    (lambda m, x, y: path_straightness(np.zeros((1, 2, 3))), r"path_straightness: iterates must be"),
+    (lambda m, x, y: pgd_paths(m, x, y, 0.1, steps=0), "pgd_paths: steps: expected"),
+    (lambda m, x, y: pgd_paths(m, x, y, -0.1), "pgd_paths: eps: expected"),
+    (lambda m, x, y: pgd_paths(m, x, y, 0.1, alpha=0.0), "pgd_paths: alpha: expected"),
+    (lambda m, x, y: pgd_paths(m, x, y, 0.1, norm="1"), "pgd_paths: norm must be"),
 ])
 def test_bad_arguments_are_named(call, message):
     x = np.full((2,) + SHAPE, 0.5, np.float32)
@@ -388,12 +412,13 @@ def test_bad_arguments_are_named(call, message):
 # --- pictures -----------------------------------------------------------------------------------
 def test_plots_write_pngs(tmp_path):
     model, x = mlp(6), image(6, 0.1, 0.9)
-    traj = pgd_trajectory(model, x, 0, 1.0, 0.2, 8, norm="2")
+    traj = one_path(model, x, 0, 1.0, 0.2, 8, "2")
     out = plot_trajectory(model, x, 0, traj, tmp_path / "traj.png", resolution=9)
     assert out["coords"].shape == (9, 2) and out["grid"]["loss"].shape == (9, 9)
     assert 0 < out["straightness"] <= 1
-    sims = {"natural": gradient_cosine_similarities(model, x, 0, 0.3, 8, rng=0),
-            "linear": gradient_cosine_similarities(two_class_linear(), x, 0, 0.3, 8, rng=0)}
+    assert out["straightness"] == path_straightness(traj[:, None])[0]
+    sims = {name: ball_gradient_cosines(m, x[None], np.array([0]), [0.3], n_points=8, rng=0)["pairwise"]
+            for name, m in (("natural", model), ("linear", two_class_linear()))}
     hist = plot_cosine_histograms(sims, tmp_path / "deep" / "cos.png")
     for p in (tmp_path / "traj.png", hist):
         assert p.exists() and p.stat().st_size > 1000

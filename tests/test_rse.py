@@ -14,7 +14,7 @@ import minidl as md
 import minidl.functional as F
 from minidl import backend, nn
 from minidl.adversarial.attacks import input_gradient, pgd
-from minidl.adversarial.rse_eval import RANDOMIZED_WARNING, evaluate_rse
+from minidl.adversarial.rse_eval import RANDOMIZED_WARNING, RSEConfig, evaluate_rse
 from minidl.models import MODELS, Ensemble, get_model, rse
 from minidl.models.cifar import PreActBlock, preact_resnet18
 from minidl.nn.noise import (GaussianNoise, noise_disabled, noise_layers, replica_generators, replica_seeds,
@@ -337,8 +337,8 @@ def test_evaluate_rse_end_to_end():
     md.manual_seed(1)
     y = Ensemble(model, 64).predict_proba(md.tensor(x)).numpy().argmax(axis=1)  # labels the model mostly gets
     md.manual_seed(2)
-    res = evaluate_rse(model, (x, y), eps=0.1, alpha=0.05, steps=3, n_ensemble=4, eot_samples=3,
-                       batch_size=5, huge_eps=1.0, check_n=8)
+    res = evaluate_rse(model, (x, y), RSEConfig(eps=0.1, alpha=0.05, steps=3, n_ensemble=4, eot_samples=3,
+                                                batch_size=5, huge_eps=1.0, check_n=8))
     assert res["n"] == 12
     assert res["clean_accuracy"] >= 0.5
     for key in ("pgd_single_pass_accuracy", "pgd_eot_accuracy"):
@@ -354,8 +354,32 @@ def test_evaluate_rse_end_to_end():
     assert s["noise_sigmas"] == [0.1, 0.05]
     # an Ensemble is accepted too, and a model without noise is not flagged as randomized
     with noise_disabled(model):
-        res2 = evaluate_rse(Ensemble(model, 2), (x[:4], y[:4]), eps=0.05, alpha=0.05, steps=1, norm="2",
-                            n_ensemble=2, eot_samples=10)
+        res2 = evaluate_rse(Ensemble(model, 2), (x[:4], y[:4]), RSEConfig(eps=0.05, alpha=0.05, steps=1, norm="2",
+                                                                          n_ensemble=2, eot_samples=10))
     assert not res2["randomized"] and RANDOMIZED_WARNING not in res2["warnings"]
     assert res2["settings"]["noise_sigmas"] == []
     assert res2["robust_accuracy"] <= res2["clean_accuracy"]
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(eps=-0.1), ValueError, "evaluate_rse: eps: expected"),
+    (dict(alpha=0.0), ValueError, "evaluate_rse: alpha: expected"),
+    (dict(steps=2.0), TypeError, "evaluate_rse: steps: expected"),
+    (dict(eot_samples=0), ValueError, "evaluate_rse: eot_samples: expected"),
+    (dict(check_n=-1), ValueError, "evaluate_rse: check_n: expected"),
+    (dict(huge_eps=float("nan")), ValueError, "evaluate_rse: huge_eps: expected"),
+    (dict(num_classes=1), ValueError, "evaluate_rse: num_classes: expected"),
+    (dict(gap_slack=-0.01), ValueError, "evaluate_rse: gap_slack: expected"),
+    (dict(norm="1"), ValueError, "evaluate_rse: norm must be 'inf' or '2'"),
+])
+def test_rse_config_is_checked_before_any_work(change, error, message):
+    config = RSEConfig(**{**dict(eps=0.1, alpha=0.05, steps=2), **change})
+    with pytest.raises(error, match=message):
+        evaluate_rse(tiny_rse(), (images(2), np.zeros(2, dtype=np.int64)), config)
+
+
+def test_rse_config_resolves_the_norm_and_is_required():
+    assert RSEConfig(eps=1.0, alpha=0.1, steps=2, norm="L2").resolved().norm == "2"
+    assert RSEConfig(eps=1.0, alpha=0.1, steps=2).resolved() == RSEConfig(eps=1.0, alpha=0.1, steps=2)
+    with pytest.raises(TypeError, match="evaluate_rse: config must be an RSEConfig, got dict"):
+        evaluate_rse(tiny_rse(), (images(2), np.zeros(2, dtype=np.int64)), dict(eps=0.1, alpha=0.05, steps=2))

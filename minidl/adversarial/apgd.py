@@ -23,6 +23,8 @@ returned unchanged. On a deterministic model an example that succeeds leaves the
 others' runs are unchanged); on a randomized one (eot_samples > 1) it runs on, keeping its
 misclassified iterate of highest mean loss.
 """
+import dataclasses
+
 import numpy
 from tqdm.auto import tqdm
 
@@ -31,7 +33,7 @@ from ..autograd import no_grad
 from ..functional import cross_entropy
 from ..tensor import Tensor
 from ..validation import check_number
-from .attacks import attack_mode, attack_rng, dlr_loss, dlr_loss_targeted, input_gradient, prepare_inputs
+from .attacks import attack_mode, attack_rng, dlr_loss_targeted, input_gradient, prepare_inputs
 from .norms import project, random_start_point, resolve_norm, step_direction
 
 MOMENTUM, RHO = 0.75, 0.75
@@ -66,6 +68,47 @@ def mean_logits(model, x, eot_samples=1):
     return total / eot_samples
 
 
+@dataclasses.dataclass
+class APGDState:
+    """The examples of one APGD run still being attacked, one row each (device arrays): their
+    rows ``idx`` in the batch, clean inputs ``x0`` and labels ``y``; the iterate ``cur`` and
+    the one before, ``prev``; the gradient ``g`` and loss ``f`` at ``cur``; the best point so
+    far ``best_x`` with its loss ``best_f`` (float64) and gradient ``best_g``; the step size
+    ``eta``; ``ups``, the steps since the last checkpoint that raised the loss; and what the
+    last checkpoint saw: the best loss ``best_at_mark`` and whether it halved eta
+    (``halved_at_mark``)."""
+    idx: object
+    x0: object
+    y: object
+    cur: object
+    prev: object
+    g: object
+    f: object
+    best_x: object
+    best_f: object
+    best_g: object
+    eta: object
+    ups: object
+    best_at_mark: object
+    halved_at_mark: object
+
+    @classmethod
+    def start(cls, x0, y, cur, g, f, eps):
+        """The state at the random start ``cur`` (gradient g, loss f) of every example of the
+        batch: eta = 2 eps, the start is the best point, and the first checkpoint compares
+        with the start's loss as if eta had been halved (so only condition 1 applies)."""
+        xp = backend.get_array_module(x0)
+        n = len(y)
+        return cls(idx=xp.arange(n), x0=x0, y=y, cur=cur, prev=cur.copy(), g=g, f=f, best_x=cur.copy(),
+                   best_f=f.astype(numpy.float64), best_g=g.copy(), eta=xp.full(n, 2.0 * eps, dtype=x0.dtype),
+                   ups=xp.zeros(n, dtype=numpy.int64), best_at_mark=f.astype(numpy.float64),
+                   halved_at_mark=xp.ones(n, dtype=bool))
+
+    def select(self, mask):
+        """The state of the examples where ``mask`` (a boolean array over the rows) is true."""
+        return APGDState(**{field.name: getattr(self, field.name)[mask] for field in dataclasses.fields(self)})
+
+
 def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
     """One APGD run on the batch (x0, y) (arrays); returns (points, succeeded)."""
     xp = backend.get_array_module(x0)
@@ -77,11 +120,7 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
 
     cur = random_start_point(x0, eps, norm, generator=generator)
     g, z, f = input_gradient(model, Tensor(cur), Tensor(y), loss_fn, eot_samples)
-    # the state of the examples still being attacked, row-aligned with `idx`
-    st = {"idx": xp.arange(n), "x0": x0, "y": y, "cur": cur, "prev": cur.copy(), "g": g, "f": f,
-          "best_x": cur.copy(), "best_f": f.astype(numpy.float64), "best_g": g.copy(),
-          "eta": xp.full(n, 2.0 * eps, dtype=x0.dtype), "ups": xp.zeros(n, dtype=numpy.int64),
-          "best_at_mark": f.astype(numpy.float64), "halved_at_mark": xp.ones(n, dtype=bool)}
+    st = APGDState.start(x0, y, cur, g, f, eps)
     last_mark = 0
 
     won_f = xp.full(n, -xp.inf)
@@ -91,43 +130,43 @@ def _run(model, x0, y, eps, norm, steps, loss_fn, eot_samples, generator, bar):
         leave the batch. A randomized model's keep going and keep their misclassified iterate of
         highest (mean) loss: the one deepest past the boundary, which a fresh noisy pass is
         least likely to classify correctly."""
-        hit = z.argmax(axis=1) != st["y"]
+        hit = z.argmax(axis=1) != st.y
         if hit.any():
-            rows = st["idx"][hit]
+            rows = st.idx[hit]
             deeper = f[hit] > won_f[rows]
-            out[rows[deeper]], won_f[rows[deeper]] = st["cur"][hit][deeper], f[hit][deeper]
+            out[rows[deeper]], won_f[rows[deeper]] = st.cur[hit][deeper], f[hit][deeper]
             won[rows] = True
             if eot_samples == 1:
-                st = {k: v[~hit] for k, v in st.items()}
+                st = st.select(~hit)
         return st
 
     st = retire(st, z, f)
     for k in range(steps):
-        if len(st["idx"]) == 0:
+        if len(st.idx) == 0:
             break
         a = 1.0 if k == 0 else MOMENTUM
-        cur, prev, eta = st["cur"], st["prev"], st["eta"].reshape(shape)
-        zk = project(cur + eta * step_direction(st["g"], norm).astype(cur.dtype), st["x0"], eps, norm)
-        nxt = project(cur + a * (zk - cur) + (1 - a) * (cur - prev), st["x0"], eps, norm)
-        st["prev"], st["cur"] = cur, nxt
-        g, z, f = input_gradient(model, Tensor(nxt), Tensor(st["y"]), _rows(loss_fn, st["idx"]), eot_samples)
-        st["ups"] += f > st["f"]
-        st["g"], st["f"] = g, f
-        better = f > st["best_f"]
-        st["best_x"][better], st["best_g"][better], st["best_f"][better] = nxt[better], g[better], f[better]
+        cur, prev, eta = st.cur, st.prev, st.eta.reshape(shape)
+        zk = project(cur + eta * step_direction(st.g, norm).astype(cur.dtype), st.x0, eps, norm)
+        nxt = project(cur + a * (zk - cur) + (1 - a) * (cur - prev), st.x0, eps, norm)
+        st.prev, st.cur = cur, nxt
+        g, z, f = input_gradient(model, Tensor(nxt), Tensor(st.y), _rows(loss_fn, st.idx), eot_samples)
+        st.ups += f > st.f
+        st.g, st.f = g, f
+        better = f > st.best_f
+        st.best_x[better], st.best_g[better], st.best_f[better] = nxt[better], g[better], f[better]
         if k + 1 in marks:
-            halve = halves_step(st["ups"], k + 1 - last_mark, st["halved_at_mark"], st["best_f"], st["best_at_mark"])
-            st["eta"][halve] /= 2
-            st["cur"][halve], st["g"][halve], st["f"][halve] = st["best_x"][halve], st["best_g"][halve], \
-                st["best_f"][halve].astype(st["f"].dtype)
-            st["halved_at_mark"], st["best_at_mark"] = halve, st["best_f"].copy()
-            st["ups"][:] = 0
+            halve = halves_step(st.ups, k + 1 - last_mark, st.halved_at_mark, st.best_f, st.best_at_mark)
+            st.eta[halve] /= 2
+            st.cur[halve], st.g[halve], st.f[halve] = st.best_x[halve], st.best_g[halve], \
+                st.best_f[halve].astype(st.f.dtype)
+            st.halved_at_mark, st.best_at_mark = halve, st.best_f.copy()
+            st.ups[:] = 0
             last_mark = k + 1
         st = retire(st, z, f)
         if bar is not None:
             bar.update(1)
-    lost = ~won[st["idx"]]
-    out[st["idx"][lost]] = st["best_x"][lost]
+    lost = ~won[st.idx]
+    out[st.idx[lost]] = st.best_x[lost]
     return out, won
 
 

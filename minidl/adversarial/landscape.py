@@ -1,27 +1,29 @@
-"""The loss landscape around an input, seen by an attacker (Bhat and Tsipras 2019, section on
+"""The loss landscape around inputs, seen by an attacker (Bhat and Tsipras 2019, section on
 adversarial training smoothing the loss landscape).
 
-Two measurements that separate naturally from adversarially trained models:
+Every measurement takes a batch: images (N, ...) in [0, 1] and integer labels (N,). Only the
+picture of one image's path (:func:`trajectory_plane`, :func:`trajectory_coordinates`,
+:func:`loss_grid`, :func:`plot_trajectory`) takes a single image without a batch axis (e.g.
+``images[0]``) and a Python or NumPy integer label. Results are host NumPy arrays.
 
-* PGD trajectories: the iterates x_0 = x, x_1, ..., x_T of PGD started at x (no random start).
-  :func:`trajectory_straightness` = ||x_T - x_0|| / sum_t ||x_{t+1} - x_t|| is 1 for a straight
-  path and smaller the more the gradient direction turns. :func:`trajectory_plane` spans the
-  first step and the final perturbation; :func:`loss_grid` evaluates the loss on that plane and
-  :func:`plot_trajectory` draws the contours with the path on top.
-* Gradient similarity: the loss gradients at random points of the eps-ball around an image;
-  :func:`gradient_cosine_similarities` returns their pairwise cosine similarities (all 1 for a
-  model that is linear there), :func:`gradient_cosine_similarities_many` does it for many
-  images, and :func:`plot_cosine_histograms` compares models.
-* Named measures at several radii (:data:`MEASURES`, :func:`landscape_measures`): gradient
-  cosines in L-inf and L2 balls (:func:`ball_gradient_cosines`), along PGD paths
-  (:func:`pgd_path`, :func:`path_gradient_cosines`), and the loss increase along random
-  against adversarial directions with the first-order Taylor remainder
-  (:func:`random_to_adversarial`). For a loss that is linear in the ball every cosine and the
-  straightness are 1 and the ratio and remainders 0; how far a model is from those values is
-  how curved its loss is there.
+* PGD paths: :func:`pgd_paths` runs PGD from the images (no random start) and keeps every
+  iterate x_0 = x, x_1, ..., x_T with the loss and its input gradient there.
+  :func:`path_straightness` = ||x_T - x_0|| / sum_t ||x_{t+1} - x_t|| is 1 for a straight path
+  and smaller the more the gradient direction turns; :func:`path_gradient_cosines` compares
+  the gradients along the paths. One image's path can be drawn: :func:`trajectory_plane`
+  spans its first step and final perturbation, :func:`loss_grid` evaluates the loss on that
+  plane and :func:`plot_trajectory` draws the contours with the path on top.
+* Gradient cosines: :func:`ball_gradient_cosines` takes the loss gradients at random points of
+  balls of several radii around each image and returns their pairwise cosines and their
+  cosines with the gradient at the image (all 1 for a model that is linear there).
+* Curvature: :func:`random_to_adversarial` compares the loss increase along random directions
+  on the ball's surface (:func:`surface_directions`) with PGD's, and gives the first-order
+  Taylor remainder at PGD's strongest point.
 
-Images are single examples without a batch axis (e.g. ``images[0]`` of shape (1, 28, 28)),
-labels Python or NumPy integers; results are host NumPy arrays.
+:data:`MEASURES` names the numbers these give; :func:`landscape_measures` computes all of them
+at several radii. For a loss that is linear in the ball every cosine and the straightness are 1
+and the ratio and remainders 0; how far a model is from those values is how curved its loss is
+there.
 """
 import numbers
 
@@ -35,15 +37,114 @@ from ..tensor import Tensor, to_host as _host
 from ..validation import check_number
 from .attacks import attack_loss, attack_mode, input_gradient, model_device, pgd_alpha, prepare_inputs
 from .norms import pgd_step, resolve_norm, step_direction, uniform_ball
-from .plots import plot_cosine_histograms, plot_loss_landscape
+from .plots import plot_loss_landscape
 
-__all__ = ["pgd_trajectories", "pgd_trajectory", "trajectory_straightness", "batch_straightness",
-           "trajectory_plane", "trajectory_coordinates", "loss_grid", "plot_trajectory",
-           "gradient_cosine_similarities", "gradient_cosine_similarities_many", "plot_cosine_histograms",
-           "MEASURES", "ball_gradient_cosines", "pgd_path", "path_gradient_cosines", "surface_directions",
-           "random_to_adversarial", "landscape_measures"]
+__all__ = ["pgd_paths", "path_straightness", "path_gradient_cosines", "trajectory_plane", "trajectory_coordinates",
+           "loss_grid", "plot_trajectory", "ball_gradient_cosines", "surface_directions", "random_to_adversarial",
+           "MEASURES", "landscape_measures"]
 
 
+# --- helpers shared by the measurements -----------------------------------------------------------
+def _losses_at(model, points, labels, loss, batch_size):
+    """The per-example loss (float64) and predicted class at host ``points`` (M, ...) with
+    integer ``labels`` (M,), forward passes only, in batches."""
+    device = model_device(model)
+    losses, preds = [], []
+    with attack_mode(model), no_grad():
+        for i in range(0, len(points), batch_size):
+            p = Tensor(backend.to_device(points[i:i + batch_size], device))
+            yy = Tensor(backend.to_device(numpy.asarray(labels[i:i + batch_size], dtype=numpy.int64), device))
+            logits = model(p)
+            losses.append(backend.to_numpy(attack_loss(logits, yy, loss).array))
+            preds.append(backend.to_numpy(logits.array.argmax(axis=1)))
+    return numpy.concatenate(losses).astype(numpy.float64), numpy.concatenate(preds)
+
+
+def _flat(a, image_ndim):
+    """``a`` (..., *image shape) as float64 (..., D), D the image size."""
+    return a.reshape(a.shape[:a.ndim - image_ndim] + (-1,)).astype(numpy.float64)
+
+
+def _row_cosines(a, b):
+    """cos(a, b) along the last axis of two arrays of the same shape (..., D); NaN where a row
+    of either is zero."""
+    na, nb = numpy.linalg.norm(a, axis=-1), numpy.linalg.norm(b, axis=-1)
+    with numpy.errstate(all="ignore"):
+        c = (a * b).sum(axis=-1) / (na * nb)
+    return numpy.where((na > 0) & (nb > 0), numpy.clip(c, -1, 1), numpy.nan)
+
+
+def _nanmean(a, axis):
+    """numpy.nanmean that gives NaN for an all-NaN slice without a warning."""
+    with numpy.errstate(all="ignore"):
+        count = numpy.isfinite(a).sum(axis=axis)
+        total = numpy.where(numpy.isfinite(a), a, 0).sum(axis=axis)
+        return numpy.where(count > 0, total / numpy.maximum(count, 1), numpy.nan)
+
+
+def _check_radii(radii, op, strict=False):
+    given = radii
+    radii = list(radii) if isinstance(radii, (list, tuple, numpy.ndarray)) else []
+    if not radii:
+        raise ValueError(f"{op}: radii must be a non-empty list of numbers {'>' if strict else '>='} 0, got {given!r}")
+    return [check_number(f"{op}: radii[{i}]", r, minimum=0, strict=strict) for i, r in enumerate(radii)]
+
+
+# --- PGD paths ------------------------------------------------------------------------------------
+def pgd_paths(model, images, labels, eps, alpha=None, steps=20, norm="2", loss="ce"):
+    """PGD (same update and projection as :func:`minidl.adversarial.pgd`) started at the images
+    themselves, with every iterate x_t, the loss L(x_t) and its input gradient g_t = dL/dx(x_t)
+    for t = 0 .. T (T = ``steps``; plain iterates, not the best point found). ``alpha``
+    defaults to :func:`~minidl.adversarial.attacks.pgd_alpha`. Returns a dict of host arrays:
+    iterates (T + 1, N, ...) with iterates[0] the images, gradients (T + 1, N, D) float64 with
+    D the size of one image, losses (T + 1, N) float64."""
+    op = "pgd_paths"
+    norm = resolve_norm(norm, op)
+    check_number(f"{op}: eps", eps, minimum=0)
+    check_number(f"{op}: steps", steps, minimum=1, integer=True)
+    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
+    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
+    x, y = prepare_inputs(model, images, labels, op)
+    x0 = cur = x.array
+    iterates, grads, losses = [backend.to_numpy(cur)], [], []
+    with attack_mode(model):
+        for t in range(steps + 1):
+            g, _, value = input_gradient(model, Tensor(cur), y, loss)
+            grads.append(backend.to_numpy(g).reshape(len(g), -1).astype(numpy.float64))
+            losses.append(backend.to_numpy(value).astype(numpy.float64))
+            if t < steps:
+                cur = pgd_step(cur, g, x0, eps, alpha, norm)
+                iterates.append(backend.to_numpy(cur))
+    return {"iterates": numpy.stack(iterates), "gradients": numpy.stack(grads), "losses": numpy.stack(losses)}
+
+
+def path_straightness(iterates):
+    """||x_T - x_0|| / sum_t ||x_{t+1} - x_t|| of each path of ``iterates`` (T + 1, N, ...), as
+    :func:`pgd_paths` returns them: (N,) float64, 1 for a straight path, in (0, 1] otherwise,
+    NaN for a path that never moves."""
+    t = _host(iterates)
+    if t.ndim < 3 or len(t) < 2:
+        raise ValueError(f"path_straightness: iterates must be (steps + 1 >= 2, N, ...), got shape {t.shape}")
+    t = t.reshape(t.shape[:2] + (-1,)).astype(numpy.float64)
+    length = numpy.sqrt((numpy.diff(t, axis=0) ** 2).sum(axis=2)).sum(axis=0)
+    chord = numpy.sqrt(((t[-1] - t[0]) ** 2).sum(axis=1))
+    with numpy.errstate(all="ignore"):
+        return numpy.where(length > 0, numpy.minimum(1.0, chord / length), numpy.nan)
+
+
+def path_gradient_cosines(gradients):
+    """Gradient agreement along PGD paths, from the gradients (T + 1, N, D) of :func:`pgd_paths`:
+    successive (T, N) = cos(g_t, g_{t+1}) for t = 0 .. T - 1 and initial (T, N) = cos(g_0, g_t)
+    for t = 1 .. T (NaN where a gradient vanishes). Both are 1 for a linear loss; an L-inf
+    iterate that has stopped at a corner of the box repeats its gradient, so successive counts
+    it as aligned."""
+    g = numpy.asarray(_host(gradients), dtype=numpy.float64)
+    if g.ndim != 3 or len(g) < 2:
+        raise ValueError(f"path_gradient_cosines: gradients must be (steps + 1 >= 2, N, D), got shape {g.shape}")
+    return {"successive": _row_cosines(g[:-1], g[1:]), "initial": _row_cosines(g[:1], g[1:])}
+
+
+# --- one image's path on a plane ------------------------------------------------------------------
 def _single(image, label, op):
     """One example as a batch of one: (x of shape (1, ...), y of shape (1,)) host arrays."""
     x = _host(image)
@@ -55,97 +156,21 @@ def _single(image, label, op):
     return x[None], y.astype(numpy.int64)
 
 
-# --- PGD trajectories ---------------------------------------------------------------------------
-def _pgd_path(model, x, y, eps, alpha, steps, norm, loss, last):
-    """PGD from x (Tensors from prepare_inputs), no random start: the iterates (steps + 1 host
-    arrays), and the input gradients and per-example losses at each iterate as host float64
-    arrays, the final iterate's only when ``last`` (a plain trajectory does not need it)."""
-    x0 = x.array
-    cur = x0
-    iterates, grads, losses = [backend.to_numpy(cur)], [], []
-    with attack_mode(model):
-        for t in range(steps + 1):
-            if t == steps and not last:
-                break
-            g, _, value = input_gradient(model, Tensor(cur), y, loss)
-            grads.append(backend.to_numpy(g).reshape(len(g), -1).astype(numpy.float64))
-            losses.append(backend.to_numpy(value).astype(numpy.float64))
-            if t < steps:
-                cur = pgd_step(cur, g, x0, eps, alpha, norm)
-                iterates.append(backend.to_numpy(cur))
-    return iterates, grads, losses
-
-
-def _check_path_args(op, norm, eps, alpha, steps):
-    norm = resolve_norm(norm, op)
-    check_number(f"{op}: eps", eps, minimum=0)
-    check_number(f"{op}: alpha", alpha, minimum=0, strict=True)
-    check_number(f"{op}: steps", steps, minimum=1, integer=True)
-    return norm
-
-
-def pgd_trajectories(model, images, labels, eps, alpha, steps, norm="2", loss="ce"):
-    """Every iterate of PGD (same update and projection as :func:`minidl.adversarial.pgd`)
-    started at the images themselves, for a batch. Returns a host array (steps + 1, N, ...):
-    entry 0 is x, entry t the t-th iterate (plain iterates, not the best point found)."""
-    op = "pgd_trajectories"
-    norm = _check_path_args(op, norm, eps, alpha, steps)
-    x, y = prepare_inputs(model, images, labels, op)
-    return numpy.stack(_pgd_path(model, x, y, eps, alpha, steps, norm, loss, last=False)[0])
-
-
-def pgd_path(model, images, labels, eps, alpha=None, steps=20, norm="2", loss="ce"):
-    """The PGD iterates of :func:`pgd_trajectories` with the loss gradient g_t = dL/dx(x_t) and
-    the loss L(x_t) at every iterate t = 0 .. T, the last included. ``alpha`` defaults to
-    :func:`~minidl.adversarial.attacks.pgd_alpha`. Returns a dict of host arrays: iterates
-    (T + 1, N, ...), gradients (T + 1, N, D) float64 with D the size of one image, losses
-    (T + 1, N) float64."""
-    op = "pgd_path"
-    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
-    norm = _check_path_args(op, norm, eps, alpha, steps)
-    x, y = prepare_inputs(model, images, labels, op)
-    iterates, grads, losses = _pgd_path(model, x, y, eps, alpha, steps, norm, loss, last=True)
-    return {"iterates": numpy.stack(iterates), "gradients": numpy.stack(grads), "losses": numpy.stack(losses)}
-
-
-def pgd_trajectory(model, image, label, eps, alpha, steps, norm="2", loss="ce"):
-    """The PGD path from one ``image`` (no batch axis): a list of steps + 1 host arrays shaped
-    like the image, the first equal to the image (random_start=False)."""
-    x, y = _single(image, label, "pgd_trajectory")
-    traj = pgd_trajectories(model, x, y, eps, alpha, steps, norm, loss)
-    return [t[0] for t in traj]
-
-
 def _path_array(trajectory, op):
+    """One path (a list of iterates or an array with time first) as float64 (T + 1, D)."""
     t = numpy.stack([_host(p) for p in trajectory]) if isinstance(trajectory, (list, tuple)) else _host(trajectory)
     if t.ndim < 2 or len(t) < 2:
         raise ValueError(f"{op}: a trajectory needs at least two iterates, got shape {t.shape}")
     return t.reshape(len(t), -1).astype(numpy.float64)
 
 
-def trajectory_straightness(trajectory):
-    """||x_T - x_0|| / sum_t ||x_{t+1} - x_t|| for one path (a list of iterates or an array with
-    time first): 1 for a straight path, in (0, 1] otherwise; NaN when the path never moves."""
-    t = _path_array(trajectory, "trajectory_straightness")
-    length = numpy.sqrt((numpy.diff(t, axis=0) ** 2).sum(axis=1)).sum()
-    if not length > 0:
-        return float("nan")
-    return float(min(1.0, numpy.sqrt(((t[-1] - t[0]) ** 2).sum()) / length))
-
-
-def batch_straightness(trajectories):
-    """Straightness of each path of :func:`pgd_trajectories` output (steps + 1, N, ...) -> (N,)."""
-    t = _host(trajectories)
-    if t.ndim < 3:
-        raise ValueError(f"batch_straightness: expected (steps + 1, N, ...), got shape {t.shape}")
-    return numpy.array([trajectory_straightness(t[:, i]) for i in range(t.shape[1])])
-
-
 def trajectory_plane(trajectory, rng=0):
-    """Two orthonormal directions (u, v) shaped like the image, float64: u along the first step
-    x_1 - x_0, v along the final perturbation x_T - x_0 with its u component removed. When the
-    path is straight (nothing is left after removing u), v is a random direction orthogonal to
-    u (from ``rng``); when the first step is zero, u follows the first step that is not."""
+    """The plane of one image's PGD path ``trajectory`` ((T + 1, ...) such as
+    ``pgd_paths(...)["iterates"][:, i]``, or a list of iterates): two orthonormal directions
+    (u, v) shaped like the image, float64, u along the first step x_1 - x_0, v along the final
+    perturbation x_T - x_0 with its u component removed. When the path is straight (nothing is
+    left after removing u), v is a random direction orthogonal to u (from ``rng``); when the
+    first step is zero, u follows the first step that is not."""
     t = _path_array(trajectory, "trajectory_plane")
     shape = _host(trajectory[0]).shape
     steps = numpy.diff(t, axis=0)
@@ -203,146 +228,26 @@ def loss_grid(model, image, label, u, v, extent, resolution=21, clip=False, loss
     return {"a": a, "b": b, "loss": losses.reshape(shape), "pred": preds.reshape(shape)}
 
 
-def _losses_at(model, points, labels, loss, batch_size):
-    """The per-example loss (float64) and predicted class at host ``points`` (M, ...) with
-    integer ``labels`` (M,), forward passes only, in batches."""
-    device = model_device(model)
-    losses, preds = [], []
-    with attack_mode(model), no_grad():
-        for i in range(0, len(points), batch_size):
-            p = Tensor(backend.to_device(points[i:i + batch_size], device))
-            yy = Tensor(backend.to_device(numpy.asarray(labels[i:i + batch_size], dtype=numpy.int64), device))
-            logits = model(p)
-            losses.append(backend.to_numpy(attack_loss(logits, yy, loss).array))
-            preds.append(backend.to_numpy(logits.array.argmax(axis=1)))
-    return numpy.concatenate(losses).astype(numpy.float64), numpy.concatenate(preds)
-
-
 def plot_trajectory(model, image, label, trajectory, path, extent=None, resolution=31, clip=False, loss="ce",
                     title=None):
-    """Contours of the loss on :func:`trajectory_plane` with the PGD path drawn on top, saved as
-    a PNG at ``path``. ``extent`` defaults to the path's range plus a margin. Returns a dict
-    with u, v, coords (the path in the plane), grid (:func:`loss_grid`) and straightness."""
+    """Contours of the loss on :func:`trajectory_plane` with the PGD path ``trajectory`` of
+    ``image`` (one path, (T + 1, ...)) drawn on top, saved as a PNG at ``path``. ``extent``
+    defaults to the path's range plus a margin. Returns a dict with u, v, coords (the path in
+    the plane), grid (:func:`loss_grid`) and straightness (:func:`path_straightness`)."""
     u, v = trajectory_plane(trajectory)
     coords = trajectory_coordinates(trajectory, u, v)
     if extent is None:
         span = max(float(numpy.abs(coords).max()), 1e-3)
         extent = 1.5 * span
     grid = loss_grid(model, image, label, u, v, extent, resolution, clip=clip, loss=loss)
-    straight = trajectory_straightness(trajectory)
+    straight = float(path_straightness(_path_array(trajectory, "plot_trajectory")[:, None])[0])
     if title is None:
         title = f"PGD path (straightness {straight:.3f})"
     plot_loss_landscape(grid, path, coords=coords, title=title)
     return {"u": u, "v": v, "coords": coords, "grid": grid, "straightness": straight}
 
 
-# --- gradient similarity in the eps-ball ----------------------------------------------------------
-def _ball_points(x, eps, n_points, norm, gen):
-    """n_points uniform samples of the eps-ball around each row of x (host), clipped to [0, 1]:
-    (m * n_points, ...) with the n_points of row i contiguous."""
-    m = len(x)
-    delta = uniform_ball(gen, (m * n_points,) + x.shape[1:], eps, norm).reshape((m, n_points) + x.shape[1:])
-    pts = numpy.clip(x[:, None] + delta, 0, 1).astype(x.dtype)
-    return pts.reshape((m * n_points,) + x.shape[1:])
-
-
-def _pairwise_cosines(g):
-    """Upper-triangle cosine similarities of the rows of g (NaN where a row is zero)."""
-    n = numpy.linalg.norm(g, axis=1)
-    unit = g / numpy.where(n > 0, n, 1)[:, None]
-    c = numpy.clip(unit @ unit.T, -1, 1)
-    c[n == 0, :] = numpy.nan
-    c[:, n == 0] = numpy.nan
-    return c[numpy.triu_indices(len(g), k=1)]
-
-
-def _ball_gradients(model, x, y, eps, n_points, norm, loss, gen, batch_size):
-    """Gradients (m, n_points, D) at random points of the eps-balls around the rows of x."""
-    pts = _ball_points(x, eps, n_points, norm, gen)
-    labels = numpy.repeat(y, n_points)
-    out = numpy.empty((len(pts), x[0].size), dtype=numpy.float64)
-    with attack_mode(model):
-        for i in range(0, len(pts), batch_size):
-            xb, yb = prepare_inputs(model, pts[i:i + batch_size], labels[i:i + batch_size], "gradient_cosine")
-            g, _, _ = input_gradient(model, xb, yb, loss)
-            out[i:i + len(yb)] = backend.to_numpy(g).reshape(len(yb), -1)
-    return out.reshape(len(x), n_points, -1)
-
-
-def gradient_cosine_similarities(model, image, label, eps, n_points=20, norm="inf", loss="ce", rng=None,
-                                 batch_size=256):
-    """Pairwise cosine similarities of the loss gradients at ``n_points`` uniform random points
-    of the eps-ball (``norm`` 'inf' or '2') around one image (points clipped to [0, 1]).
-    Returns the n_points (n_points - 1) / 2 values of the upper triangle (NaN for a pair with a
-    vanishing gradient). Close to 1: the loss is nearly linear around the image."""
-    op = "gradient_cosine_similarities"
-    norm = resolve_norm(norm, op)
-    check_number(f"{op}: eps", eps, minimum=0)
-    check_number(f"{op}: n_points", n_points, minimum=2, integer=True)
-    x, y = _single(image, label, op)
-    g = _ball_gradients(model, x, y, eps, n_points, norm, loss, _rng(rng), batch_size)[0]
-    return _pairwise_cosines(g)
-
-
-def gradient_cosine_similarities_many(model, images, labels, eps, n_points=20, norm="inf", loss="ce", rng=None,
-                                      batch_size=256, progress=True):
-    """:func:`gradient_cosine_similarities` for every image of a batch. Returns a dict:
-    values (all pairs of all images, concatenated), per_image (N, n_points (n_points - 1) / 2)
-    and per_image_mean (N,) (NaN-aware means)."""
-    op = "gradient_cosine_similarities_many"
-    check_number(f"{op}: eps", eps, minimum=0)
-    out = _ball_cosines(model, images, labels, [eps], norm, n_points, loss, rng, batch_size, progress, op)
-    per_image = out["pairwise"][0]
-    return {"values": per_image.reshape(-1), "per_image": per_image, "per_image_mean": out["ball_cosine"][0]}
-
-
-# --- named measures at several radii ------------------------------------------------------------
-# name -> (the direction in which the loss is more nearly linear in the ball, i.e. smoother;
-# the definition). A loss that is linear in the ball gives 1 for the first five and 0 for the
-# last three.
-MEASURES = {
-    "ball_cosine": ("higher", "mean pairwise cosine of the loss gradients at random points of the ball"),
-    "centre_cosine": ("higher", "mean cosine of those gradients with the gradient at the image"),
-    "path_successive_cosine": ("higher", "mean cosine of the gradients at successive PGD iterates"),
-    "path_initial_cosine": ("higher", "mean cosine of the gradient at each PGD iterate with the one at the image"),
-    "straightness": ("higher", "|x_T - x_0| / length of the PGD path"),
-    "random_to_adversarial": ("lower", "mean loss increase along random directions on the ball's surface "
-                                       "(antithetic pairs) / the increase at PGD's strongest point"),
-    "taylor_remainder": ("lower", "|L(x*) - L(x) - g(x) . (x* - x)| at PGD's strongest point x* (nats)"),
-    "taylor_remainder_relative": ("lower", "the Taylor remainder / (L(x*) - L(x))"),
-}
-
-
-def _check_radii(radii, op, strict=False):
-    given = radii
-    radii = list(radii) if isinstance(radii, (list, tuple, numpy.ndarray)) else []
-    if not radii:
-        raise ValueError(f"{op}: radii must be a non-empty list of numbers {'>' if strict else '>='} 0, got {given!r}")
-    return [check_number(f"{op}: radii[{i}]", r, minimum=0, strict=strict) for i, r in enumerate(radii)]
-
-
-def _flat(a, image_ndim):
-    """``a`` (..., *image shape) as float64 (..., D), D the image size."""
-    return a.reshape(a.shape[:a.ndim - image_ndim] + (-1,)).astype(numpy.float64)
-
-
-def _row_cosines(a, b):
-    """cos(a, b) along the last axis of two arrays of the same shape (..., D); NaN where a row
-    of either is zero."""
-    na, nb = numpy.linalg.norm(a, axis=-1), numpy.linalg.norm(b, axis=-1)
-    with numpy.errstate(all="ignore"):
-        c = (a * b).sum(axis=-1) / (na * nb)
-    return numpy.where((na > 0) & (nb > 0), numpy.clip(c, -1, 1), numpy.nan)
-
-
-def _nanmean(a, axis):
-    """numpy.nanmean that gives NaN for an all-NaN slice without a warning."""
-    with numpy.errstate(all="ignore"):
-        count = numpy.isfinite(a).sum(axis=axis)
-        total = numpy.where(numpy.isfinite(a), a, 0).sum(axis=axis)
-        return numpy.where(count > 0, total / numpy.maximum(count, 1), numpy.nan)
-
-
+# --- gradient cosines in balls around the images --------------------------------------------------
 def ball_gradient_cosines(model, images, labels, radii, norm="inf", n_points=16, loss="ce", rng=None, batch_size=256,
                           progress=False):
     """Gradient similarity in balls of several radii. For each radius r and image x: the loss
@@ -389,18 +294,39 @@ def _ball_cosines(model, images, labels, radii, norm, n_points, loss, rng, batch
             "ball_cosine": _nanmean(pairwise, axis=2), "centre_cosine": centre}
 
 
-def path_gradient_cosines(gradients):
-    """Gradient agreement along PGD paths, from the gradients (T + 1, N, D) of :func:`pgd_path`:
-    successive (T, N) = cos(g_t, g_{t+1}) for t = 0 .. T - 1 and initial (T, N) = cos(g_0, g_t)
-    for t = 1 .. T (NaN where a gradient vanishes). Both are 1 for a linear loss; an L-inf
-    iterate that has stopped at a corner of the box repeats its gradient, so successive counts
-    it as aligned."""
-    g = numpy.asarray(_host(gradients), dtype=numpy.float64)
-    if g.ndim != 3 or len(g) < 2:
-        raise ValueError(f"path_gradient_cosines: gradients must be (steps + 1 >= 2, N, D), got shape {g.shape}")
-    return {"successive": _row_cosines(g[:-1], g[1:]), "initial": _row_cosines(g[:1], g[1:])}
+def _ball_points(x, eps, n_points, norm, gen):
+    """n_points uniform samples of the eps-ball around each row of x (host), clipped to [0, 1]:
+    (m * n_points, ...) with the n_points of row i contiguous."""
+    m = len(x)
+    delta = uniform_ball(gen, (m * n_points,) + x.shape[1:], eps, norm).reshape((m, n_points) + x.shape[1:])
+    pts = numpy.clip(x[:, None] + delta, 0, 1).astype(x.dtype)
+    return pts.reshape((m * n_points,) + x.shape[1:])
 
 
+def _ball_gradients(model, x, y, eps, n_points, norm, loss, gen, batch_size):
+    """Gradients (m, n_points, D) at random points of the eps-balls around the rows of x."""
+    pts = _ball_points(x, eps, n_points, norm, gen)
+    labels = numpy.repeat(y, n_points)
+    out = numpy.empty((len(pts), x[0].size), dtype=numpy.float64)
+    with attack_mode(model):
+        for i in range(0, len(pts), batch_size):
+            xb, yb = prepare_inputs(model, pts[i:i + batch_size], labels[i:i + batch_size], "gradient_cosine")
+            g, _, _ = input_gradient(model, xb, yb, loss)
+            out[i:i + len(yb)] = backend.to_numpy(g).reshape(len(yb), -1)
+    return out.reshape(len(x), n_points, -1)
+
+
+def _pairwise_cosines(g):
+    """Upper-triangle cosine similarities of the rows of g (NaN where a row is zero)."""
+    n = numpy.linalg.norm(g, axis=1)
+    unit = g / numpy.where(n > 0, n, 1)[:, None]
+    c = numpy.clip(unit @ unit.T, -1, 1)
+    c[n == 0, :] = numpy.nan
+    c[:, n == 0] = numpy.nan
+    return c[numpy.triu_indices(len(g), k=1)]
+
+
+# --- curvature: random against adversarial directions ---------------------------------------------
 def surface_directions(gen, shape, n_directions, eps, norm):
     """2 ``n_directions`` perturbations (2 n, N, ...) on the surface of the eps-ball of ``norm``,
     in antithetic pairs: u_1 .. u_n then -u_1 .. -u_n, each u = eps * step_direction(z) for a
@@ -416,7 +342,7 @@ def random_to_adversarial(model, images, labels, eps, norm="inf", n_directions=4
                           batch_size=256, path=None):
     """Loss increase along random against adversarial directions at the same radius, and the
     first-order Taylor remainder. With L0 = L(x), g = dL/dx(x), x* the iterate of PGD (``steps``
-    steps of :func:`pgd_path`, or the given ``path``) with the largest loss and dL* = L(x*) - L0,
+    steps of :func:`pgd_paths`, or the given ``path``, a dict as it returns) with the largest loss and dL* = L(x*) - L0,
     and x_k = clip01(x + d_k) for the 2 ``n_directions`` perturbations d_k of
     :func:`surface_directions`, per image:
 
@@ -438,7 +364,7 @@ def random_to_adversarial(model, images, labels, eps, norm="inf", n_directions=4
     x, y = _host(images), _host(labels)
     prepare_inputs(model, x, y, op)
     if path is None:
-        path = pgd_path(model, x, y, eps, None, steps, norm, loss)
+        path = pgd_paths(model, x, y, eps, None, steps, norm, loss)
     losses, g0 = path["losses"], path["gradients"][0]
     n, image_ndim = len(x), x.ndim - 1
     best = losses.argmax(axis=0)
@@ -459,13 +385,30 @@ def random_to_adversarial(model, images, labels, eps, norm="inf", n_directions=4
             "taylor_remainder_relative": relative, "taylor_remainder_random": random_remainder}
 
 
+# --- named measures at several radii --------------------------------------------------------------
+# name -> (the direction in which the loss is more nearly linear in the ball, i.e. smoother;
+# the definition). A loss that is linear in the ball gives 1 for the first five and 0 for the
+# last three.
+MEASURES = {
+    "ball_cosine": ("higher", "mean pairwise cosine of the loss gradients at random points of the ball"),
+    "centre_cosine": ("higher", "mean cosine of those gradients with the gradient at the image"),
+    "path_successive_cosine": ("higher", "mean cosine of the gradients at successive PGD iterates"),
+    "path_initial_cosine": ("higher", "mean cosine of the gradient at each PGD iterate with the one at the image"),
+    "straightness": ("higher", "|x_T - x_0| / length of the PGD path"),
+    "random_to_adversarial": ("lower", "mean loss increase along random directions on the ball's surface "
+                                       "(antithetic pairs) / the increase at PGD's strongest point"),
+    "taylor_remainder": ("lower", "|L(x*) - L(x) - g(x) . (x* - x)| at PGD's strongest point x* (nats)"),
+    "taylor_remainder_relative": ("lower", "the Taylor remainder / (L(x*) - L(x))"),
+}
+
+
 def landscape_measures(model, images, labels, radii, norm="inf", n_points=16, n_directions=4, steps=20, loss="ce",
                        rng=None, batch_size=256, progress=False):
     """Every measure of :data:`MEASURES` at each radius of ``radii`` in the balls of ``norm``,
     for each image: :func:`ball_gradient_cosines`, then per radius one PGD path (``steps``
     steps of size pgd_alpha(r, steps), from the image) shared by the path cosines
     (:func:`path_gradient_cosines`, averaged over the steps), the straightness
-    (:func:`batch_straightness`) and :func:`random_to_adversarial`. Deterministic for a given
+    (:func:`path_straightness`) and :func:`random_to_adversarial`. Deterministic for a given
     ``rng`` seed. Returns a dict of host arrays: radii (R,), one (R, N) array per measure
     name, pairwise (R, N, P (P - 1) / 2) the ball's cosines, and example_path (R, T + 1, ...)
     the PGD path of the first image at each radius."""
@@ -480,12 +423,12 @@ def landscape_measures(model, images, labels, radii, norm="inf", n_points=16, n_
     per_radius = {name: [] for name in MEASURES if name not in out}
     paths = []
     for eps in tqdm(radii, desc=f"landscape L{norm}", leave=False, disable=not progress):
-        path = pgd_path(model, x, y, eps, None, steps, norm, loss)
+        path = pgd_paths(model, x, y, eps, None, steps, norm, loss)
         cos = path_gradient_cosines(path["gradients"])
         curv = random_to_adversarial(model, x, y, eps, norm, n_directions, steps, loss, gen, batch_size, path)
         per_radius["path_successive_cosine"].append(_nanmean(cos["successive"], axis=0))
         per_radius["path_initial_cosine"].append(_nanmean(cos["initial"], axis=0))
-        per_radius["straightness"].append(batch_straightness(path["iterates"]))
+        per_radius["straightness"].append(path_straightness(path["iterates"]))
         per_radius["random_to_adversarial"].append(curv["ratio"])
         per_radius["taylor_remainder"].append(curv["taylor_remainder"])
         per_radius["taylor_remainder_relative"].append(curv["taylor_remainder_relative"])

@@ -142,7 +142,9 @@ def plot_spectra(spectra, path, top=20, normalize=False, title=None):
 
 def plot_cosine_histograms(values, path, bins=40, title="gradient cosine similarity in the eps-ball"):
     """Overlaid histograms (densities on [-1, 1]) of cosine similarities, one per entry of
-    ``values`` (name -> array); NaNs are dropped and each legend entry shows the mean."""
+    ``values`` (name -> array of any shape, e.g. the pairwise cosines of
+    :func:`minidl.adversarial.landscape.ball_gradient_cosines`); NaNs are dropped and each
+    legend entry shows the mean."""
     plt = _pyplot()
     if not values:
         raise ValueError("plot_cosine_histograms: nothing to plot")

@@ -9,7 +9,7 @@ import numpy
 from ..adversarial import fgsm, landscape, pgd, plots, robust_accuracy, sanity_checks, uap
 from ..adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
 from ..adversarial.autoattack import autoattack_accuracy
-from ..adversarial.rse_eval import evaluate_rse
+from ..adversarial.rse_eval import RSEConfig, evaluate_rse
 from ..nn.noise import noise_layers
 
 # Images of the evaluation set used for the sanity checks: each check runs three attacks, so
@@ -95,9 +95,9 @@ def rse_table(p, rse_entry, data, num_classes, progress):
     sigmas = [layer.sigma for layer in noise_layers(model)]
     out = {"n": int(len(data[1])), "ensemble": p.rse_n, "eot_samples": p.rse_eot, "sigmas": sigmas, "rows": {}}
     for norm, eps in [("inf", e) for e in p.linf_eps] + [("2", p.l2_eps)]:
-        result = evaluate_rse(model, data, eps=eps, alpha=pgd_alpha(eps, p.pgd_steps), steps=p.pgd_steps, norm=norm,
-                              n_ensemble=p.rse_n, eot_samples=p.rse_eot, num_classes=num_classes,
-                              progress=progress)
+        result = evaluate_rse(model, data, RSEConfig(eps=eps, alpha=pgd_alpha(eps, p.pgd_steps), steps=p.pgd_steps,
+                                                     norm=norm, n_ensemble=p.rse_n, eot_samples=p.rse_eot,
+                                                     num_classes=num_classes), progress=progress)
         out["rows"][f"L{norm}-{eps:.4g}"] = {k: result[k] for k in (
             "clean_accuracy", "pgd_single_pass_accuracy", "pgd_eot_accuracy", "robust_accuracy", "warnings")}
     return out

@@ -163,12 +163,13 @@ def case_wrong_size_resume(out, comm):
 def case_rse(out, comm):
     """evaluate_rse sharded: at eps 0 nothing random is left, so the gathered per-example results
     must be the one-process ones; at eps 0.1 every rank must hold the same gathered result."""
-    from minidl.adversarial.rse_eval import evaluate_rse
+    from minidl.adversarial.rse_eval import RSEConfig, evaluate_rse
     model, data = banded_model(), dataset(13, seed=2)
     keys = ("clean_correct", "single_pass_robust_correct", "eot_robust_correct")
-    exact = evaluate_rse(model, data, eps=0.0, alpha=0.01, steps=2, n_ensemble=2, eot_samples=2, batch_size=4,
-                         huge_eps=1.0, check_n=5)
-    noisy = evaluate_rse(model, data, eps=0.1, alpha=0.05, steps=2, n_ensemble=2, eot_samples=2, batch_size=4)
+    exact = evaluate_rse(model, data, RSEConfig(eps=0.0, alpha=0.01, steps=2, n_ensemble=2, eot_samples=2,
+                                                batch_size=4, huge_eps=1.0, check_n=5))
+    noisy = evaluate_rse(model, data, RSEConfig(eps=0.1, alpha=0.05, steps=2, n_ensemble=2, eot_samples=2,
+                                                batch_size=4))
     everyone = comm.allgather_object({k: noisy[k].tolist() for k in keys})
     assert all(e == everyone[0] for e in everyone), "ranks hold different gathered RSE results"
     if comm.is_root:
