@@ -453,3 +453,34 @@ def test_budget_constants_are_documented():
     assert restricted_pickle.MAX_TREE_NODES == 1 << 22
     assert restricted_pickle.MAX_VALUES == 1 << 21
     assert restricted_pickle.ALLOC_PER_FILE_BYTE == 8
+
+
+# --- IDX (MNIST) -----------------------------------------------------------------------------------
+def _gz_idx(path, shape, payload):
+    import gzip
+    header = (2049 if len(shape) == 1 else 2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape)
+    path.write_bytes(gzip.compress(header + payload, compresslevel=1))
+    return path
+
+
+@pytest.mark.parametrize("claimed, error", [((1 << 31,), "more than the limit of 1073741824"),
+                                            ((900 << 20,), "truncated")])
+def test_idx_header_claims_are_not_allocated(tmp_path, claimed, error):
+    """A 2 MB .gz whose header claims 2 GiB (within deflate's ratio of the file) is refused by
+    the limit; one claiming 900 MiB is read in chunks and found short, without allocating the claim."""
+    from minidl.data.idx import read_idx
+    path = _gz_idx(tmp_path / "x-idx1-ubyte.gz", claimed, np.random.default_rng(0).bytes(2 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"x-idx1-ubyte\.gz.*{error}"):
+            read_idx(path)
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_idx_with_too_many_dimensions(tmp_path):
+    from minidl.data.idx import parse_idx
+    data = bytes([0, 0, 8, 200]) + bytes(4 * 200)  # 200 dimensions, all of size 0
+    with pytest.raises(ValueError, match="many.idx: 200 dimensions, more than the limit of 32"):
+        parse_idx(data, "many.idx")
