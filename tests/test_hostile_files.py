@@ -432,12 +432,47 @@ def _bounded(load, *args):
     assert peak < 256 << 20, f"peak {peak >> 20} MiB"
 
 
+def _dict_expr(pairs):
+    return pickle.EMPTY_DICT + pickle.MARK + b"".join(k + v for k, v in pairs) + pickle.SETITEMS
+
+
+# Well-formed expressions (calls of the allowed globals with random arguments, containers,
+# memo references, BUILD, persistent ids) reach the constructors' checks; random tokens
+# spliced in reach the machine's.
+_EXPRESSIONS = st.recursive(
+    st.sampled_from(_TOKENS[:len(_GLOBALS)] + [t for t in _TOKENS if t[:1] in b"\x8aX\x8e\x95GUCN\x88\x89"]
+                    + [pickle.BINGET + bytes([k]) for k in range(3)]
+                    + [tensor(4, (4,), (1,)), tensor(4, (2, 2), (0, 0)), images(1), tup(num(4)),
+                       tup(num(1), num(3072))]),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda xs: list_of(*xs)),
+        st.lists(inner, max_size=4).map(lambda xs: tup(*xs)),
+        st.lists(st.tuples(inner, inner), max_size=3).map(_dict_expr),
+        st.tuples(st.sampled_from(_GLOBALS), st.lists(inner, max_size=6)).map(
+            lambda g: call(glob(*g[0]), *g[1])),
+        st.tuples(inner, inner).map(lambda ab: ab[0] + ab[1] + pickle.BUILD),
+        st.tuples(inner, st.integers(0, 2)).map(lambda ak: ak[0] + pickle.BINPUT + bytes([ak[1]])),
+        inner.map(lambda a: a + pickle.BINPERSID),
+    ),
+    max_leaves=12)
+
+
+@st.composite
+def _streams(draw):
+    body = draw(_EXPRESSIONS)
+    for _ in range(draw(st.integers(0, 3))):  # splice random tokens in
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + draw(st.sampled_from(_TOKENS)) + body[at:]
+    return pickle.PROTO + b"\x02" + body + (pickle.STOP if draw(st.booleans()) else b"")
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                      HealthCheck.data_too_large])
-@given(st.lists(st.sampled_from(_TOKENS), max_size=40), st.booleans())
-def test_fuzz_opcode_streams(tmp_path_factory, tokens, with_stop):
+@given(_streams())
+def test_fuzz_opcode_streams(tmp_path_factory, body):
+    """``md.load`` (zip and legacy .pth, the stream as the object and as the storage-key list)
+    and the CIFAR batch loader: a value or a ValueError, within a time and memory budget."""
     folder = tmp_path_factory.mktemp("fuzz")
-    body = pickle.PROTO + b"\x02" + b"".join(tokens) + (pickle.STOP if with_stop else b"")
     _bounded(md.load, zip_pth(folder / "z.pth", body, [("0", FLOATS.tobytes())]))
     _bounded(md.load, legacy_pth(folder / "l.pth", body, ["0"], record(FLOATS)))
     _bounded(md.load, legacy_pth(folder / "k.pth", stream(dict_of(w=tensor(4, (4,), (1,)))), [], body))
