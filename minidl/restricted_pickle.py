@@ -17,9 +17,10 @@ references make a walk without a memo visit exponentially many nodes. This machi
   result has no reference cycles and its size is known when it is nested. BUILD is accepted
   by the per-load :class:`Pending` values a constructor returns (an empty array waiting for
   its bytes) and by a fresh ``OrderedDict`` (its state, PyTorch's ``_metadata``, is dropped);
-* checks every length field against the bytes that remain before taking them, and counts
-  every value against a :class:`Budget` (limits below), so that the time and memory of a load
-  are bounded by the size of the file.
+* checks every length field against the bytes that remain before taking them, counts every
+  value against a :class:`Budget` (limits below), and takes as dict keys and set items only
+  values whose hashes cannot be made to collide (strings, bytes, small ints), so that the
+  time and memory of a load are bounded by the size of the file.
 
 Every refusal is an :class:`UnsafePickleError`: a ValueError (and a
 ``pickle.UnpicklingError``) whose message names the stream and the byte offset.
@@ -37,11 +38,11 @@ MAX_DEPTH = 100              # containers nested in containers
 MAX_TREE_NODES = 1 << 22     # size of the result counted as a tree: a value reached through k
 #                              references counts k times, so that any walk of the result (one
 #                              without a memo included) visits at most this many nodes
-MAX_KEY_NODES = 256          # size of one dict key or set item as a tree (hashing walks it)
 ALLOC_PER_FILE_BYTE = 8      # bytes constructors may allocate (arrays, tensors, storages) per
 ALLOC_SLACK = 1 << 20        # byte of the file, plus this slack for tiny files
 
 _PROTOCOL_MAX = 5
+_SMALL_INT = 1 << 61  # ints below this in size hash to themselves: no two collide
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
@@ -52,10 +53,8 @@ class Budget:
     """What one load may spend; ``alloc_bytes`` is shared by the machine's constructors and the
     caller (storages, tensors), and goes down as they allocate."""
 
-    def __init__(self, alloc_bytes, values=MAX_VALUES, depth=MAX_DEPTH, tree_nodes=MAX_TREE_NODES,
-                 key_nodes=MAX_KEY_NODES):
-        self.alloc_bytes, self.values, self.depth = alloc_bytes, values, depth
-        self.tree_nodes, self.key_nodes = tree_nodes, key_nodes
+    def __init__(self, alloc_bytes, values=MAX_VALUES, depth=MAX_DEPTH, tree_nodes=MAX_TREE_NODES):
+        self.alloc_bytes, self.values, self.depth, self.tree_nodes = alloc_bytes, values, depth, tree_nodes
 
     @classmethod
     def for_file(cls, file_size, max_bytes=None):
@@ -224,14 +223,16 @@ class Machine:
                                     "(shared references counted each time; the limit)")
 
     def key(self, value):
-        value, depth, nodes = self.place(value)
-        if nodes > self.budget.key_nodes:
-            raise UnsafePickleError(f"a dict key or set item of {nodes} nodes, more than {self.budget.key_nodes}")
-        try:
-            hash(value)
-        except TypeError:
-            raise UnsafePickleError(f"unhashable dict key or set item: {kind(value)}") from None
-        return value, depth, nodes
+        """``value`` as a dict key or set item: a string, bytes, None, a bool or an int below
+        2**61 in size. Their hashes are seeded (strings) or distinct (small ints), so no file
+        can make a dict's inserts collide and take quadratic time; floats, big ints and tuples
+        could."""
+        value, _, _ = self.place(value)
+        if not (type(value) in (str, bytes, bool) or value is None
+                or (type(value) is int and -_SMALL_INT < value < _SMALL_INT)):
+            raise UnsafePickleError(f"dict keys and set items must be strings, bytes or small integers, "
+                                    f"not {kind(value)}")
+        return value, 0, 1
 
     def mutable(self, types, what):
         """The container on top of the stack, if it was built here and is not nested yet."""
@@ -272,9 +273,7 @@ class Machine:
         self.view = memoryview(self.data)
         try:
             return self._run()
-        except UnsafePickleError as e:
-            if str(e).startswith(f"{self.name}, byte "):
-                raise
+        except UnsafePickleError as e:  # raised without the place: add it, once
             raise self.error(str(e)) from None
         except (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError,
                 UnicodeError, struct.error) as e:

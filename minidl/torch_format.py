@@ -1,11 +1,21 @@
 """Reading PyTorch checkpoints (``torch.save`` files) without PyTorch, and without running them.
 
 A ``.pth`` file is a pickle, and a pickle may name any importable callable (``os.system``
-included) for the unpickler to call. :class:`TorchUnpickler` resolves only the globals a
-saved state dict needs: the tensor rebuild functions of ``torch._utils``, the storage type
-names (``torch.FloatStorage`` ...), ``collections.OrderedDict``; plain containers, strings
-and numbers need no globals. Any other global stops the load before anything is called.
-Tensors come back as NumPy arrays.
+included) for the unpickler to call. It is read here by the restricted pickle machine of
+:mod:`minidl.restricted_pickle` with the table :data:`ALLOWED_GLOBALS`: constructors for the
+tensor rebuild functions of ``torch._utils`` and for ``collections.OrderedDict`` (fresh values
+only), immutable markers for the storage types (``torch.FloatStorage`` ...); plain containers,
+strings and numbers need no globals. Any other global stops the load before anything is
+called. Tensors come back as NumPy arrays (new ones, never views of the file).
+
+Budget (checked before each allocation, every failure one ValueError naming the file): the
+pickle's limits of :mod:`minidl.restricted_pickle`; zip members whose declared size exceeds
+what the archive can hold (deflate ratio :data:`MAX_ZIP_MEMBER_RATIO`) or what their storage
+needs are refused before inflating, and read only up to the declared size; a legacy storage
+record's element count is checked against the bytes that remain before it is read; a tensor
+may not ask for more elements than its storage holds (zero or overlapping strides); storages
+and tensors together get ``ALLOC_PER_FILE_BYTE`` bytes per byte of the file (plus
+``ALLOC_SLACK``), at most ``max_bytes``.
 
 Two layouts exist:
 

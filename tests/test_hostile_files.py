@@ -234,6 +234,14 @@ def test_nested_containers_are_frozen(tmp_path):
         safe_load(stream(cycle))
 
 
+@pytest.mark.parametrize("key", [num(1 << 61), pickle.BINFLOAT + struct.pack(">d", 2.0 ** 70), tup(num(1), num(2))])
+def test_dict_keys_whose_hashes_could_collide_are_refused(key):
+    """Big ints, floats and tuples have hashes a file can make collide (quadratic inserts)."""
+    with pytest.raises(ValueError, match="dict keys and set items must be strings, bytes or small integers"):
+        safe_load(stream(pickle.EMPTY_DICT + key + num(0) + pickle.SETITEM))
+    assert safe_load(stream(pickle.EMPTY_DICT + num((1 << 61) - 1) + num(0) + pickle.SETITEM)) == {(1 << 61) - 1: 0}
+
+
 # --- tiny files that hang or allocate gigabytes -----------------------------------------------------
 def fan_out(levels, leaf):
     """``x0 = leaf; x(i+1) = [x(i), x(i)]``: ``levels`` * 9 bytes, 2**levels leaves as a tree."""
