@@ -213,7 +213,11 @@ class Machine:
         return value, info[0], info[1]
 
     def grow(self, container, depth, nodes):
+        """Count a placed item into ``container`` (which must still be free: an item that is
+        the container itself has just made it nested, and would make a cycle)."""
         info = self.info[id(container)]
+        if info[2]:
+            raise UnsafePickleError(f"a {type(container).__name__} cannot contain itself")
         info[0] = max(info[0], depth + 1)
         info[1] += nodes
         if info[0] > self.budget.depth:

@@ -232,6 +232,11 @@ def test_nested_containers_are_frozen(tmp_path):
              + pickle.APPEND + pickle.APPEND)
     with pytest.raises(ValueError, match="already inside another value"):
         safe_load(stream(cycle))
+    memo = pickle.BINPUT + b"\0"
+    for itself in (pickle.EMPTY_LIST + memo + pickle.BINGET + b"\0" + pickle.APPEND,            # l = [l]
+                   pickle.EMPTY_DICT + memo + num(1) + pickle.BINGET + b"\0" + pickle.SETITEM):  # d = {1: d}
+        with pytest.raises(ValueError, match="cannot contain itself"):
+            safe_load(stream(itself))
 
 
 @pytest.mark.parametrize("key", [num(1 << 61), pickle.BINFLOAT + struct.pack(">d", 2.0 ** 70), tup(num(1), num(2))])
