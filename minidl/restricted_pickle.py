@@ -236,7 +236,7 @@ class Machine:
                 or (type(value) is int and -_SMALL_INT < value < _SMALL_INT)):
             raise UnsafePickleError(f"dict keys and set items must be strings, bytes or small integers, "
                                     f"not {kind(value)}")
-        return value, 0, 1
+        return value
 
     def mutable(self, types, what):
         """The container on top of the stack, if it was built here and is not nested yet."""
@@ -451,9 +451,9 @@ def _set_items(m, items):
         raise UnsafePickleError("SETITEMS with an odd number of items")
     target = m.mutable((dict, collections.OrderedDict), "SETITEM")
     for i in range(0, len(items), 2):
-        key, key_depth, key_nodes = m.key(items[i])
+        key = m.key(items[i])  # a leaf: one node
         value, depth, nodes = m.place(items[i + 1])
-        m.grow(target, max(key_depth, depth), key_nodes + nodes)
+        m.grow(target, depth, 1 + nodes)
         target[key] = value
 
 
@@ -470,17 +470,13 @@ def _setitems(m):
 def _additems(m):
     items = m.pop_mark()
     target = m.mutable((set,), "ADDITEMS")
-    for item in items:
-        value, depth, nodes = m.key(item)
-        m.grow(target, depth, nodes)
-        target.add(value)
+    target.update(m.key(item) for item in items)
+    m.grow(target, 0, len(items))
 
 
 def _frozenset(m):
-    placed = [m.key(v) for v in m.pop_mark()]
-    out = frozenset(v for v, _, _ in placed)
-    m.push(m.new_container(out, 1 + max((d for _, d, _ in placed), default=0),
-                           1 + sum(n for _, _, n in placed)))
+    items = [m.key(v) for v in m.pop_mark()]
+    m.push(m.new_container(frozenset(items), 1, 1 + len(items)))
 
 
 def _resolve_global(m, module, name):
