@@ -8,12 +8,14 @@ a checkpoint can record the epoch, the metrics or the attack settings.
 import json
 import math
 import os
+import struct
 import zipfile
 
 import numpy
 
 from . import backend, torch_format
 from .io import atomic_write
+from .restricted_pickle import MAX_DEPTH
 from .tensor import Tensor
 
 _JSON_KEY = "__minidl_json__"
@@ -70,6 +72,8 @@ def _check_sizes(path, max_bytes):
     total = stored = 0
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
+            if info.flag_bits & 0x1:
+                raise ValueError(f"member {info.filename!r} is encrypted")
             if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
                 raise ValueError(f"member {info.filename!r} is compressed; minidl writes uncompressed arrays")
             stored += info.compress_size
@@ -105,22 +109,52 @@ def load(path, max_bytes=None):
     if os.path.isdir(path):
         raise ValueError(f"load: {path} is a folder, not a minidl .npz file")
     if torch_format.is_torch_file(path):  # a torch.save file (.pth, .pt): tensors become arrays
-        return torch_format.load_torch(path)
+        return torch_format.load_torch(path, MAX_LOAD_BYTES if max_bytes is None else max_bytes)
     try:
         _check_sizes(path, MAX_LOAD_BYTES if max_bytes is None else max_bytes)
         with numpy.load(path, allow_pickle=False) as f:
             flat = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, MemoryError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, MemoryError, struct.error, KeyError) as e:
         raise ValueError(f"load: {path} is not a valid minidl .npz file (corrupt or truncated?): {e}") from None
     try:
         extras = json.loads(bytes(flat.pop(_JSON_KEY)).decode()) if _JSON_KEY in flat else {}
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"load: {path} is not a valid minidl .npz file (corrupt metadata): {e}") from None
+        if not isinstance(extras, dict):
+            raise ValueError(f"expected a JSON object, found a {type(extras).__name__}")
+        _check_json_depth(extras)
+        return _unflatten(list(flat.items()) + list(extras.items()))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"load: {path} is not a valid minidl .npz file (corrupt metadata): "
+                         f"{type(e).__name__ if isinstance(e, RecursionError) else e}") from None
+
+
+def _check_json_depth(value):
+    """Refuse JSON values nested deeper than :data:`~minidl.restricted_pickle.MAX_DEPTH`
+    (iteratively: a JSON value is a tree, so the walk visits each node once)."""
+    todo = [(value, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"values nested more than {MAX_DEPTH} deep")
+        if isinstance(value, dict):
+            todo.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            todo.extend((v, depth + 1) for v in value)
+
+
+def _unflatten(items):
+    """``{'a/b': v}`` -> ``{'a': {'b': v}}``; a name that is both a value and a folder, or a
+    path deeper than MAX_DEPTH, is an error."""
     out = {}
-    for name, value in list(flat.items()) + list(extras.items()):
+    for name, value in items:
         *parents, leaf = name.split("/")
+        if len(parents) > MAX_DEPTH:
+            raise ValueError(f"key {name[:80]!r} is nested more than {MAX_DEPTH} deep")
         node = out
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"key {name[:80]!r} is inside a value that is not a dict")
+        if leaf in node:
+            raise ValueError(f"key {name[:80]!r} appears twice")
         node[leaf] = value
     return out

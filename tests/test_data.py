@@ -395,18 +395,23 @@ def test_forbidden_global_raises_and_does_not_run(tmp_path):
 
 def test_unpickler_allowlist_is_exactly_what_arrays_need():
     """Any extra entry widens what a pickle may call (one ``builtins.getattr`` is enough to
-    reach ``eval``, see the gadget below), so the list is pinned, entries and objects."""
+    reach ``eval``, see the gadget below), so the list is pinned, entries and objects: only
+    constructors that build fresh values from bytes in the file, and immutable markers."""
+    from minidl import restricted_pickle
     from minidl.data import safe_pickle
     assert set(safe_pickle.ALLOWED_GLOBALS) == {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("builtins", "bytes"),
+        ("__builtin__", "bytes")}
     allowed = safe_pickle.ALLOWED_GLOBALS
-    assert allowed[("numpy", "ndarray")] is np.ndarray and allowed[("numpy", "dtype")] is np.dtype
-    assert allowed[("_codecs", "encode")] is safe_pickle._latin1_encode
-    assert allowed[("numpy.core.multiarray", "_reconstruct")] is safe_pickle._empty_array
-    assert allowed[("numpy._core.multiarray", "_reconstruct")] is safe_pickle._empty_array
-    with pytest.raises(pickle.UnpicklingError, match="only empty ndarrays"):
-        safe_pickle._empty_array(np.ndarray, (1 << 40,), b"b")  # would allocate what the file says
+    assert allowed[("numpy", "ndarray")] is safe_pickle.NDARRAY and allowed[("numpy", "ndarray")] is not np.ndarray
+    assert not isinstance(allowed[("numpy", "ndarray")], restricted_pickle.Constructor)  # never called
+    with pytest.raises(AttributeError, match="immutable"):
+        allowed[("numpy", "ndarray")].name = "changed"
+    assert {allowed[k].fn for k in allowed if k[1] != "ndarray"} == {
+        safe_pickle._reconstruct, safe_pickle._frombuffer, safe_pickle._dtype, safe_pickle._latin1_encode,
+        safe_pickle._empty_bytes}
 
 
 def _marker_payload(marker):
@@ -441,8 +446,7 @@ def _getattr_gadget(marker):
             f"(V{_marker_payload(marker)}\ntR.").encode()
 
 
-def test_getattr_gadget_is_refused_and_runs_nothing(tmp_path, monkeypatch):
-    from minidl.data import safe_pickle
+def test_getattr_gadget_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
     gadget = _getattr_gadget(marker)
     with pytest.raises(pickle.UnpicklingError, match="forbidden global builtins.getattr"):
@@ -451,10 +455,14 @@ def test_getattr_gadget_is_refused_and_runs_nothing(tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError, match="test_batch.*forbidden global builtins.getattr"):
         CIFAR10(root=tmp_path, train=False, download=False)
     assert not marker.exists()
-    # The gadget is live: with the one extra entry it does run code. This is what the
-    # refusal above protects against.
-    monkeypatch.setitem(safe_pickle.ALLOWED_GLOBALS, ("builtins", "getattr"), getattr)
-    safe_load(gadget)
+    # The gadget is live: an unpickler whose allow-list has getattr and, for _codecs.encode,
+    # any Python function (the old stand-in was one) runs it. This is what the refusal above
+    # protects against.
+    class WithGetattr(pickle.Unpickler):
+        def find_class(self, module, name):
+            return {("builtins", "getattr"): getattr, ("_codecs", "encode"): _marker_payload}[(module, name)]
+
+    WithGetattr(io.BytesIO(gadget)).load()
     assert marker.exists()
 
 

@@ -22,7 +22,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "minidl"
 # Lowest first. A dotted prefix covers a module and, for a package, everything inside it;
 # the longest matching prefix wins.
 LAYERS = [
-    ("minidl.backend", "minidl.io", "minidl.validation", "minidl.version_counter", "minidl.torch_format"),
+    ("minidl.backend", "minidl.io", "minidl.validation", "minidl.version_counter", "minidl.torch_format",
+     "minidl.restricted_pickle"),
     ("minidl.kernels", "minidl.autograd"),
     ("minidl.ops",),
     ("minidl.tensor",),

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..io import atomic_write
-from .dataset import ArrayDataset, check_labels, to_unit_float
+from ..restricted_pickle import UnsafePickleError, kind
+from .dataset import ArrayDataset, to_unit_float
 from .download import ensure_files
 from .paths import data_root
 from .safe_pickle import safe_load
@@ -50,6 +51,10 @@ class CIFARFormatError(ValueError):
     """A CIFAR-10 batch, meta file or archive is malformed."""
 
 
+class CIFARPickleError(CIFARFormatError, pickle.UnpicklingError):
+    """A batch or meta file whose pickle is refused (malformed, over budget, forbidden global)."""
+
+
 def _str_keys(obj, path):
     """The pickled dict with ``bytes`` keys (Python-2 files read with encoding='bytes') as ``str``."""
     if not isinstance(obj, dict):
@@ -60,12 +65,33 @@ def _str_keys(obj, path):
 def _unpickle(path):
     try:
         obj = safe_load(path)
-    except pickle.UnpicklingError as e:  # forbidden globals, truncated pickles: keep the type
-        raise pickle.UnpicklingError(f"{path}: {e}") from e
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
-            OverflowError, RecursionError) as e:
-        raise CIFARFormatError(f"{path}: not a valid CIFAR-10 pickle ({type(e).__name__}: {e})") from e
+    except UnsafePickleError as e:  # names the file, the byte and what is wrong with it
+        raise CIFARPickleError(str(e)) from None
     return _str_keys(obj, path)
+
+
+def _check_label_values(labels, n, path):
+    """``labels`` (a list or tuple of ints, or a 1-D integer array, as pickled) as int64, after
+    checking each value without converting it: a label of 2**70 or a string is one clear error."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise CIFARFormatError(f"{path}: 'labels' must be a 1-D integer array, found {labels.dtype} "
+                                   f"array of shape {labels.shape}")
+        values = labels
+    elif isinstance(labels, (list, tuple)):
+        bad = next((i for i, v in enumerate(labels) if type(v) is not int), None)
+        if bad is not None:
+            raise CIFARFormatError(f"{path}: 'labels' must be integers, item {bad} is {kind(labels[bad])}")
+        values = labels
+    else:
+        raise CIFARFormatError(f"{path}: 'labels' must be a list of integers, found {kind(labels)}")
+    if len(values) != n:
+        raise CIFARFormatError(f"{path}: {n} images but {len(values)} labels")
+    bad = next((i for i, v in enumerate(values) if not 0 <= v < len(CLASSES)), None)
+    if bad is not None:
+        raise CIFARFormatError(f"{path}: 'labels' must lie in [0, {len(CLASSES)}), item {bad} is "
+                               f"{kind(int(values[bad]))}")
+    return np.asarray(values, dtype=np.int64)
 
 
 def load_batch(path):
@@ -75,10 +101,9 @@ def load_batch(path):
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise CIFARFormatError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {what}")
-    if labels is None or len(labels) != len(data):
-        n = "no" if labels is None else len(labels)
-        raise CIFARFormatError(f"{path}: {len(data)} images but {n} labels")
-    return data.reshape(-1, 3, 32, 32), check_labels(np.asarray(labels), len(CLASSES), path)
+    if labels is None:
+        raise CIFARFormatError(f"{path}: {len(data)} images but no labels")
+    return data.reshape(-1, 3, 32, 32), _check_label_values(labels, len(data), path)
 
 
 def load_class_names(path):
@@ -86,9 +111,11 @@ def load_class_names(path):
     if not Path(path).is_file():
         return list(CLASSES)
     names = _unpickle(path).get("label_names")
-    if not isinstance(names, list) or len(names) != len(CLASSES):
-        raise CIFARFormatError(f"{path}: 'label_names' must be a list of {len(CLASSES)} names")
-    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, list) or len(names) != len(CLASSES) or \
+            not all(type(n) in (str, bytes) for n in names):
+        raise CIFARFormatError(f"{path}: 'label_names' must be a list of {len(CLASSES)} names (strings), "
+                               f"found {kind(names)}")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def extract_archive(archive, dest_dir):

@@ -19,8 +19,11 @@ import numpy as np
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-# The most data bytes read_idx accepts from one file (MNIST's largest holds 47 MB).
-MAX_IDX_BYTES = 1 << 32
+# The most data bytes read_idx accepts from one file (MNIST's largest holds 47 MB, EMNIST's
+# 550 MB), and the most dimensions (MNIST's have 1 and 3).
+MAX_IDX_BYTES = 1 << 30
+MAX_IDX_NDIM = 32
+_CHUNK = 1 << 20
 # Deflate never compresses by more than about 1032:1, so a .gz file of n bytes cannot hold
 # more than this many times n: a header claiming more is a lie, refused before reading.
 _DEFLATE_RATIO = 1100
@@ -45,6 +48,8 @@ def parse_idx(data, name="<bytes>", expected_magic=None):
     zero, type_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
     if zero != 0 or type_code not in _IDX_TYPES:
         raise IDXFormatError(f"{name}: bad IDX magic number {magic} (0x{magic:08x}) - not an IDX file")
+    if ndim > MAX_IDX_NDIM:
+        raise IDXFormatError(f"{name}: {ndim} dimensions, more than the limit of {MAX_IDX_NDIM}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise IDXFormatError(f"{name}: truncated header, {ndim} dimension sizes need {header} bytes, "
@@ -59,6 +64,19 @@ def parse_idx(data, name="<bytes>", expected_magic=None):
     if body > expected:
         raise IDXFormatError(f"{name}: {body - expected} unexpected bytes after the data of shape {shape}")
     return np.frombuffer(data, dtype, offset=header).reshape(shape)
+
+
+def _read_up_to(f, head, n):
+    """``head`` followed by at most ``n`` more bytes of ``f``, read in chunks: memory grows
+    with the data that is really there, never with what a header claims."""
+    out = bytearray(head)
+    while n > 0:
+        chunk = f.read(min(n, _CHUNK))
+        if not chunk:
+            break
+        out += chunk
+        n -= len(chunk)
+    return bytes(out)  # parse_idx's arrays are read-only views of bytes
 
 
 def read_idx(path, expected_magic=None, max_bytes=MAX_IDX_BYTES):
@@ -86,7 +104,7 @@ def read_idx(path, expected_magic=None, max_bytes=MAX_IDX_BYTES):
                 if expected > room:
                     raise IDXFormatError(f"{path}: truncated, header says shape {shape} ({expected} data bytes) "
                                          f"but the file can hold at most {room}")
-                raw = head + f.read(expected + 1)  # one byte more reveals trailing garbage
+                raw = _read_up_to(f, head, expected + 1)  # one byte more reveals trailing garbage
             else:
                 raw = head  # parse_idx names what is wrong with it
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
