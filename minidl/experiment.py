@@ -9,7 +9,7 @@ import numpy
 
 from . import backend
 from .adversarial import fgsm, fgsm_random_start, noisy_fgsm, pgd, robust_accuracy, sanity_checks
-from .adversarial.attacks import pgd_alpha
+from .adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
 from .adversarial.norms import resolve_norm
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
@@ -418,7 +418,8 @@ class AttackConfig:
         limit = EPS_LIMITS[resolve_norm(c.norm, "attack")]
         check_number("eps", c.eps, minimum=0, strict=True, maximum=limit)
         check_number("steps", c.steps, minimum=1, integer=True)
-        check_number("alpha", c.alpha, minimum=0, strict=True, maximum=limit, allow_none=True)
+        # the default step 2.5 eps / steps may exceed the radius (one step): at most 2.5 x the limit
+        check_number("alpha", c.alpha, minimum=0, strict=True, maximum=PGD_ALPHA_FACTOR * limit, allow_none=True)
         check_number("restarts", c.restarts, minimum=1, integer=True)
         check_number("eot_samples", c.eot_samples, minimum=1, integer=True)
         check_number("limit", c.limit, minimum=1, integer=True, allow_none=True)
