@@ -3,23 +3,29 @@
 Exit codes: 0 success; 2 a user error (bad argument, missing or malformed file, a folder that
 holds another run, a diverged training run), reported as one line ``error: ...``; 1 an
 internal error (a bug), reported as one line too; ``--debug`` (or ``MINIDL_DEBUG=1``) shows the
-traceback instead; 130 interrupted.
+traceback instead; 130 interrupted (Ctrl-C, or SIGTERM: both unwind the same way, so locks are
+released and no half-written file is left).
 """
 import argparse
+import contextlib
 import os
 import pickle
+import signal
 import sys
+import threading
 
 import traceback
 
 import numpy
 
 from . import distributed
-from .adversarial.journal import discard_journal
-from .experiment import ADVERSARIES, TrainConfig, attack_checkpoint, evaluate_checkpoint, run_training
-from .info import describe, warm_up
-from .io import write_json
+from .adversarial.journal import discard_journal, journal_path
+from .experiment import (ADVERSARIES, AttackConfig, TrainConfig, attack_checkpoint, evaluate_checkpoint,
+                         held_by_root, run_training)
+from .info import MAX_WARM_UP_BATCH, describe, warm_up
+from .io import check_atomic_writable, write_json
 from .models import MODELS
+from .run_folder import locked_file
 from .study import PRESETS, run_study
 from .validation import check_number, check_writable_file, check_writable_folder
 
@@ -104,18 +110,30 @@ def cmd_eval(args):
 
 
 def cmd_attack(args):
-    journal = None
-    if args.json is not None:  # before the attack runs, not after
-        check_writable_file("--json", args.json)
-        journal = args.json + JOURNAL_SUFFIX
-    elif args.resume:
-        raise ValueError("--resume: expected --json FILE (the run's journal is FILE.partial), got no --json")
-    result = attack_checkpoint(args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
-                               steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
-                               eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device,
-                               limit=args.limit, checks=not args.no_checks, progress=not args.quiet,
-                               version=args.version, seed=args.seed, judge_samples=args.judge_samples,
-                               batch_size=args.batch_size, journal=journal, resume=args.resume)
+    config = AttackConfig(checkpoint=args.checkpoint, attack=args.attack, eps=args.eps, alpha=args.alpha,
+                          steps=args.steps, restarts=args.restarts, norm=args.norm, loss=args.loss,
+                          eot_samples=args.eot_samples, data_dir=args.data_dir, device=args.device, limit=args.limit,
+                          batch_size=args.batch_size, checks=not args.no_checks, version=args.version,
+                          seed=args.seed, judge_samples=args.judge_samples).resolved()
+    if args.json is None:
+        if args.resume:
+            raise ValueError("--resume: expected --json FILE (the run's journal is FILE.partial), got no --json")
+        return _attack(args, config, None)
+    # Before the attack runs, not after: the file, and the temporary files that write it and its
+    # journal atomically, can be created (a long name fits while its temporary name does not).
+    check_writable_file("--json", args.json)
+    comm = distributed.world()
+    journal = args.json + JOURNAL_SUFFIX
+    for name in (args.json, journal_path(journal, comm.size, comm.rank)):
+        check_atomic_writable("--json", name)
+    # FILE.lock: a second attack writing FILE is refused rather than silently replacing its result
+    journals = [journal_path(journal, comm.size, rank) for rank in range(comm.size)]
+    with held_by_root(lambda: locked_file(args.json, related=journals)):
+        return _attack(args, config, journal)
+
+
+def _attack(args, config, journal):
+    result = attack_checkpoint(config, journal=journal, resume=args.resume, progress=not args.quiet)
     comm = distributed.world()
     stored, failure = False, None
     if comm.is_root:  # every rank holds the gathered result; one reports it
@@ -164,7 +182,7 @@ def build_parser():
     info = sub.add_parser("info", help="versions, backends and BLAS")
     info.add_argument("--warm-up", choices=sorted(MODELS), default=None,
                       help="run one training step of this model, then print the convolution algorithms chosen")
-    info.add_argument("--batch", type=number(int, "--batch", minimum=1), default=128)
+    info.add_argument("--batch", type=number(int, "--batch", minimum=1, maximum=MAX_WARM_UP_BATCH), default=128)
     info.set_defaults(run=cmd_info)
     train = sub.add_parser("train", help="train a model on MNIST or CIFAR-10")
     train.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
@@ -265,6 +283,36 @@ def _one_line(error):
     return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program stands so that it unwinds as Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises :class:`Terminated` while the command runs (the main thread only can
+    take a signal handler; elsewhere, as under some test runners, it is left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _join_mpi_job():
+    """The world communicator: the MPI job's when a launcher started this process (its
+    variables, e.g. ``PMI_SIZE``, say so), else the single process."""
+    if not distributed.launched_by_mpi():
+        return distributed.world()
+    return distributed.init()
+
+
 def main(argv=None):
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -274,15 +322,23 @@ def main(argv=None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or bool(os.environ.get("MINIDL_DEBUG"))
-    comm = distributed.init() if distributed.launched_by_mpi() else distributed.world()
+    try:
+        comm = _join_mpi_job()
+    except Exception as e:  # noqa: BLE001 - e.g. PMI_SIZE set, but no mpi4py: one line, not a traceback
+        if debug:
+            raise
+        print(f"error: this process was started as one rank of an MPI job, but cannot join it: {_one_line(e)}",
+              file=sys.stderr, flush=True)
+        return 2
     where = "error" if comm.size == 1 else f"error on rank {comm.rank} of {comm.size}"
     try:
-        args = build_parser().parse_args([a for a in argv if a != "--debug"])
-        code = args.run(args)
+        with _sigterm_unwinds():
+            args = build_parser().parse_args([a for a in argv if a != "--debug"])
+            code = args.run(args)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
         code = e.code if isinstance(e.code, int) else 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
         code = 130
     except Exception as e:  # noqa: BLE001 - the top of the program: everything becomes one line
         if debug and comm.size == 1:

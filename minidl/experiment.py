@@ -5,9 +5,12 @@ import dataclasses
 import functools
 import os
 
+import numpy
+
 from . import backend
 from .adversarial import fgsm, fgsm_random_start, noisy_fgsm, pgd, robust_accuracy, sanity_checks
-from .adversarial.attacks import pgd_alpha
+from .adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
+from .adversarial.norms import resolve_norm
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
 from .adversarial.journal import EvalJournal, journal_path
@@ -21,7 +24,7 @@ from .run_folder import RunFolderError, claim_run_folder
 from .io import file_digest
 from .serialization import load
 from .train import CHECKPOINT, evaluate, fit
-from .validation import check_choice, check_number
+from .validation import check_choice, check_finite_array, check_number
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "onecycle", "cyclic", "step")
@@ -97,6 +100,8 @@ def load_arrays(dataset, data_dir, train, limit=None):
     if dataset not in ("mnist", "cifar10"):
         raise ValueError(f"dataset must be 'mnist' or 'cifar10', got {dataset!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
+        if os.path.exists(data_dir):
+            raise NotADirectoryError(f"--data-dir {data_dir!r} is not a folder")
         raise FileNotFoundError(f"--data-dir {data_dir!r} does not exist")
     cls = MNIST if dataset == "mnist" else CIFAR10
     ds = cls(root=data_dir, train=train)
@@ -166,28 +171,34 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
 
 
 def _claimed(config, out_dir, resume, overwrite):
-    """The run folder held for the run (see ``run_folder``), or a no-op without ``out_dir``.
-    In a data-parallel run rank 0 alone claims and locks it, and every rank gets its verdict."""
+    """The run folder held for the run (see ``run_folder``), or a no-op without ``out_dir``."""
     if out_dir is None:
         return contextlib.nullcontext()
+    record = dataclasses.asdict(config)
+    return held_by_root(lambda: claim_run_folder(out_dir, record, resume=resume, overwrite=overwrite))
+
+
+def held_by_root(claim):
+    """``claim()`` (a context manager that takes a lock, ``run_folder``), entered by rank 0
+    alone in a data-parallel run; every rank gets its verdict (a RunFolderError refusal)."""
     comm = world()
     if comm.size == 1:
-        return claim_run_folder(out_dir, dataclasses.asdict(config), resume=resume, overwrite=overwrite)
-    return _claimed_by_root(comm, out_dir, dataclasses.asdict(config), resume, overwrite)
+        return claim()
+    return _held_by_root(comm, claim)
 
 
 @contextlib.contextmanager
-def _claimed_by_root(comm, out_dir, record, resume, overwrite):
-    claim, refusal = contextlib.ExitStack(), None
+def _held_by_root(comm, claim):
+    held, refusal = contextlib.ExitStack(), None
     if comm.is_root:
         try:
-            claim.enter_context(claim_run_folder(out_dir, record, resume=resume, overwrite=overwrite))
+            held.enter_context(claim())
         except RunFolderError as e:
             refusal = str(e)
     refusal = comm.broadcast_object(refusal)
     if refusal is not None:
         raise RunFolderError(refusal)
-    with claim:
+    with held:
         yield
 
 
@@ -198,6 +209,7 @@ def run_training(config, out_dir, resume=False, overwrite=False, progress=True, 
     config = config.resolved()
     with _claimed(config, out_dir, resume, overwrite):
         images, labels = load_arrays(config.dataset, config.data_dir, train=True, limit=config.train_limit)
+        _check_not_empty(images, f"the {config.dataset} training set" + (f" in {config.data_dir}" if config.data_dir else ""))
         (images, labels), held = split_holdout(images, labels, config.holdout)
         test = held if held is not None else load_arrays(config.dataset, config.data_dir, train=False)
         return _train(config, (images, labels), test, out_dir, resume, progress, epoch_end,
@@ -224,6 +236,7 @@ def train_on_arrays(config, train, test, out_dir, resume=False, overwrite=False,
 
 
 def _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split):
+    _check_not_empty(train[0], "the training set")
     device = backend.normalize_device(config.device)
     backend.manual_seed(config.seed)
     comm = world()
@@ -291,8 +304,18 @@ class OverfittingGuard:
         return False
 
 
+# The image shape of each data set, which a checkpoint's recorded config must repeat: a
+# tampered ``image_size`` would otherwise size the model (3000 -> gigabytes) before its weights
+# are compared with anything.
+DATASET_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}
+
+
 def load_model(checkpoint_path, device="cpu"):
-    """(model, checkpoint dict) rebuilt from a training checkpoint."""
+    """(model, checkpoint dict) rebuilt from a training checkpoint.
+
+    Before the model is built, the recorded configuration is checked (a known data set, whose
+    image shape ``in_channels`` and ``image_size`` must repeat) and every stored weight must be
+    finite: a NaN weight gives a NaN loss and a meaningless accuracy, never a result."""
     if not os.path.exists(checkpoint_path):
         raise FileNotFoundError(f"checkpoint {checkpoint_path!r} does not exist")
     state = load(checkpoint_path)
@@ -300,13 +323,36 @@ def load_model(checkpoint_path, device="cpu"):
     if not isinstance(config, dict) or "model" not in config or not isinstance(state.get("model"), dict):
         raise ValueError(f"{checkpoint_path} has no recorded model (not a minidl training checkpoint?)")
     try:
-        model = get_model(config["model"], in_channels=int(config.get("in_channels", 1)),
-                          image_size=int(config.get("image_size", 28)))
+        in_channels, image_size = _recorded_shape(config)
+        for name, value in state["model"].items():
+            if hasattr(value, "dtype"):
+                check_finite_array(f"parameter {name!r}", value)
+        model = get_model(config["model"], in_channels=in_channels, image_size=image_size)
         model.load_state_dict(state["model"])
     except (KeyError, ValueError, TypeError) as e:  # a tampered or foreign checkpoint: name the file
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise ValueError(f"{checkpoint_path}: does not hold a usable {config['model']!r} model ({message})") from None
     return model.to(device).eval(), state
+
+
+def _recorded_shape(config):
+    """(in_channels, image_size) a checkpoint's recorded ``config`` gives its model, checked
+    against its data set (:data:`DATASET_SHAPES`; MNIST's when none is recorded)."""
+    dataset = config.get("dataset", "mnist")
+    check_choice("recorded dataset", dataset, tuple(DATASET_SHAPES))
+    shape = []
+    for key, want in zip(("in_channels", "image_size"), DATASET_SHAPES[dataset]):
+        value = config.get(key, want)
+        if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value != want:
+            raise ValueError(f"recorded {key}: expected {want} (the {dataset} images'), got {value!r}")
+        shape.append(int(value))
+    return tuple(shape)
+
+
+def _check_not_empty(images, what):
+    """Refuse an empty image set: 0 steps, or an accuracy over 0 images, is no result."""
+    if len(images) == 0:
+        raise ValueError(f"{what} holds 0 images; expected at least 1")
 
 
 def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="test", limit=None, progress=True):
@@ -325,22 +371,70 @@ def evaluate_checkpoint(checkpoint_path, data_dir=None, device="cpu", split="tes
         images, labels = load_arrays(config["dataset"], data_dir, train=False)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    _check_not_empty(images, f"the {config['dataset']} {split} set")
     result = evaluate(model, DataLoader((images, labels), 500, device=device), progress=progress)
     result.update(split=split, model=config["model"], dataset=config["dataset"])
     return result
 
 
-def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=50, restarts=1, norm="inf",
-                      loss="ce", eot_samples=1, data_dir=None, device="cpu", limit=None, batch_size=500,
-                      checks=True, progress=True, version="standard", seed=0, judge_samples=None, journal=None,
-                      resume=False):
-    """Clean and robust accuracy of a checkpoint on its dataset's test set under FGSM, PGD or
-    AutoAttack (``version``; the result then holds the per-stage ``breakdown``, over all ranks
-    under MPI), plus the sanity checks of ``adversarial.evaluate`` on the first 500 images.
+# The largest distance between two images in [0, 1]^d: 1 under L-inf, sqrt(d) under L2, where
+# 64 covers the data sets minidl reads (sqrt(3 * 32 * 32) = 55.4). A larger radius or step
+# means nothing more, and 1e308 would overflow on the way.
+EPS_LIMITS = {"inf": 1.0, "2": 64.0}
 
-    ``seed`` seeds minidl's generator (random starts, noise) and AutoAttack's stages. Points
-    are judged by the mean softmax of ``judge_samples`` passes (None: 20 for a randomized
-    model, e.g. RSE, 1 otherwise; ``adversarial.evaluate``); the result says which
+
+@dataclasses.dataclass
+class AttackConfig:
+    """What ``attack`` measures: a checkpoint's clean and robust accuracy on its dataset's test
+    set (or ``data_dir``'s), under FGSM, PGD or AutoAttack (``version``). ``alpha`` None is
+    the PGD default ``2.5 eps / steps``; ``judge_samples`` None is 20 for a randomized model
+    and 1 otherwise (``adversarial.evaluate``); ``checks`` adds the sanity checks."""
+    checkpoint: str
+    attack: str = "pgd"        # fgsm | pgd | autoattack
+    eps: float = 0.3
+    alpha: float = None
+    steps: int = 50
+    restarts: int = 1
+    norm: str = "inf"          # inf | 2
+    loss: str = "ce"           # ce | margin
+    eot_samples: int = 1
+    data_dir: str = None
+    device: str = "cpu"
+    limit: int = None
+    batch_size: int = 500
+    checks: bool = True
+    version: str = "standard"  # AutoAttack's: standard | rand
+    seed: int = 0
+    judge_samples: int = None
+
+    def resolved(self):
+        """A copy with ``alpha`` filled in, every setting checked (before anything is loaded)."""
+        c = dataclasses.replace(self)
+        if not isinstance(c.checkpoint, (str, os.PathLike)) or not os.fspath(c.checkpoint):
+            raise ValueError(f"checkpoint: expected a file path, got {c.checkpoint!r}")
+        check_choice("attack", c.attack, ATTACKS)
+        check_choice("version", c.version, ("standard", "rand"))
+        check_choice("loss", c.loss, ("ce", "margin"))
+        limit = EPS_LIMITS[resolve_norm(c.norm, "attack")]
+        check_number("eps", c.eps, minimum=0, strict=True, maximum=limit)
+        check_number("steps", c.steps, minimum=1, integer=True)
+        # the default step 2.5 eps / steps may exceed the radius (one step): at most 2.5 x the limit
+        check_number("alpha", c.alpha, minimum=0, strict=True, maximum=PGD_ALPHA_FACTOR * limit, allow_none=True)
+        check_number("restarts", c.restarts, minimum=1, integer=True)
+        check_number("eot_samples", c.eot_samples, minimum=1, integer=True)
+        check_number("limit", c.limit, minimum=1, integer=True, allow_none=True)
+        check_number("batch_size", c.batch_size, minimum=1, integer=True)
+        check_number("seed", c.seed, minimum=0, integer=True)
+        check_number("judge_samples", c.judge_samples, minimum=1, integer=True, allow_none=True)
+        c.alpha = pgd_alpha(c.eps, c.steps) if c.alpha is None else c.alpha
+        return c
+
+
+def attack_checkpoint(config, journal=None, resume=False, progress=True):
+    """Clean and robust accuracy of the checkpoint an :class:`AttackConfig` names, plus the
+    sanity checks of ``adversarial.evaluate`` on the first 500 images (``config.checks``).
+    Under MPI the test set is split over the ranks and the result gathered; AutoAttack's result
+    holds the per-stage ``breakdown``. The result says how points were judged
     (``judge_samples``, ``judged_by``).
 
     ``journal``: a file (``adversarial.journal``) that records every finished batch of the
@@ -348,70 +442,95 @@ def attack_checkpoint(checkpoint_path, attack="pgd", eps=0.3, alpha=None, steps=
     NumPy backend, returns what an uninterrupted run returns; the caller removes it
     (:func:`~minidl.adversarial.journal.discard_journal`) once the result is stored. The sanity
     checks are not journaled: a resumed run repeats them."""
-    # Every argument is checked before the model and the data are loaded.
-    check_choice("attack", attack, ATTACKS)
-    check_choice("version", version, ("standard", "rand"))
-    check_number("eps", eps, minimum=0, strict=True)
-    check_number("steps", steps, minimum=1, integer=True)
-    check_number("alpha", alpha, minimum=0, strict=True, allow_none=True)
-    check_number("restarts", restarts, minimum=1, integer=True)
-    check_number("eot_samples", eot_samples, minimum=1, integer=True)
-    check_number("limit", limit, minimum=1, integer=True, allow_none=True)
-    check_number("batch_size", batch_size, minimum=1, integer=True)
-    check_number("seed", seed, minimum=0, integer=True)
-    check_number("judge_samples", judge_samples, minimum=1, integer=True, allow_none=True)
-    alpha = pgd_alpha(eps, steps) if alpha is None else alpha
-    # Seeded before the model is built (its initialisation draws from the generator), so that
-    # with seed 0, the generator's state at import, a fresh process draws what earlier runs drew.
-    backend.manual_seed(seed)
-    model, state = load_model(checkpoint_path, device)
-    config = state["config"]
-    images, labels = load_arrays(config["dataset"], data_dir or config.get("data_dir"), train=False)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    if not isinstance(config, AttackConfig):
+        raise TypeError(f"attack_checkpoint: config: expected an AttackConfig, got {type(config).__name__}")
+    config = config.resolved()  # every setting is checked before the model and the data are loaded
+    model, state, (images, labels) = _load_attacked(config)
     comm = world()
-    if journal is not None:
-        settings = {"checkpoint_sha256": file_digest(checkpoint_path), "attack": attack, "eps": eps, "alpha": alpha,
-                    "steps": steps, "restarts": restarts, "norm": norm, "loss": loss, "eot_samples": eot_samples,
-                    "version": version, "seed": seed, "judge_samples": judge_samples, "n": len(labels),
-                    "batch_size": batch_size, "ranks": comm.size, "rank": comm.rank}
-        journal = EvalJournal(journal_path(journal, comm.size, comm.rank), settings, resume=resume)
-    elif resume:
-        raise ValueError("resume: expected a journal to resume from, got journal=None")
-    judge = comm.broadcast_object(judge_samples_for(model, images[:PROBE_N], judge_samples))
-    if attack == "autoattack":
-        result = autoattack_accuracy(model, (images, labels), eps, norm=norm, version=version, seed=seed,
-                                     batch_size=batch_size, progress=progress, desc="attack", judge_samples=judge,
-                                     journal=journal)
-    else:
-        run = (lambda m, x, y: fgsm(m, x, y, eps, norm=norm, loss=loss)) if attack == "fgsm" else \
-            (lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, restarts=restarts, loss=loss,
-                                 eot_samples=eot_samples))
-        result = robust_accuracy(model, (images, labels), run, batch_size=batch_size, progress=progress,
-                                 judge_samples=judge, journal=journal)
-    out = {"checkpoint": checkpoint_path, "model": config["model"], "dataset": config["dataset"],
-           "attack": attack, "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts, "norm": norm,
-           "loss": loss, "eot_samples": eot_samples, "n": result["n"],
-           "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
-           "judge_samples": judge, "judged_by": judged_by(judge), "seed": seed,
-           "training": {k: config.get(k) for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup", "noise")}}
+    journal = _open_journal(config, journal, resume, comm, len(labels))
+    judge = comm.broadcast_object(judge_samples_for(model, images[:PROBE_N], config.judge_samples))
+    result = _run_attack(config, model, (images, labels), judge, journal, progress)
+    out = _attack_report(config, state["config"], result, judge)
     if journal is not None:
         out["resumed_batches"] = comm.allgather_object(journal.resumed) if comm.size > 1 else journal.resumed
-    if attack == "autoattack":
-        out.update(version=version, breakdown=result["breakdown"])
-    if checks:
-        sub = (images[:500], labels[:500])
-        warnings, numbers = sanity_checks(
-            model, sub, lambda m, x, y: pgd(m, x, y, eps, alpha, steps, norm=norm, eot_samples=eot_samples),
-            fgsm_attack=lambda m, x, y: fgsm(m, x, y, eps, norm=norm),
-            more_steps_attack=lambda m, x, y: pgd(m, x, y, eps, alpha, 2 * steps, norm=norm, eot_samples=eot_samples),
-            huge_eps_attack=lambda m, x, y: pgd(m, x, y, 1.0 if norm == "inf" else 50.0, 0.1 if norm == "inf" else 5.0,
-                                                steps, norm=norm, eot_samples=eot_samples),
-            batch_size=batch_size, progress=progress, judge_samples=judge)
-        out["warnings"], out["checks"] = warnings, numbers
-    if attack == "autoattack":
+    if config.attack == "autoattack":
+        out.update(version=config.version, breakdown=result["breakdown"])
+    if config.checks:
+        out["warnings"], out["checks"] = _attack_checks(config, model, (images, labels), judge, progress)
+    if config.attack == "autoattack":
         out["warnings"] = out.get("warnings", []) + result["warnings"]
     return out
+
+
+def _load_attacked(config):
+    """(model, checkpoint dict, (images, labels)) of the test set the attack runs on."""
+    # Seeded before the model is built (its initialisation draws from the generator), so that
+    # with seed 0, the generator's state at import, a fresh process draws what earlier runs drew.
+    backend.manual_seed(config.seed)
+    model, state = load_model(config.checkpoint, config.device)
+    recorded = state["config"]
+    images, labels = load_arrays(recorded["dataset"], config.data_dir or recorded.get("data_dir"), train=False,
+                                 limit=config.limit)
+    _check_not_empty(images, f"the {recorded['dataset']} test set")
+    return model, state, (images, labels)
+
+
+def _open_journal(config, journal, resume, comm, n):
+    """This rank's :class:`EvalJournal` at ``journal`` (None: no journal)."""
+    if journal is None:
+        if resume:
+            raise ValueError("resume: expected a journal to resume from, got journal=None")
+        return None
+    settings = {"checkpoint_sha256": file_digest(config.checkpoint), "attack": config.attack, "eps": config.eps,
+                "alpha": config.alpha, "steps": config.steps, "restarts": config.restarts, "norm": config.norm,
+                "loss": config.loss, "eot_samples": config.eot_samples, "version": config.version,
+                "seed": config.seed, "judge_samples": config.judge_samples, "n": n,
+                "batch_size": config.batch_size, "ranks": comm.size, "rank": comm.rank}
+    return EvalJournal(journal_path(journal, comm.size, comm.rank), settings, resume=resume)
+
+
+def _run_attack(config, model, data, judge, journal, progress):
+    """``robust_accuracy`` (or ``autoattack_accuracy``) of ``model`` under the configured attack."""
+    c = config
+    if c.attack == "autoattack":
+        return autoattack_accuracy(model, data, c.eps, norm=c.norm, version=c.version, seed=c.seed,
+                                   batch_size=c.batch_size, progress=progress, desc="attack", judge_samples=judge,
+                                   journal=journal)
+    if c.attack == "fgsm":
+        run = lambda m, x, y: fgsm(m, x, y, c.eps, norm=c.norm, loss=c.loss)
+    else:
+        run = lambda m, x, y: pgd(m, x, y, c.eps, c.alpha, c.steps, norm=c.norm, restarts=c.restarts, loss=c.loss,
+                                  eot_samples=c.eot_samples)
+    return robust_accuracy(model, data, run, batch_size=c.batch_size, progress=progress, judge_samples=judge,
+                           journal=journal)
+
+
+def _attack_report(config, recorded, result, judge):
+    """The result's settings and numbers, as the ``attack`` command prints and stores them."""
+    c = config
+    return {"checkpoint": c.checkpoint, "model": recorded["model"], "dataset": recorded["dataset"],
+            "attack": c.attack, "eps": c.eps, "alpha": c.alpha, "steps": c.steps, "restarts": c.restarts,
+            "norm": c.norm, "loss": c.loss, "eot_samples": c.eot_samples, "n": result["n"],
+            "clean_accuracy": result["clean_accuracy"], "robust_accuracy": result["robust_accuracy"],
+            "judge_samples": judge, "judged_by": judged_by(judge), "seed": c.seed,
+            "training": {k: recorded.get(k)
+                         for k in ("adv", "eps", "alpha", "steps", "epochs", "init", "eps_warmup", "noise")}}
+
+
+def _attack_checks(config, model, data, judge, progress):
+    """(warnings, numbers) of ``adversarial.sanity_checks`` on the first 500 images."""
+    c = config
+    images, labels = data
+    huge_eps, huge_alpha = (1.0, 0.1) if resolve_norm(c.norm, "attack") == "inf" else (50.0, 5.0)
+    return sanity_checks(
+        model, (images[:500], labels[:500]),
+        lambda m, x, y: pgd(m, x, y, c.eps, c.alpha, c.steps, norm=c.norm, eot_samples=c.eot_samples),
+        fgsm_attack=lambda m, x, y: fgsm(m, x, y, c.eps, norm=c.norm),
+        more_steps_attack=lambda m, x, y: pgd(m, x, y, c.eps, c.alpha, 2 * c.steps, norm=c.norm,
+                                              eot_samples=c.eot_samples),
+        huge_eps_attack=lambda m, x, y: pgd(m, x, y, huge_eps, huge_alpha, c.steps, norm=c.norm,
+                                            eot_samples=c.eot_samples),
+        batch_size=c.batch_size, progress=progress, judge_samples=judge)
 
 
 def judged_by(samples):

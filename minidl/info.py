@@ -7,6 +7,11 @@ from . import __version__, backend, functional
 from .kernels import autotune, blas, parallel
 from .models import get_model
 from .tensor import tensor
+from .validation import check_number
+
+# A warm-up step is a measurement, not a workload: a larger batch times nothing new, and
+# 10^9 images would ask for terabytes.
+MAX_WARM_UP_BATCH = 4096
 
 
 def blas_name():
@@ -41,7 +46,9 @@ def describe():
 
 def warm_up(model_name, batch):
     """Run one CPU forward and backward pass of ``model_name`` on random data (batch ``batch``, float32), so
-    that ``auto`` mode measures its convolutions; returns the lines describing the algorithm cache."""
+    that ``auto`` mode measures its convolutions; returns the lines describing the algorithm cache.
+    ``batch`` is at most :data:`MAX_WARM_UP_BATCH`."""
+    check_number("warm_up: batch", batch, minimum=1, maximum=MAX_WARM_UP_BATCH, integer=True)
     model = get_model(model_name)
     # MNIST models take 1x28x28 images, the others 3x32x32 (CIFAR-10).
     shape = (1, 28, 28) if ("mnist" in model_name or model_name in ("mlp", "lenet")) else (3, 32, 32)

@@ -7,6 +7,12 @@ survives a crash. A reader sees the old file or the new one, never a truncated m
 body of the ``with`` raises, the temporary file is removed and ``path`` is left as it was, so
 a caller can also reject what it wrote (a download with the wrong checksum) by raising.
 
+A writer killed in the middle (SIGKILL, a power cut) leaves its hidden temporary file
+``.<name>.<12 hex digits>.tmp`` behind; :func:`remove_stale_temporaries` removes those of one
+file, and is called by whoever holds that file's lock (a run folder's, an attack journal's).
+:func:`check_atomic_writable` proves, before any work, that the temporary file can be made
+(a long name can fit the file system while its temporary name does not).
+
 JSON: :func:`write_json` / :func:`read_json`, and :func:`as_json`, the value an object reads
 back as (tuples become lists, NumPy scalars and arrays plain numbers and lists), used to
 compare settings with those saved in a file.
@@ -15,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import uuid
 
 import numpy
@@ -30,7 +37,7 @@ def atomic_write(path, mode="w"):
     os.makedirs(folder, exist_ok=True)
     # os.open with 0o666 (not tempfile.mkstemp, which makes 0o600) so that the file gets the
     # usual permissions of the umask, as a plain open() would give it.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = _temporary_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, mode) as f:
@@ -43,6 +50,52 @@ def atomic_write(path, mode="w"):
             os.remove(tmp)
         raise
     _fsync_folder(folder)
+
+
+def _temporary_name(path):
+    """The temporary file :func:`atomic_write` writes ``path`` into, in the same folder."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _temporary_pattern(name):
+    return re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp")
+
+
+def stale_temporaries(path):
+    """The temporary files that writers of ``path`` left behind (:func:`atomic_write`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(folder)
+    except OSError:  # no folder, no leftovers
+        return []
+    pattern = _temporary_pattern(name)
+    return sorted(os.path.join(folder, e) for e in entries if pattern.fullmatch(e))
+
+
+def remove_stale_temporaries(path):
+    """Remove what killed writers of ``path`` left (see the module docstring); returns the
+    paths removed. Call it only while holding the lock that keeps other writers of ``path``
+    away: a live writer's temporary file has the same name pattern."""
+    removed = []
+    for tmp in stale_temporaries(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+            removed.append(tmp)
+    return removed
+
+
+def check_atomic_writable(name, path):
+    """Prove that :func:`atomic_write` can write ``path``: its temporary file (a longer name in
+    the same folder) is created and removed. Raises OSError ``name: ...`` otherwise."""
+    tmp = _temporary_name(path)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.remove(tmp)
+    except OSError as e:
+        raise OSError(f"{name}: cannot write {os.fspath(path)!r}: its temporary file "
+                      f"{os.path.basename(tmp)!r} cannot be created ({e.strerror or e})") from None
+    return path
 
 
 def _fsync_folder(folder):

@@ -10,7 +10,11 @@ its folder. :func:`claim_run_folder` is entered before any data is loaded and:
   stopped before its first checkpoint left only ``config.json`` and may simply be restarted;
 * holds the lock file ``.lock`` (pid and host of the writer) for the run's lifetime, so a
   second writer is refused. The lock is removed on exit, also on errors; a lock left by a
-  killed process is recognised as stale because no process has its pid, and taken over.
+  killed process is recognised as stale because no process has its pid, and taken over;
+* removes the temporary files a killed writer of the run's files left (``minidl.io``).
+
+:func:`locked_file` is the same lock for a single output file (``attack --json FILE`` holds
+``FILE.lock``), so two runs cannot silently replace each other's result.
 """
 import contextlib
 import json
@@ -19,7 +23,7 @@ import socket
 import time
 
 from .serialization import load
-from .io import write_json
+from .io import remove_stale_temporaries, write_json
 from .validation import check_writable_folder
 
 CONFIG = "config.json"
@@ -122,7 +126,12 @@ def _pid_alive(pid):
 def acquire_lock(folder):
     """Create ``folder/.lock`` for this process; returns its path. A lock whose pid is not a
     running process on this host is stale and replaced."""
-    path = os.path.join(folder, LOCK)
+    return _take_lock(os.path.join(folder, LOCK), folder, "run")
+
+
+def _take_lock(path, what, kind):
+    """Create the lock file ``path`` guarding ``what`` (a folder or file, used by a ``kind``
+    of run) for this process; returns ``path``."""
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
         try:
@@ -135,18 +144,18 @@ def acquire_lock(folder):
             except (OSError, ValueError, KeyError, TypeError):
                 owner, pid, host = None, None, None
             if pid is not None and (host != me["host"] or _pid_alive(pid)):
-                raise RunFolderError(f"{folder} is in use by another run (pid {pid} on {host}, lock file {path}); "
+                raise RunFolderError(f"{what} is in use by another {kind} (pid {pid} on {host}, lock file {path}); "
                                      "wait for it to finish, or delete the lock file if that process is gone")
             if pid is None and os.path.exists(path) and _younger_than(path, 5):
                 # being written by a process that just created it; do not steal it
-                raise RunFolderError(f"{folder} is in use by another run (lock file {path} is being written)")
+                raise RunFolderError(f"{what} is in use by another {kind} (lock file {path} is being written)")
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return path
-    raise RunFolderError(f"{folder}: could not take the lock file {path}")
+    raise RunFolderError(f"{what}: could not take the lock file {path}")
 
 
 def _younger_than(path, seconds):
@@ -176,6 +185,8 @@ def claim_run_folder(folder, config, resume=False, overwrite=False):
     check_writable_folder("out_dir", folder)
     lock = acquire_lock(folder)
     try:
+        for name in RUN_FILES:  # what a killed writer left; the lock keeps live writers away
+            remove_stale_temporaries(os.path.join(folder, name))
         check_folder(folder, config, resume=resume, overwrite=overwrite)
         if overwrite:
             for name in RUN_FILES:
@@ -183,5 +194,20 @@ def claim_run_folder(folder, config, resume=False, overwrite=False):
                     os.remove(os.path.join(folder, name))
         write_json(os.path.join(folder, CONFIG), config)
         yield folder
+    finally:
+        release_lock(lock)
+
+
+@contextlib.contextmanager
+def locked_file(path, kind="attack", related=()):
+    """Context for a run that writes the file ``path``: holds the lock ``path + '.lock'`` (as
+    :func:`claim_run_folder` holds a folder's), and removes the temporary files killed writers
+    of ``path`` and of the ``related`` files (its journal) left. Released on exit."""
+    path = os.fspath(path)
+    lock = _take_lock(path + ".lock", path, kind)
+    try:
+        for name in (path, *related):
+            remove_stale_temporaries(name)
+        yield path
     finally:
         release_lock(lock)

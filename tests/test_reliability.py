@@ -248,9 +248,8 @@ def test_bad_out_fails_before_any_data_is_loaded(tmp_path, capsys):
 
 
 def test_attack_json_path_is_checked_before_attacking(checkpoint, data_dir, tmp_path, monkeypatch, capsys):
-    import minidl.experiment as experiment
     calls = []
-    monkeypatch.setattr(experiment, "attack_checkpoint", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(cli, "attack_checkpoint", lambda *a, **k: calls.append(1))
     for bad, message in [(tmp_path, "which is a folder"), ("", "expected a file path, got ''")]:
         code, err = run(["attack", "--checkpoint", checkpoint, "--data-dir", data_dir, "--json", bad], capsys)
         assert code == 2 and message in one_error_line(err)

@@ -88,10 +88,20 @@ def attack_mode(model):
 
 
 # --- losses and gradients -------------------------------------------------------------------
+def check_labels(y, classes, op):
+    """Refuse labels outside [0, classes): NumPy would read -1 as the last class, and 12 of 10
+    fails deep inside an index."""
+    y = y.array if isinstance(y, Tensor) else y
+    if len(y) and not (int(y.min()) >= 0 and int(y.max()) < classes):
+        raise ValueError(f"{op}: labels: expected class indices in [0, {classes}) (the model's {classes} outputs), "
+                         f"got values in [{int(y.min())}, {int(y.max())}]")
+
+
 def margin_loss(logits, y):
     """Carlini-Wagner margin per example: max_{j != y} z_j - z_y."""
     xp = backend.get_array_module(logits.array)
     n, c = logits.shape
+    check_labels(y, c, "margin_loss")
     mask = xp.zeros((n, c), dtype=logits.dtype)
     mask[xp.arange(n), y.array] = -xp.inf
     onehot = (mask != 0).astype(logits.dtype)

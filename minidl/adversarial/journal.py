@@ -10,6 +10,11 @@ counts), and rewrites the journal file atomically. A later run with the same set
 caller's state as they were after the last of them, and attacks only the rest: on the NumPy
 backend it returns exactly what the uninterrupted run returns.
 
+A journal is read as a hand-edited file could be: every field is checked (``batches`` a list,
+each entry an object whose ``clean`` and ``robust`` are equally long lists of 0 and 1 with no
+point robust that is not clean, ``rng`` a state of minidl's generator), and a bad one is
+refused with one line naming the file and the field.
+
 The journal refuses to be mixed up. Its settings (attack, eps, seed, batch size, the
 checkpoint's SHA-256, the number of images, the MPI rank and world size, ...) must equal the new
 run's, and a finished batch must hold as many examples as the batch it stands for. A journal
@@ -60,10 +65,10 @@ class EvalJournal:
         if os.path.exists(self.path):
             try:
                 saved = read_json(self.path)
-                saved_settings, batches = saved["settings"], list(saved["batches"])
-            except (OSError, ValueError, KeyError, TypeError) as e:
+            except (OSError, ValueError) as e:
                 raise ValueError(f"journal: {self.path} is not a readable evaluation journal ({e}); "
                                  "remove it to start over") from None
+            saved_settings, batches = checked_contents(self.path, saved)
             if saved_settings != self.settings:
                 diff = {k: (saved_settings.get(k), self.settings.get(k))
                         for k in sorted(set(saved_settings) | set(self.settings))
@@ -104,7 +109,11 @@ class EvalJournal:
         # CuPy's generator state cannot be read back: restart it from where the run stands
         backend.reseed_cupy(int(self.settings.get("seed") or 0) * 1_000_003 + len(self.batches))
         if self._load_state is not None and batch.get("state") is not None:
-            self._load_state(batch["state"])
+            try:
+                self._load_state(batch["state"])
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                _refuse(self.path, f"batches[{len(self.batches) - 1}].state", "the state its evaluation saved",
+                        f"{_shown(batch['state'])} ({type(e).__name__}: {e})")
 
     def record(self, clean, robust):
         """Append a finished batch and rewrite the journal (atomically)."""
@@ -113,3 +122,61 @@ class EvalJournal:
                              "rng": backend.get_rng_state(),
                              "state": None if self._save_state is None else as_json(self._save_state())})
         write_json(self.path, {"version": VERSION, "settings": self.settings, "batches": self.batches})
+
+
+def _shown(value, width=60):
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _refuse(path, field, expected, got):
+    raise ValueError(f"journal: {path}: {field}: expected {expected}, got {got}; "
+                     "remove the journal to start over")
+
+
+def _bits(path, field, value):
+    """``value`` if it is a list of 0 and 1 (JSON's true and false are refused too)."""
+    if not isinstance(value, list):
+        _refuse(path, field, "a list of 0 and 1", _shown(value))
+    for j, v in enumerate(value):
+        if type(v) is not int or v not in (0, 1):
+            _refuse(path, f"{field}[{j}]", "0 or 1", _shown(v))
+    return value
+
+
+def _check_rng(path, field, state):
+    """Refuse ``state`` unless minidl's NumPy generator would take it."""
+    probe = type(backend.rng().bit_generator)()
+    try:
+        probe.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        _refuse(path, field, f"a state of NumPy's {type(probe).__name__} generator",
+                f"{_shown(state)} ({type(e).__name__}: {e})")
+
+
+def checked_contents(path, saved):
+    """(settings, batches) of the journal ``saved`` (read from ``path``), every field checked
+    (module docstring); raises ValueError naming ``path`` and the first bad field."""
+    if not isinstance(saved, dict):
+        _refuse(path, "the file", "a JSON object with version, settings and batches", type(saved).__name__)
+    if saved.get("version") != VERSION:
+        _refuse(path, "version", VERSION, _shown(saved.get("version")))
+    settings, batches = saved.get("settings"), saved.get("batches")
+    if not isinstance(settings, dict):
+        _refuse(path, "settings", "an object (the evaluation's settings)", _shown(settings))
+    if not isinstance(batches, list):
+        _refuse(path, "batches", "a list (one entry per finished batch)", _shown(batches))
+    for i, batch in enumerate(batches):
+        field = f"batches[{i}]"
+        if not isinstance(batch, dict):
+            _refuse(path, field, "an object with clean, robust and rng", _shown(batch))
+        clean = _bits(path, f"{field}.clean", batch.get("clean"))
+        robust = _bits(path, f"{field}.robust", batch.get("robust"))
+        if len(robust) != len(clean):
+            _refuse(path, f"{field}.robust", f"{len(clean)} entries (as clean)", f"{len(robust)}")
+        for j, (c, r) in enumerate(zip(clean, robust)):
+            if r > c:
+                _refuse(path, f"{field}.robust[{j}]",
+                        "0 where clean is 0 (a point misclassified unattacked cannot be robust)", r)
+        _check_rng(path, f"{field}.rng", batch.get("rng"))
+    return settings, batches

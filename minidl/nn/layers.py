@@ -3,6 +3,7 @@ import numpy
 
 from .. import functional as F
 from ..tensor import Tensor
+from ..validation import check_number
 from . import init
 from .module import Module, Parameter
 
@@ -15,6 +16,8 @@ class Linear(Module):
     """y = x W^T + b, W (out_features, in_features) He-normal initialised, b zero."""
 
     def __init__(self, in_features, out_features, bias=True):
+        check_number("Linear: in_features", in_features, minimum=1, integer=True)
+        check_number("Linear: out_features", out_features, minimum=1, integer=True)
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = init.he_normal(_empty(out_features, in_features))
@@ -31,6 +34,8 @@ class Conv2d(Module):
     """2-D convolution (NCHW), weight (out, in, kh, kw) He-normal initialised, bias zero."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        check_number("Conv2d: in_channels", in_channels, minimum=1, integer=True)
+        check_number("Conv2d: out_channels", out_channels, minimum=1, integer=True)
         super().__init__()
         kh, kw = F.pair(kernel_size, "kernel_size", "Conv2d", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -1,6 +1,7 @@
 """Module: a layer that owns parameters (trained), buffers (state such as running means)
 and sub-modules, found by walking its attributes in definition order."""
 import contextlib
+import inspect
 from collections import OrderedDict
 
 import numpy
@@ -30,7 +31,16 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args, **kwargs):
+        for i, a in enumerate(args):
+            if backend.is_array(a):  # as PyTorch: autograd needs a Tensor, and a quiet copy hides the device
+                raise TypeError(self._raw_array_message(i, a))
         return self.forward(*args, **kwargs)
+
+    def _raw_array_message(self, position, array):
+        names = [n for n in inspect.signature(self.forward).parameters if n not in ("args", "kwargs")]
+        name = names[position] if position < len(names) else f"argument {position}"
+        return (f"{type(self).__name__}: {name}: expected a minidl Tensor, got a {type(array).__module__}."
+                f"{type(array).__name__} of shape {tuple(array.shape)} (wrap it: minidl.tensor(x))")
 
     def __setattr__(self, name, value):
         if "_buffers" not in self.__dict__:
@@ -186,15 +196,31 @@ class Module:
             if wrong:
                 parts.append("mis-shaped keys [" + "; ".join(wrong) + "]")
             raise KeyError(f"load_state_dict({type(self).__name__}): " + ", ".join(parts))
+        # Every value is converted before any is assigned, so that a bad one changes nothing.
+        converted = {}
+        for name in sorted(expected & set(state)):
+            old = targets[name].array if name in targets else buffers[name][0]._buffers[buffers[name][1]]
+            converted[name] = self._state_value(name, state[name], old)
         for name, p in targets.items():
-            if name in state:
-                p.array = backend.to_device(numpy.asarray(state[name]), p.device).astype(p.dtype)
+            if name in converted:
+                p.array = converted[name]
         for name, (m, key) in buffers.items():
-            if name in state:
-                old = m._buffers[key]
-                m._buffers[key] = backend.to_device(numpy.asarray(state[name]),
-                                                    backend.device_of(old)).astype(old.dtype)
+            if name in converted:
+                m._buffers[key] = converted[name]
         return self if strict else (missing, unexpected)
+
+    def _state_value(self, name, value, old):
+        """``value`` (the state entry ``name``) as an array like ``old`` (its dtype and device),
+        or TypeError naming the entry when it holds no numbers."""
+        try:
+            array = numpy.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"load_state_dict({type(self).__name__}): {name!r}: expected a numeric array, "
+                            f"got {type(value).__name__} ({e})") from None
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"load_state_dict({type(self).__name__}): {name!r}: expected a numeric array, "
+                            f"got dtype {array.dtype}")
+        return backend.to_device(array.astype(old.dtype), backend.device_of(old))
 
     def extra_repr(self):
         return ""
