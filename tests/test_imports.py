@@ -24,7 +24,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "minidl"
 LAYERS = [
     ("minidl.backend", "minidl.io", "minidl.validation", "minidl.version_counter", "minidl.torch_format"),
     ("minidl.kernels", "minidl.autograd"),
-    ("minidl.ops",),
+    ("minidl.ops", "minidl.tensor_methods"),
     ("minidl.tensor",),
     ("minidl.functional", "minidl.torch_functions"),
     ("minidl.nn", "minidl.optim", "minidl.serialization", "minidl.testing", "minidl.distributed"),
