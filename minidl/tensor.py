@@ -5,7 +5,7 @@ import numpy
 
 from . import backend
 from . import version_counter
-from .autograd import Variable, run_backward
+from .autograd import Variable, is_grad_enabled, run_backward
 from .ops import activation, arithmetic, matmul, shape, unary
 from .ops.conversion import Cast, Transfer
 from .tensor_methods import TensorMethods, MinMax, where, _dim  # noqa: F401 (MinMax, where: re-exported)
@@ -86,12 +86,30 @@ class Tensor(TensorMethods, Variable):
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, device):
-        """This tensor on ``device`` ('cpu' or 'cuda'); itself when already there."""
-        device = backend.normalize_device(device)
-        if device == self.device:
-            return self
-        return Transfer.apply(self, device=device)
+    def to(self, *args, device=None, dtype=None, copy=False, non_blocking=False):
+        """This tensor on another device and/or with another dtype, as PyTorch's ``x.to``:
+        ``x.to('cuda')``, ``x.to(md.float64)``, ``x.to('cpu', md.float64)``,
+        ``x.to(device=..., dtype=...)`` or ``x.to(other)`` (other's device and dtype).
+        Itself when nothing changes (unless ``copy``). Floating casts and moves stay in the
+        graph; a cast to an integer or boolean dtype leaves it. ``non_blocking`` is accepted
+        and has no effect (copies are synchronous)."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str):  # 'cpu', 'cuda:0' or an md.device (a str)
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if device is not None and backend.normalize_device(str(device)) != self.device:
+            out = Transfer.apply(out, device=backend.normalize_device(str(device)))
+        if dtype is not None:
+            dtype = backend.resolve_dtype(dtype)
+            if dtype != out.dtype:
+                out = out.astype(dtype) if dtype.kind == "f" else Tensor(out.array.astype(dtype))
+        if copy and out is self:
+            out = self.clone()
+        return out
 
     def cpu(self):
         return self.to("cpu")
@@ -163,6 +181,27 @@ class Tensor(TensorMethods, Variable):
     def __getitem__(self, index):
         index = _unwrap_index(index)
         return shape.GetItem.apply(self, index=index)
+
+    def __setitem__(self, index, value):
+        """``x[index] = value``: writes into this tensor's memory (views see it) and bumps
+        its version, so a backward pass that saved the old values refuses to run. When
+        ``x`` or ``value`` is in a graph, ``x`` becomes the output of a SetItem op (as
+        PyTorch's CopySlices): the gradient reaches ``value`` and the kept part of ``x``.
+        A leaf that requires grad cannot be written while gradients are recorded."""
+        index = _unwrap_index(index)
+        recording = is_grad_enabled() and (self.requires_grad or isinstance(value, Tensor) and value.requires_grad)
+        if recording and self.is_leaf and self.requires_grad:
+            raise RuntimeError("x[index] = value: x is a leaf that requires grad; write it under "
+                               "`with md.no_grad():` or through x.data")
+        if isinstance(value, Tensor) and value.device != self.device:
+            raise RuntimeError(f"x[index] = value: value is on {value.device!r}, x on {self.device!r}")
+        out = shape.SetItem.apply(self, value, index=index) if recording else None
+        xp = backend.get_array_module(self.array)
+        v = value.array if isinstance(value, Tensor) else value
+        self.array[index] = v if backend.is_array(v) else xp.asarray(v, dtype=self.dtype)
+        version_counter.bump(self.array)
+        if out is not None:  # self now stands for SetItem's output (same values, in this memory)
+            self._ctx, self._requires_grad = out._ctx, True
 
     # --- math ---------------------------------------------------------------------------
     def exp(self):
@@ -243,6 +282,56 @@ class Tensor(TensorMethods, Variable):
     @property
     def _version(self):
         return version_counter.stamp(self.array)[1]
+
+    @property
+    def grad_fn(self):
+        """The Function that produced this tensor (its ``next_functions`` lead on through the
+        graph), None for a leaf or a tensor outside the graph."""
+        return self._ctx
+
+    @property
+    def data(self):
+        """This tensor's values as a new Tensor outside the graph (requires_grad False) that
+        shares the memory: ``x.data.add_(...)`` and ``x.data[mask] = v`` change ``x``.
+        In-place writes through it bump the version as any other (PyTorch does not track
+        them; minidl still refuses a backward pass that saved the old values)."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, value):
+        """``x.data = other`` makes ``x`` hold ``other``'s memory (shape, dtype and device
+        may change, as in PyTorch); the graph and ``x.grad`` are kept as they are."""
+        if isinstance(value, Tensor):
+            value = value.array
+        elif not backend.is_array(value):
+            raise TypeError(f"x.data = value: value must be a Tensor (or a NumPy/CuPy array), "
+                            f"got {type(value).__name__}; wrap it with minidl.tensor(...)")
+        if self.requires_grad and value.dtype.kind != "f":
+            raise TypeError(f"x.data = value: x requires grad, so value must be floating-point, "
+                            f"got dtype {value.dtype}")
+        self.array = value
+
+    # --- Python scalars: 0-d (one-element) tensors in ``if``, ``range`` and indexing ------------
+    def _scalar(self, what):
+        if self.size != 1:
+            raise RuntimeError(f"{what}: only a one-element tensor can be converted to a Python "
+                               f"scalar, got shape {self.shape}")
+        return self.array.reshape(()).item()
+
+    def __bool__(self):
+        return bool(self._scalar("bool(tensor)"))
+
+    def __float__(self):
+        return float(self._scalar("float(tensor)"))
+
+    def __int__(self):
+        return int(self._scalar("int(tensor)"))
+
+    def __index__(self):
+        if self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors of a single element can be used as an index, "
+                            f"got dtype {self.dtype}")
+        return int(self._scalar("index"))
 
 
 

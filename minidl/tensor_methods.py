@@ -18,7 +18,7 @@ import numpy
 from . import backend
 from . import version_counter
 from .autograd import Variable, is_grad_enabled
-from .ops import reduce, select, shape, unary
+from .ops import activation, reduce, select, shape, unary
 
 int32, int64, bool_ = numpy.int32, numpy.int64, numpy.bool_
 
@@ -268,6 +268,216 @@ class TensorMethods:
     def sign_(self):
         return self._inplace("sign_", backend.get_array_module(self.array).sign(self.array))
 
+    # --- more of PyTorch's short names ---------------------------------------------------------
+    def t(self):
+        """The transpose of a matrix (at most 2 dimensions)."""
+        if self.ndim > 2:
+            raise ValueError(f"t(): expects at most 2 dimensions, got shape {self.shape}")
+        return self.transpose() if self.ndim == 2 else self
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def add(self, other, alpha=1):
+        """self + alpha * other."""
+        return self + (other * alpha if alpha != 1 else other)
+
+    def sub(self, other, alpha=1):
+        return self - (other * alpha if alpha != 1 else other)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def neg(self):
+        return -self
+
+    def square(self):
+        return self * self
+
+    def matmul(self, other):
+        return self @ other
+
+    mm = matmul
+
+    def softmax(self, dim):
+        return activation.Softmax.apply(self, axis=_single_dim(dim, self.ndim, "softmax"))
+
+    def log_softmax(self, dim):
+        return activation.LogSoftmax.apply(self, axis=_single_dim(dim, self.ndim, "log_softmax"))
+
+    def any(self, dim=None, keepdim=False):
+        """True where any element (along ``dim``) is nonzero; a boolean tensor outside the graph."""
+        return self._new(backend.get_array_module(self.array).asarray(
+            self.array.any(axis=_dim(dim, None), keepdims=keepdim)))
+
+    def all(self, dim=None, keepdim=False):
+        return self._new(backend.get_array_module(self.array).asarray(
+            self.array.all(axis=_dim(dim, None), keepdims=keepdim)))
+
+    def masked_fill_(self, mask, value):
+        """In place: ``value`` where ``mask`` is True."""
+        mask = mask.array if isinstance(mask, Variable) else mask
+        return self._inplace("masked_fill_", backend.get_array_module(self.array).where(mask, value, self.array))
+
+    # boolean logic (elementwise, outside the graph): &, |, ^, ~ as in PyTorch
+    def _logic(self, other, op, name):
+        other = other.array if isinstance(other, Variable) else other
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"{name}: expected a boolean or integer tensor, got dtype {self.dtype}")
+        return self._new(backend.get_array_module(self.array).asarray(op(self.array, other)))
+
+    __and__ = lambda self, o: self._logic(o, lambda a, b: a & b, "&")
+    __or__ = lambda self, o: self._logic(o, lambda a, b: a | b, "|")
+    __xor__ = lambda self, o: self._logic(o, lambda a, b: a ^ b, "^")
+    __invert__ = lambda self: self._logic(None, lambda a, b: ~a, "~")
+    logical_and = __and__
+    logical_or = __or__
+
+    def repeat(self, *sizes):
+        """Tile: ``x.repeat(2, 1)`` stacks two copies along dim 0 (PyTorch's repeat, NumPy's
+        tile); in the graph as concatenations, so the gradient sums over the copies."""
+        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: expected at least {self.ndim} sizes for shape {self.shape}, got {sizes}")
+        out = self.reshape((1,) * (len(sizes) - self.ndim) + self.shape)
+        for d, n in enumerate(sizes):
+            if n != 1:
+                out = shape.Concatenate.apply(*([out] * int(n)), axis=d)
+        return out
+
+    def split(self, split_size, dim=0):
+        """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the sizes in
+        a list; each a view in the graph."""
+        d = _single_dim(dim, self.ndim, "split")
+        n = self.shape[d]
+        sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
+            if isinstance(split_size, numbers.Integral) else list(split_size)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not add up to {n} along dim {d}")
+        out, start = [], 0
+        for k in sizes:
+            out.append(self[(slice(None),) * d + (slice(start, start + k),)])
+            start += k
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        """``chunks`` pieces of equal size ceil(n / chunks) along ``dim`` (the last may be smaller)."""
+        n = self.shape[_single_dim(dim, self.ndim, "chunk")]
+        return self.split(max(1, -(-n // chunks)), dim)
+
+    @property
+    def is_cuda(self):
+        return self.device == "cuda"
+
+    # --- selection, sorting, statistics (PyTorch's names) --------------------------------------
+    def nonzero(self, as_tuple=False):
+        """Indices of the nonzero elements: an (n, ndim) int64 tensor, or with ``as_tuple`` one
+        1-D int64 tensor per dimension (what ``x[...]`` takes)."""
+        xp = backend.get_array_module(self.array)
+        found = xp.nonzero(self.array.reshape(1) if self.ndim == 0 else self.array)
+        if as_tuple:
+            return tuple(self._new(i.astype(int64)) for i in found)
+        return self._new(xp.stack(found, axis=1).astype(int64) if found else xp.zeros((0, 0), dtype=int64))
+
+    def sort(self, dim=-1, descending=False, stable=True):
+        """(values, indices) along ``dim``; ties keep their order (a stable sort). The values
+        are gathered from self, so the gradient goes back to the sorted positions."""
+        d = _single_dim(dim, self.ndim, "sort")
+        index = self.argsort(d, descending)
+        return MinMax(self.gather(d, index), index)
+
+    def argsort(self, dim=-1, descending=False, stable=True):
+        """Indices that sort self along ``dim`` (int64, stable: ties keep their order)."""
+        d = _single_dim(dim, self.ndim, "argsort")
+        xp = backend.get_array_module(self.array)
+        a = self.array
+        if descending:  # a stable descending order: ascending on the negated values (bool: on not a)
+            a = ~a if a.dtype == bool_ else -a
+        return self._new(xp.argsort(a, axis=d, kind="stable").astype(int64))
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """(values, indices) of the ``k`` largest (``largest=False``: smallest) along ``dim``,
+        in sorted order; differentiable through the values."""
+        d = _single_dim(dim, self.ndim, "topk")
+        if not isinstance(k, numbers.Integral) or not 0 <= k <= self.shape[d]:
+            raise ValueError(f"topk: k must be an int in [0, {self.shape[d]}], got {k!r}")
+        index = self.argsort(d, descending=largest)[(slice(None),) * d + (slice(0, int(k)),)]
+        return MinMax(self.gather(d, index), index)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """sum (x - mean)^2 / (n - correction) over ``dim`` (all elements by default);
+        correction 1 (``unbiased=True``, the default, as PyTorch) or 0 (``unbiased=False``)."""
+        if unbiased is not None and correction is not None:
+            raise TypeError("var: give unbiased or correction, not both")
+        if correction is None:
+            correction = 0 if unbiased is False else 1
+        axes = _dim(dim, None)
+        centred = self - self.mean(axes, keepdim=True)
+        kept = self.array.sum(axis=axes, keepdims=True) if axes is not None else None
+        n = self.size if kept is None else self.size // kept.size
+        return (centred * centred).sum(axes, keepdim) / max(n - correction, 0)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """sqrt of :meth:`var` (same arguments)."""
+        return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
+
+    def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+        """self[i][index[i][j]] = src[i][j] for dim 1 (PyTorch's scatter_), in place; ``src``
+        may be a tensor shaped like index or a number (also as ``value=``). Positions that
+        ``index`` names twice get one of the values. ``reduce`` is not supported."""
+        if reduce is not None:
+            raise ValueError(f"scatter_: reduce={reduce!r} is not supported")
+        src = value if src is None else src
+        if src is None:
+            raise TypeError("scatter_: give src (a tensor or a number) or value")
+        idx = index.array if isinstance(index, Variable) else backend.xp_for(self.device).asarray(index)
+        if idx.dtype.kind not in "iu" or idx.ndim != self.ndim:
+            raise ValueError(f"scatter_: index must be an integer tensor with {self.ndim} dimensions, "
+                             f"got dtype {idx.dtype} and shape {idx.shape}")
+        d = _single_dim(dim, self.ndim, "scatter_")
+        grids = list(backend.get_array_module(idx).indices(idx.shape, sparse=True))
+        grids[d] = idx
+        out = self.array.copy()
+        values = src.array[tuple(slice(0, n) for n in idx.shape)] if isinstance(src, Variable) else src
+        out[tuple(grids)] = values
+        return self._inplace("scatter_", out)
+
+    def scatter(self, dim, index, src=None, *, value=None):
+        """The out-of-place :meth:`scatter_` (outside the graph)."""
+        return self._new(self.array.copy()).scatter_(dim, index, src, value=value)
+
+    # --- new tensors like this one ------------------------------------------------------------
+    def _new_like(self, make, size, dtype, device, requires_grad):
+        size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+        dtype = backend.resolve_dtype(dtype) or self.dtype
+        xp = backend.xp_for(self.device if device is None else str(device))
+        return self._new(make(xp, size, dtype), requires_grad=requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zeros of ``size`` with this tensor's dtype and device (unless given)."""
+        return self._new_like(lambda xp, s, t: xp.zeros(s, dtype=t), size, dtype, device, requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new_like(lambda xp, s, t: xp.ones(s, dtype=t), size, dtype, device, requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return self._new_like(lambda xp, s, t: xp.full(s, fill_value, dtype=t), (size,), dtype, device,
+                              requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        """As :meth:`new_zeros` (minidl never hands out uninitialised memory)."""
+        return self.new_zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A copy of ``data`` with this tensor's dtype and device (unless given)."""
+        data = data.array if isinstance(data, Variable) else data
+        arr = backend.new_array(data, dtype=backend.resolve_dtype(dtype) or self.dtype,
+                                device=self.device if device is None else str(device))
+        return self._new(arr, requires_grad=requires_grad)
+
 
 
 class _Size(int):
@@ -289,7 +499,8 @@ class _Size(int):
 
 
 class MinMax(tuple):
-    """(values, indices) of ``x.max(dim)`` / ``x.min(dim)``, also as ``.values``/``.indices``."""
+    """(values, indices) of ``x.max(dim)``, ``x.min(dim)``, ``x.topk(k)`` and ``x.sort()``,
+    also as ``.values``/``.indices``."""
 
     values = property(lambda self: self[0])
     indices = property(lambda self: self[1])
@@ -318,8 +529,13 @@ def _single_dim(dim, ndim, op):
     return int(dim) % max(ndim, 1)
 
 
-def where(condition, x, y):
-    """x where ``condition`` else y, broadcast; numbers take the dtype of the tensor argument."""
+def where(condition, x=None, y=None):
+    """x where ``condition`` else y, broadcast; numbers take the dtype of the tensor argument.
+    ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``, as in PyTorch."""
+    if x is None and y is None:
+        if not isinstance(condition, Variable):
+            raise TypeError(f"where(condition): condition must be a Tensor, got {type(condition).__name__}")
+        return condition.nonzero(as_tuple=True)
     cond = condition.array if isinstance(condition, Variable) else condition
     ref = x if isinstance(x, Variable) else y
     if not isinstance(ref, Variable):
