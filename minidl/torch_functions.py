@@ -161,16 +161,16 @@ mm = matmul
 
 
 def pow(x, exponent):
-    return x ** exponent
+    return x.pow(exponent)
 
 
-def add(a, b, alpha=1):
-    """a + alpha * b (a or b may be a number)."""
-    return a + (b * alpha if alpha != 1 else b)
+def add(input, other, alpha=1):
+    """input + alpha * other (``input`` a Tensor, as PyTorch requires)."""
+    return input.add(other, alpha)
 
 
-def sub(a, b, alpha=1):
-    return a - (b * alpha if alpha != 1 else b)
+def sub(input, other, alpha=1):
+    return input.sub(other, alpha)
 
 
 def chunk(x, chunks, dim=0):
@@ -181,12 +181,12 @@ def split(x, split_size, dim=0):
     return x.split(split_size, dim)
 
 
-def mul(a, b):
-    return a * b
+def mul(input, other):
+    return input.mul(other)
 
 
-def div(a, b):
-    return a / b
+def div(input, other):
+    return input.div(other)
 
 
 def is_tensor(obj):
