@@ -160,6 +160,24 @@ class Function:
     def op_name(self):
         return self.name or type(self).__name__
 
+    @property
+    def next_functions(self):
+        """The graph one step towards the leaves, as PyTorch prints it: per input
+        ``(node, 0)``, the node being the Function that produced the input, an
+        :class:`AccumulateGrad` for a leaf that requires grad, or None for a constant."""
+        return tuple((AccumulateGrad(p) if isinstance(p, Variable) else p, 0) for p in self.parents)
+
+
+class AccumulateGrad:
+    """The graph node of a leaf in ``next_functions``: backward accumulates into ``variable.grad``."""
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def __repr__(self):
+        return f"<AccumulateGrad of a leaf of shape {self.variable.shape}>"
+
 
 def _input_names(fn, count):
     """Names of ``fn.forward``'s array parameters (``x``, ``weight``, ...), for error messages."""

@@ -145,6 +145,39 @@ def manual_seed(seed):
     _cp_rng = cupy.random.default_rng(int(seed)) if _CUDA_OK else None
 
 
+def seed_cuda(seed):
+    """Seed only the GPU generator (CuPy's); nothing to do without a GPU."""
+    global _cp_rng
+    if not isinstance(seed, (int, numpy.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if _CUDA_OK:
+        _cp_rng = cupy.random.default_rng(int(seed))
+
+
+class Device(str):
+    """A device name as PyTorch's ``torch.device``: ``Device("cuda:0")``, ``Device("cuda", 0)``
+    or ``Device("cpu")``; a str (so it goes wherever a device name goes) with ``.type`` and
+    ``.index``. Making one does not need the device to exist; using it does."""
+
+    def __new__(cls, type, index=None):
+        if isinstance(type, Device):
+            return type
+        name = str(type).lower()
+        kind, _, number = name.partition(":")
+        if kind not in ("cpu", "cuda") or (number and not number.isdigit()) or (number and index is not None):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {type!r}"
+                             + (f" with index {index!r}" if index is not None else ""))
+        if index is not None and (not isinstance(index, (int, numpy.integer)) or index < 0):
+            raise ValueError(f"device: index must be an integer >= 0, got {index!r}")
+        idx = int(number) if number else (None if index is None else int(index))
+        self = super().__new__(cls, kind if idx is None else f"{kind}:{idx}")
+        self.type, self.index = kind, idx
+        return self
+
+    def __repr__(self):
+        return f"device(type={self.type!r}" + ("" if self.index is None else f", index={self.index}") + ")"
+
+
 def rng(xp=numpy):
     """The library's random generator for the array module ``xp``."""
     global _cp_rng

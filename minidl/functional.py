@@ -11,7 +11,7 @@ import numbers
 from . import backend
 from .ops import activation, conv, loss, matmul, normalization, pool
 from .ops import bce, pad as pad_ops
-from .tensor import Tensor, as_tensor
+from .tensor import Tensor, as_tensor, stack
 
 
 # --- argument checks ----------------------------------------------------------------------------
@@ -334,3 +334,91 @@ def leaky_relu(x, negative_slope=0.01):
     """x for x > 0, negative_slope * x otherwise."""
     _check_tensor("leaky_relu", "x", x)
     return x.where(x > 0, x * negative_slope)
+
+
+def dropout2d(x, p=0.5, training=True):
+    """Zero each whole channel x[n, c] with probability p and scale the rest by 1/(1-p), for x
+    (N, C, H, W); identity when not training. The mask is a constant, so the gradient is
+    g * mask / (1 - p)."""
+    _check_tensor("dropout2d", "x", x, ndim=4)
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout2d: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    xp = backend.get_array_module(x.array)
+    keep = backend.rng(xp).random(x.shape[:2] + (1, 1)) >= p
+    return x * Tensor((keep / (1 - p)).astype(x.dtype))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """(N, C, H, W) -> (N, C, oh, ow): output cell (i, j) is the mean of the input rows
+    floor(i H / oh) .. ceil((i + 1) H / oh) - 1 and the columns likewise (PyTorch's windows,
+    which overlap when H is not a multiple of oh). ``output_size`` is an int, a pair, or a
+    pair with None for "keep that dimension"."""
+    _check_tensor("adaptive_avg_pool2d", "x", x, ndim=4)
+    size = (output_size, output_size) if isinstance(output_size, numbers.Integral) or output_size is None \
+        else tuple(output_size)
+    if len(size) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    oh, ow = (x.shape[2 + i] if s is None else s for i, s in enumerate(size))
+    oh, ow = pair((oh, ow), "output_size", "adaptive_avg_pool2d", minimum=1)
+    h, w = x.shape[2:]
+    if h % oh == 0 and w % ow == 0:  # equal windows: one reshape and a mean
+        return x.reshape(x.shape[0], x.shape[1], oh, h // oh, ow, w // ow).mean(dim=(3, 5))
+
+    def windows(n, out):
+        return [(i * n // out, -(-(i + 1) * n // out)) for i in range(out)]
+    rows = [stack([x[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for c0, c1 in windows(w, ow)], dim=-1)
+            for r0, r1 in windows(h, oh)]
+    return stack(rows, dim=-2)
+
+
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Resize the spatial dimensions of x (N, C, H, W) to ``size`` (an int or (oh, ow)) or by
+    ``scale_factor`` (oh = floor(H * s)), as PyTorch's ``F.interpolate``.
+
+    * ``nearest``: out[i] = in[floor(i * H / oh)] (with a scale factor: floor(i / s)).
+    * ``bilinear``: out[i] = (1 - l) in[i0] + l in[i0 + 1] along each axis, from the source
+      coordinate src = (i + 0.5) * H / oh - 0.5 clamped at 0 (``align_corners=True``:
+      src = i * (H - 1) / (oh - 1)), i0 = floor(src), l = src - i0.
+
+    Both are gathers with constant weights, so the gradient scatters g back through them.
+    """
+    _check_tensor("interpolate", "x", x, ndim=4)
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolate: mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("interpolate: align_corners applies only to mode='bilinear'")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size and scale_factor")
+    h, w = x.shape[2:]
+    if size is not None:
+        out = pair(size, "size", "interpolate", minimum=1)
+        scales = (h / out[0], w / out[1])
+    else:
+        sf = (scale_factor, scale_factor) if isinstance(scale_factor, numbers.Real) else tuple(scale_factor)
+        if len(sf) != 2 or not all(isinstance(s, numbers.Real) and s > 0 for s in sf):
+            raise ValueError(f"interpolate: scale_factor must be a positive number or a pair, got {scale_factor!r}")
+        out = (int(h * sf[0]), int(w * sf[1]))
+        if min(out) < 1:
+            raise ValueError(f"interpolate: scale_factor {scale_factor!r} gives an empty output from {(h, w)}")
+        scales = (1 / sf[0], 1 / sf[1])
+    xp = backend.get_array_module(x.array)
+    if mode == "nearest":
+        iy = xp.minimum(xp.floor(xp.arange(out[0]) * scales[0]).astype(xp.int64), h - 1)
+        ix = xp.minimum(xp.floor(xp.arange(out[1]) * scales[1]).astype(xp.int64), w - 1)
+        return x[:, :, iy[:, None], ix[None, :]]
+
+    def axis(n_in, n_out, scale):
+        i = xp.arange(n_out, dtype=xp.float64)
+        if align_corners:
+            src = i * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        else:
+            src = xp.maximum((i + 0.5) * scale - 0.5, 0.0)
+        i0 = xp.minimum(xp.floor(src).astype(xp.int64), n_in - 1)
+        i1 = xp.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (src - i0).astype(x.dtype)
+    y0, y1, ly = axis(h, out[0], scales[0])
+    x0, x1, lx = axis(w, out[1], scales[1])
+    rows = x[:, :, y0, :] * Tensor((1 - ly)[:, None]) + x[:, :, y1, :] * Tensor(ly[:, None])
+    return rows[:, :, :, x0] * Tensor(1 - lx) + rows[:, :, :, x1] * Tensor(lx)

@@ -96,14 +96,23 @@ def _check_sizes(path, max_bytes):
         raise ValueError(f"its arrays need {total} bytes, more than the limit of {max_bytes} (max_bytes)")
 
 
-def load(path, max_bytes=None):
+def load(path, max_bytes=None, map_location=None, weights_only=None):
     """Read a file written by :func:`save` back into a nested dict of NumPy arrays and values.
 
     Array sizes are checked against the file's size and against ``max_bytes`` (default
     :data:`MAX_LOAD_BYTES`) before anything is allocated; every failure is one ValueError
     naming the file. A file written by PyTorch's ``torch.save`` is read by
     :mod:`minidl.torch_format` instead (safely: its pickle may name only tensors, storages and
-    plain values)."""
+    plain values).
+
+    ``map_location`` and ``weights_only`` are accepted for PyTorch code: arrays always come
+    back on the host (``load_state_dict`` moves them to the model's device) and nothing but
+    arrays and plain values is ever loaded. ``map_location`` must still be a device name,
+    an ``md.device``, a dict or a callable, so that a typo is reported."""
+    if map_location is not None and not (isinstance(map_location, (str, dict)) or callable(map_location)):
+        raise TypeError(f"load: map_location must be a device name, a dict or a callable, got {map_location!r}")
+    if isinstance(map_location, str) and map_location.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"load: map_location must name 'cpu' or 'cuda', got {map_location!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
     if os.path.isdir(path):

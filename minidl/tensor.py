@@ -6,19 +6,22 @@ import numpy
 from . import backend
 from . import version_counter
 from .autograd import Variable, is_grad_enabled, run_backward
-from .ops import activation, arithmetic, matmul, reduce, select, shape, unary
+from .ops import activation, arithmetic, matmul, shape, unary
 from .ops.conversion import Cast, Transfer
+from .tensor_methods import TensorMethods, MinMax, where, _dim  # noqa: F401 (MinMax, where: re-exported)
 
 float32, float64, int32, int64, bool_ = numpy.float32, numpy.float64, numpy.int32, numpy.int64, numpy.bool_
 
 
-class Tensor(Variable):
+class Tensor(TensorMethods, Variable):
     """An n-dimensional array that can record the ops applied to it.
 
-    ``Tensor(data, requires_grad=False)`` wraps a NumPy or CuPy array without copying.
-    ``data`` is that array, ``grad`` the accumulated gradient (a Tensor) of a leaf after
+    ``Tensor(array, requires_grad=False)`` wraps a NumPy or CuPy array without copying.
+    ``array`` is that array, ``grad`` the accumulated gradient (a Tensor) of a leaf after
     ``backward``, and ``_ctx`` the Function that produced it (None for leaves); these come
-    from :class:`minidl.autograd.Variable`, the graph node. Tensor adds the array API.
+    from :class:`minidl.autograd.Variable`, the graph node. Tensor adds the array API; the
+    PyTorch-named methods (``view``, ``permute``, ``uniform_`` ...) come from
+    :class:`minidl.tensor_methods.TensorMethods`.
     """
 
     __array_priority__ = 1000  # so that ``ndarray + Tensor`` defers to Tensor.__radd__
@@ -83,12 +86,30 @@ class Tensor(Variable):
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, device):
-        """This tensor on ``device`` ('cpu' or 'cuda'); itself when already there."""
-        device = backend.normalize_device(device)
-        if device == self.device:
-            return self
-        return Transfer.apply(self, device=device)
+    def to(self, *args, device=None, dtype=None, copy=False, non_blocking=False):
+        """This tensor on another device and/or with another dtype, as PyTorch's ``x.to``:
+        ``x.to('cuda')``, ``x.to(md.float64)``, ``x.to('cpu', md.float64)``,
+        ``x.to(device=..., dtype=...)`` or ``x.to(other)`` (other's device and dtype).
+        Itself when nothing changes (unless ``copy``). Floating casts and moves stay in the
+        graph; a cast to an integer or boolean dtype leaves it. ``non_blocking`` is accepted
+        and has no effect (copies are synchronous)."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str):  # 'cpu', 'cuda:0' or an md.device (a str)
+                device = arg
+            else:
+                dtype = arg
+        out = self
+        if device is not None and backend.normalize_device(str(device)) != self.device:
+            out = Transfer.apply(out, device=backend.normalize_device(str(device)))
+        if dtype is not None:
+            dtype = backend.resolve_dtype(dtype)
+            if dtype != out.dtype:
+                out = out.astype(dtype) if dtype.kind == "f" else Tensor(out.array.astype(dtype))
+        if copy and out is self:
+            out = self.clone()
+        return out
 
     def cpu(self):
         return self.to("cpu")
@@ -161,6 +182,27 @@ class Tensor(Variable):
         index = _unwrap_index(index)
         return shape.GetItem.apply(self, index=index)
 
+    def __setitem__(self, index, value):
+        """``x[index] = value``: writes into this tensor's memory (views see it) and bumps
+        its version, so a backward pass that saved the old values refuses to run. When
+        ``x`` or ``value`` is in a graph, ``x`` becomes the output of a SetItem op (as
+        PyTorch's CopySlices): the gradient reaches ``value`` and the kept part of ``x``.
+        A leaf that requires grad cannot be written while gradients are recorded."""
+        index = _unwrap_index(index)
+        recording = is_grad_enabled() and (self.requires_grad or isinstance(value, Tensor) and value.requires_grad)
+        if recording and self.is_leaf and self.requires_grad:
+            raise RuntimeError("x[index] = value: x is a leaf that requires grad; write it under "
+                               "`with md.no_grad():` or through x.data")
+        if isinstance(value, Tensor) and value.device != self.device:
+            raise RuntimeError(f"x[index] = value: value is on {value.device!r}, x on {self.device!r}")
+        out = shape.SetItem.apply(self, value, index=index) if recording else None
+        xp = backend.get_array_module(self.array)
+        v = value.array if isinstance(value, Tensor) else value
+        self.array[index] = v if backend.is_array(v) else xp.asarray(v, dtype=self.dtype)
+        version_counter.bump(self.array)
+        if out is not None:  # self now stands for SetItem's output (same values, in this memory)
+            self._ctx, self._requires_grad = out._ctx, True
+
     # --- math ---------------------------------------------------------------------------
     def exp(self):
         return unary.Exp.apply(self)
@@ -173,9 +215,6 @@ class Tensor(Variable):
 
     def abs(self):
         return unary.Abs.apply(self)
-
-    def clip(self, min=None, max=None):
-        return unary.Clip.apply(self, lo=min, hi=max)
 
     def maximum(self, other):
         return arithmetic.Maximum.apply(self, other)
@@ -219,11 +258,7 @@ class Tensor(Variable):
             merged *= n
         return self.reshape(self.shape[:s] + (merged,) + self.shape[e + 1:])
 
-    # --- PyTorch-familiar API ---------------------------------------------------------------
-    # ``dim``/``keepdim`` (PyTorch) and ``axis``/``keepdims`` (NumPy) are both accepted.
-    # Deliberate difference: ``x.size`` without a call is the element count (NumPy), ``x.size()``
-    # the shape and ``x.size(d)`` one dimension (PyTorch).
-
+    # --- autograd state -----------------------------------------------------------------
     @property
     def requires_grad(self):
         return self._requires_grad
@@ -243,312 +278,61 @@ class Tensor(Variable):
         self.requires_grad = requires_grad
         return self
 
-    @property
-    def size(self):
-        return _Size(self.array.shape)
-
-    def numel(self):
-        return self.array.size
-
-    def dim(self):
-        return self.array.ndim
 
     @property
     def _version(self):
         return version_counter.stamp(self.array)[1]
 
-    # reductions
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return reduce.Sum.apply(self, axis=_dim(dim, axis), keepdims=_keep(keepdim, keepdims))
+    @property
+    def grad_fn(self):
+        """The Function that produced this tensor (its ``next_functions`` lead on through the
+        graph), None for a leaf or a tensor outside the graph."""
+        return self._ctx
+
+    @property
+    def data(self):
+        """This tensor's values as a new Tensor outside the graph (requires_grad False) that
+        shares the memory: ``x.data.add_(...)`` and ``x.data[mask] = v`` change ``x``.
+        In-place writes through it bump the version as any other (PyTorch does not track
+        them; minidl still refuses a backward pass that saved the old values)."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, value):
+        """``x.data = other`` makes ``x`` hold ``other``'s memory (shape, dtype and device
+        may change, as in PyTorch); the graph and ``x.grad`` are kept as they are."""
+        if isinstance(value, Tensor):
+            value = value.array
+        elif not backend.is_array(value):
+            raise TypeError(f"x.data = value: value must be a Tensor (or a NumPy/CuPy array), "
+                            f"got {type(value).__name__}; wrap it with minidl.tensor(...)")
+        if self.requires_grad and value.dtype.kind != "f":
+            raise TypeError(f"x.data = value: x requires grad, so value must be floating-point, "
+                            f"got dtype {value.dtype}")
+        self.array = value
+
+    # --- Python scalars: 0-d (one-element) tensors in ``if``, ``range`` and indexing ------------
+    def _scalar(self, what):
+        if self.size != 1:
+            raise RuntimeError(f"{what}: only a one-element tensor can be converted to a Python "
+                               f"scalar, got shape {self.shape}")
+        return self.array.reshape(()).item()
+
+    def __bool__(self):
+        return bool(self._scalar("bool(tensor)"))
+
+    def __float__(self):
+        return float(self._scalar("float(tensor)"))
+
+    def __int__(self):
+        return int(self._scalar("int(tensor)"))
+
+    def __index__(self):
+        if self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors of a single element can be used as an index, "
+                            f"got dtype {self.dtype}")
+        return int(self._scalar("index"))
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return reduce.Mean.apply(self, axis=_dim(dim, axis), keepdims=_keep(keepdim, keepdims))
-
-    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """``x.max()``: the largest value. ``x.max(d)`` / ``x.max(dim=d)``: (values, indices) along d,
-        as PyTorch (the gradient goes to the index). ``x.max(axis=...)``: values only, as NumPy."""
-        return self._extreme("max", dim, keepdim, axis, keepdims)
-
-    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """As :meth:`max`, for the smallest values."""
-        return self._extreme("min", dim, keepdim, axis, keepdims)
-
-    def _extreme(self, kind, dim, keepdim, axis, keepdims):
-        if isinstance(dim, Tensor):  # x.max(other): elementwise, as torch.max(x, other)
-            return self.maximum(dim) if kind == "max" else self.minimum(dim)
-        keep = _keep(keepdim, keepdims)
-        if dim is None:
-            src = self if kind == "max" else -self
-            out = reduce.Max.apply(src, axis=axis, keepdims=keep)
-            return out if kind == "max" else -out
-        d = _single_dim(dim, self.ndim, kind)
-        index = self.argmax(d, keepdim=True) if kind == "max" else self.argmin(d, keepdim=True)
-        values = self.gather(d, index)
-        if not keep:
-            values, index = values.squeeze(d), index.squeeze(d)
-        return MinMax(values, index)
-
-    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return self._arg("argmax", _dim(dim, axis), _keep(keepdim, keepdims))
-
-    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return self._arg("argmin", _dim(dim, axis), _keep(keepdim, keepdims))
-
-    def _arg(self, kind, d, keep):
-        xp = backend.get_array_module(self.array)
-        if d is None:
-            out = getattr(self.array.reshape(-1), kind)()
-            return Tensor(xp.asarray(out, dtype=int64).reshape((1,) * self.ndim if keep else ()))
-        d = _single_dim(d, self.ndim, kind)
-        out = getattr(self.array, kind)(axis=d)
-        return Tensor(xp.asarray(out, dtype=int64) if not keep else xp.expand_dims(out, d).astype(int64))
-
-    def norm(self, p=2, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """(sum |x|^p)^(1/p) over ``dim`` (all elements by default); p may be ``float('inf')``."""
-        if isinstance(p, str) and p == "fro":
-            p = 2
-        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not p >= 1:
-            raise ValueError(f"norm: p must be a number >= 1 or inf, got {p!r}")
-        return select.Norm.apply(self, p=float(p), axis=_dim(dim, axis), keepdims=_keep(keepdim, keepdims))
-
-    # elementwise
-    def clamp(self, min=None, max=None):
-        """min(max(x, min), max); the bounds may be numbers or Tensors."""
-        if isinstance(min, Tensor) or isinstance(max, Tensor):
-            out = self if min is None else self.maximum(min)
-            return out if max is None else out.minimum(max)
-        if min is None and max is None:
-            raise ValueError("clamp: at least one of min and max must be given")
-        return unary.Clip.apply(self, lo=min, hi=max)
-
-    clip = clamp
-
-    def minimum(self, other):
-        return select.Minimum.apply(self, other)
-
-    def sign(self):
-        """-1, 0 or 1; a constant of the graph (its gradient is zero almost everywhere)."""
-        return Tensor(backend.get_array_module(self.array).sign(self.array))
-
-    def where(self, condition, other):
-        """self where ``condition`` else ``other`` (PyTorch's ``x.where(cond, y)``)."""
-        return where(condition, self, other)
-
-    def masked_fill(self, mask, value):
-        """self with ``value`` where ``mask`` is True."""
-        return where(mask, value, self)
-
-    def gather(self, dim, index):
-        """out[i][j] = self[i][index[i][j]] for dim 1 (index is an integer Tensor of self's ndim)."""
-        idx = index.array if isinstance(index, Tensor) else backend.xp_for(self.device).asarray(index)
-        if idx.dtype.kind not in "iu" or idx.ndim != self.ndim:
-            raise ValueError(f"gather: index must be an integer tensor with {self.ndim} dimensions, "
-                             f"got dtype {idx.dtype} and shape {idx.shape}")
-        return select.Gather.apply(self, axis=_single_dim(dim, self.ndim, "gather"), index=idx)
-
-    # comparisons (boolean tensors outside the graph)
-    def eq(self, other):
-        return self == other
-
-    def ne(self, other):
-        return self != other
-
-    def lt(self, other):
-        return self < other
-
-    def le(self, other):
-        return self <= other
-
-    def gt(self, other):
-        return self > other
-
-    def ge(self, other):
-        return self >= other
-
-    def logical_not(self):
-        return Tensor(backend.get_array_module(self.array).logical_not(self.array))
-
-    # shape
-    def view(self, *shape_):
-        return self.reshape(*shape_)
-
-    def view_as(self, other):
-        return self.reshape(other.shape)
-
-    def reshape_as(self, other):
-        return self.reshape(other.shape)
-
-    def permute(self, *dims):
-        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if len(dims) != self.ndim:
-            raise ValueError(f"permute: expected {self.ndim} dims for shape {self.shape}, got {dims}")
-        return shape.Transpose.apply(self, axes=dims)
-
-    def unsqueeze(self, dim):
-        if not -self.ndim - 1 <= dim <= self.ndim:
-            raise ValueError(f"unsqueeze: dim must be in [{-self.ndim - 1}, {self.ndim}], got {dim}")
-        d = dim % (self.ndim + 1)
-        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
-
-    def squeeze(self, dim=None):
-        if dim is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        d = _single_dim(dim, self.ndim, "squeeze")
-        if self.shape[d] != 1:
-            return self
-        return self.reshape(self.shape[:d] + self.shape[d + 1:])
-
-    def expand(self, *sizes):
-        """This tensor broadcast to ``sizes`` (-1 keeps a dimension), without copying."""
-        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
-        lead = len(sizes) - self.ndim
-        if lead < 0:
-            raise ValueError(f"expand: {len(sizes)} sizes for a tensor of shape {self.shape}")
-        new = tuple(self.shape[i - lead] if n == -1 and i >= lead else n for i, n in enumerate(sizes))
-        for i, n in enumerate(self.shape):
-            if n != 1 and new[i + lead] != n:
-                raise ValueError(f"expand: cannot expand shape {self.shape} to {sizes}")
-        return select.Expand.apply(self, shape=new)
-
-    def expand_as(self, other):
-        return self.expand(other.shape)
-
-    def contiguous(self):
-        return self
-
-    def clone(self):
-        return self * 1 if self.requires_grad else Tensor(self.array.copy())
-
-    # dtypes: floating casts stay in the graph; integer and boolean ones leave it
-    def long(self):
-        return Tensor(self.array.astype(int64))
-
-    def int(self):
-        return Tensor(self.array.astype(int32))
-
-    def bool(self):
-        return Tensor(self.array.astype(bool_))
-
-    def type_as(self, other):
-        return self.astype(other.dtype) if other.dtype.kind == "f" else Tensor(self.array.astype(other.dtype))
-
-    # in place (PyTorch's names). They change ``data`` itself, so views see the change, and bump
-    # the version counter so that a backward pass that still needs the old values refuses to run.
-    def _inplace(self, op, value):
-        if self.requires_grad and is_grad_enabled():
-            raise RuntimeError(f"{op}: in-place change of a tensor that requires grad; wrap it in "
-                               "`with md.no_grad():` (for a leaf) or use the out-of-place form")
-        xp = backend.get_array_module(self.array)
-        value = value.array if isinstance(value, Tensor) else value
-        self.array[...] = xp.asarray(value, dtype=self.dtype) if self.dtype.kind != "f" or backend.is_array(value) \
-            else value
-        version_counter.bump(self.array)
-        return self
-
-    def zero_(self):
-        return self._inplace("zero_", 0)
-
-    def fill_(self, value):
-        return self._inplace("fill_", value)
-
-    def uniform_(self, a=0.0, b=1.0):
-        """Fill with U(a, b) samples from the library generator (seeded by manual_seed)."""
-        xp = backend.get_array_module(self.array)
-        return self._inplace("uniform_", backend.rng(xp).uniform(a, b, self.shape).astype(self.dtype))
-
-    def normal_(self, mean=0.0, std=1.0):
-        xp = backend.get_array_module(self.array)
-        return self._inplace("normal_", (backend.rng(xp).standard_normal(self.shape) * std + mean).astype(self.dtype))
-
-    def copy_(self, src):
-        src = src.array if isinstance(src, Tensor) else src
-        xp = backend.get_array_module(self.array)
-        return self._inplace("copy_", xp.broadcast_to(backend.to_device(xp.asarray(src), self.device)
-                                                      if backend.is_array(src) else xp.asarray(src), self.shape))
-
-    def clamp_(self, min=None, max=None):
-        xp = backend.get_array_module(self.array)
-        return self._inplace("clamp_", xp.clip(self.array, min, max))
-
-    def add_(self, other, alpha=1):
-        other = other.array if isinstance(other, Tensor) else other
-        return self._inplace("add_", self.array + (other * alpha if alpha != 1 else other))
-
-    def sub_(self, other, alpha=1):
-        other = other.array if isinstance(other, Tensor) else other
-        return self._inplace("sub_", self.array - (other * alpha if alpha != 1 else other))
-
-    def mul_(self, other):
-        other = other.array if isinstance(other, Tensor) else other
-        return self._inplace("mul_", self.array * other)
-
-    def div_(self, other):
-        other = other.array if isinstance(other, Tensor) else other
-        return self._inplace("div_", self.array / other)
-
-    def sign_(self):
-        return self._inplace("sign_", backend.get_array_module(self.array).sign(self.array))
-
-
-class _Size(int):
-    """``x.size``: the element count (an int, as NumPy's ``size``) that is also callable as
-    PyTorch's ``x.size()`` (the shape) and ``x.size(d)`` (one dimension)."""
-
-    def __new__(cls, shape_):
-        n = 1
-        for d in shape_:
-            n *= d
-        self = super().__new__(cls, n)
-        self.shape = tuple(shape_)
-        return self
-
-    def __call__(self, dim=None):
-        if dim is None:
-            return self.shape
-        return self.shape[_single_dim(dim, len(self.shape), "size")]
-
-
-class MinMax(tuple):
-    """(values, indices) of ``x.max(dim)`` / ``x.min(dim)``, also as ``.values``/``.indices``."""
-
-    values = property(lambda self: self[0])
-    indices = property(lambda self: self[1])
-
-    def __new__(cls, values, indices):
-        return super().__new__(cls, (values, indices))
-
-
-def _dim(dim, axis):
-    """One of ``dim`` (PyTorch) and ``axis`` (NumPy); lists become tuples."""
-    if dim is not None and axis is not None:
-        raise TypeError(f"give dim or axis, not both (got dim={dim!r}, axis={axis!r})")
-    d = axis if dim is None else dim
-    return tuple(d) if isinstance(d, list) else d
-
-
-def _keep(keepdim, keepdims):
-    return bool(keepdim if keepdims is None else keepdims)
-
-
-def _single_dim(dim, ndim, op):
-    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
-        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise ValueError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions")
-    return int(dim) % max(ndim, 1)
-
-
-def where(condition, x, y):
-    """x where ``condition`` else y, broadcast; numbers take the dtype of the tensor argument."""
-    cond = condition.array if isinstance(condition, Tensor) else condition
-    ref = x if isinstance(x, Tensor) else y
-    if not isinstance(ref, Tensor):
-        raise TypeError("where: x or y must be a Tensor")
-    xp = backend.get_array_module(ref.array)
-    cond = backend.to_device(cond, ref.device) if backend.is_array(cond) else xp.asarray(cond)
-    if cond.dtype != bool_:
-        raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
-    return select.Where.apply(x, y, cond=cond)
 
 
 def to_host(a):

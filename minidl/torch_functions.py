@@ -9,6 +9,7 @@ import numbers
 import numpy
 
 from . import backend
+from . import functional
 from .tensor import Tensor, as_tensor, concatenate, float32, tensor, where  # noqa: F401
 
 
@@ -108,6 +109,107 @@ def numel(x):
     return x.numel()
 
 
+def topk(x, k, dim=-1, largest=True, sorted=True):
+    return x.topk(k, dim, largest, sorted)
+
+
+def sort(x, dim=-1, descending=False, stable=True):
+    return x.sort(dim, descending)
+
+
+def argsort(x, dim=-1, descending=False, stable=True):
+    return x.argsort(dim, descending)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return x.std(dim, unbiased, keepdim, correction=correction)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return x.var(dim, unbiased, keepdim, correction=correction)
+
+
+def nonzero(x, as_tuple=False):
+    return x.nonzero(as_tuple)
+
+
+def softmax(x, dim):
+    return functional.softmax(x, dim)
+
+
+def log_softmax(x, dim):
+    return functional.log_softmax(x, dim)
+
+
+def sigmoid(x):
+    return functional.sigmoid(x)
+
+
+def tanh(x):
+    return functional.tanh(x)
+
+
+def relu(x):
+    return functional.relu(x)
+
+
+def matmul(a, b):
+    return a @ b
+
+
+mm = matmul
+
+
+def pow(x, exponent):
+    return x.pow(exponent)
+
+
+def add(input, other, alpha=1):
+    """input + alpha * other (``input`` a Tensor, as PyTorch requires)."""
+    return input.add(other, alpha)
+
+
+def sub(input, other, alpha=1):
+    return input.sub(other, alpha)
+
+
+def chunk(x, chunks, dim=0):
+    return x.chunk(chunks, dim)
+
+
+def split(x, split_size, dim=0):
+    return x.split(split_size, dim)
+
+
+def mul(input, other):
+    return input.mul(other)
+
+
+def div(input, other):
+    return input.div(other)
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8):
+    """|a - b| <= atol + rtol |b| everywhere (a Python bool)."""
+    return bool(numpy.allclose(backend.to_numpy(a.array), backend.to_numpy(b.array), rtol=rtol, atol=atol))
+
+
+def equal(a, b):
+    """Same shape and the same values (a Python bool)."""
+    return a.shape == b.shape and bool((backend.to_numpy(a.array) == backend.to_numpy(b.array)).all())
+
+
+def from_numpy(array):
+    """A Tensor sharing ``array``'s memory (no copy), keeping its dtype."""
+    if not isinstance(array, numpy.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
 # --- factories ------------------------------------------------------------------------------
 def _like(t, dtype, device):
     return (backend.resolve_dtype(dtype) or t.dtype), (t.device if device is None else backend.normalize_device(device))
@@ -164,6 +266,30 @@ def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False):
     xp = backend.xp_for(device)
     return Tensor(xp.linspace(start, end, steps).astype(backend.resolve_dtype(dtype) or float32),
                   requires_grad=requires_grad)
+
+
+def empty(*size, dtype=None, device="cpu", requires_grad=False):
+    """As ``zeros`` (minidl never hands out uninitialised memory)."""
+    size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+    return full(size, 0.0, dtype=dtype or float32, device=device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device="cpu"):
+    """Integers uniform in [low, high) (``randint(high, size)`` starts at 0), int64 by default,
+    from the library generator."""
+    if high is None or size is None and isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint: size is required")
+    xp = backend.xp_for(device)
+    out = backend.rng(xp).integers(low, high, size=tuple(size))
+    return Tensor(out.astype(backend.resolve_dtype(dtype) or numpy.int64))
+
+
+def randperm(n, dtype=None, device="cpu"):
+    """A random permutation of 0..n-1 (int64), from the library generator."""
+    xp = backend.xp_for(device)
+    return Tensor(backend.rng(xp).permutation(n).astype(backend.resolve_dtype(dtype) or numpy.int64))
 
 
 def eye(n, m=None, dtype=None, device="cpu", requires_grad=False):

@@ -25,13 +25,14 @@ LAYERS = [
     ("minidl.backend", "minidl.io", "minidl.validation", "minidl.version_counter", "minidl.torch_format",
      "minidl.restricted_pickle"),
     ("minidl.kernels", "minidl.autograd"),
-    ("minidl.ops",),
+    ("minidl.ops", "minidl.tensor_methods"),
     ("minidl.tensor",),
-    ("minidl.functional", "minidl.torch_functions"),
+    ("minidl.functional", "minidl.torch_functions", "minidl.cuda", "minidl.backends"),
     ("minidl.nn", "minidl.optim", "minidl.serialization", "minidl.testing", "minidl.distributed"),
-    ("minidl.data", "minidl.models", "minidl.train", "minidl.run_folder"),
+    ("minidl.data", "minidl.models", "minidl.train", "minidl.run_folder", "minidl.utils", "minidl.vision"),
     ("minidl.adversarial",),
-    ("minidl.study", "minidl.experiment", "minidl.cli", "minidl.info", "minidl.__main__", "minidl"),
+    ("minidl.study", "minidl.experiment", "minidl.cli", "minidl.info", "minidl.__main__", "minidl",
+     "minidl.port"),
 ]
 
 # Files whose function-level imports of minidl modules are known and left to their owners'

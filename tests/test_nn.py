@@ -338,12 +338,12 @@ def test_dropout_reproducible_with_manual_seed():
 # --- initialisation -------------------------------------------------------------------------------
 def test_he_normal_std():
     md.manual_seed(0)
-    w = nn.Linear(500, 400).weight.numpy()
+    w = nn.Linear(500, 400, init="he").weight.numpy()
     assert abs(w.mean()) < 4 * math.sqrt(2 / 500) / math.sqrt(w.size)
     assert w.std() == pytest.approx(math.sqrt(2 / 500), rel=0.02)  # std error ~0.16%
-    c = nn.Conv2d(16, 32, 3).weight.numpy()  # fan_in = 16 * 3 * 3
+    c = nn.Conv2d(16, 32, 3, init="he").weight.numpy()  # fan_in = 16 * 3 * 3
     assert c.std() == pytest.approx(math.sqrt(2 / 144), rel=0.05)  # std error ~1%
-    assert np.all(nn.Linear(500, 400).bias.numpy() == 0)
+    assert np.all(nn.Linear(500, 400, init="he").bias.numpy() == 0)
 
 
 def test_glorot_uniform_bounds():

@@ -26,7 +26,7 @@ def linear_model(weight, bias=None):
 
 def mlp(seed=0, classes=3):
     minidl.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(D, 12), nn.ReLU(), nn.Linear(12, classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(D, 12, init="he"), nn.ReLU(), nn.Linear(12, classes, init="he"))
 
 
 def unit(v):

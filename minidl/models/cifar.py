@@ -3,7 +3,7 @@ from .. import nn
 
 
 def _conv_bn_relu(cin, cout):
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False, init="he"), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
 def cifar_cnn(in_channels=3, image_size=32, num_classes=10, width=24):
@@ -15,7 +15,7 @@ def cifar_cnn(in_channels=3, image_size=32, num_classes=10, width=24):
         *_conv_bn_relu(in_channels, w1), *_conv_bn_relu(w1, w1), nn.MaxPool2d(2),
         *_conv_bn_relu(w1, w2), *_conv_bn_relu(w2, w2), nn.MaxPool2d(2),
         *_conv_bn_relu(w2, w3), *_conv_bn_relu(w3, w3), nn.MaxPool2d(2),
-        nn.GlobalAvgPool2d(), nn.Linear(w3, num_classes))
+        nn.GlobalAvgPool2d(), nn.Linear(w3, num_classes, init="he"))
 
 
 class PreActBlock(nn.Module):
@@ -28,11 +28,11 @@ class PreActBlock(nn.Module):
     def __init__(self, cin, cout, stride=1):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False, init="he")
         self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False, init="he")
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False, init="he"))
 
     def forward(self, x):
         out = self.bn1(x).relu()
@@ -49,7 +49,7 @@ class PreActResNet(nn.Module):
 
     def __init__(self, blocks_per_stage=(2, 2, 2, 2), in_channels=3, num_classes=10, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False, init="he")
         cin = width
         for stage, n in enumerate(blocks_per_stage):
             cout = width * 2 ** stage
@@ -61,7 +61,7 @@ class PreActResNet(nn.Module):
         self.stages = len(blocks_per_stage)
         self.bn = nn.BatchNorm2d(cin)
         self.pool = nn.GlobalAvgPool2d()  # = avg_pool2d(4) of the reference on 32x32 inputs
-        self.linear = nn.Linear(cin, num_classes)
+        self.linear = nn.Linear(cin, num_classes, init="he")
 
     def forward(self, x):
         out = self.conv1(x)

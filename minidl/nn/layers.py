@@ -4,7 +4,7 @@ import numpy
 from .. import functional as F
 from ..tensor import Tensor
 from ..validation import check_number
-from . import init
+from . import init as nn_init
 from .module import Module, Parameter
 
 
@@ -13,15 +13,20 @@ def _empty(*shape):
 
 
 class Linear(Module):
-    """y = x W^T + b, W (out_features, in_features) He-normal initialised, b zero."""
+    """y = x W^T + b, W (out_features, in_features), b (out_features,).
 
-    def __init__(self, in_features, out_features, bias=True):
+    ``init`` (see :func:`minidl.nn.init.init_layer`): ``"fan_in_uniform"`` (default, as
+    PyTorch: W and b uniform in +-1/sqrt(in_features)) or ``"he"`` (W He normal, b zero).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="fan_in_uniform"):
         check_number("Linear: in_features", in_features, minimum=1, integer=True)
         check_number("Linear: out_features", out_features, minimum=1, integer=True)
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = init.he_normal(_empty(out_features, in_features))
+        self.weight = _empty(out_features, in_features)
         self.bias = _empty(out_features) if bias else None
+        nn_init.init_layer(self.weight, self.bias, init)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -31,17 +36,23 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution (NCHW), weight (out, in, kh, kw) He-normal initialised, bias zero."""
+    """2-D convolution (NCHW), weight (out, in, kh, kw), bias (out,).
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    ``init``: ``"fan_in_uniform"`` (default, as PyTorch: weight and bias uniform in
+    +-1/sqrt(in * kh * kw)) or ``"he"`` (weight He normal, bias zero).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="fan_in_uniform"):
         check_number("Conv2d: in_channels", in_channels, minimum=1, integer=True)
         check_number("Conv2d: out_channels", out_channels, minimum=1, integer=True)
         super().__init__()
         kh, kw = F.pair(kernel_size, "kernel_size", "Conv2d", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self.weight = init.he_normal(_empty(out_channels, in_channels, kh, kw))
+        self.weight = _empty(out_channels, in_channels, kh, kw)
         self.bias = _empty(out_channels) if bias else None
+        nn_init.init_layer(self.weight, self.bias, init)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -76,6 +87,13 @@ class GlobalAvgPool2d(Module):
 
 
 class ReLU(Module):
+    """max(x, 0). ``inplace=True`` is accepted for PyTorch code and computes out of place
+    (the result is the same; minidl's ReLU keeps its output for backward, not its input)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x):
         return F.relu(x)
 
@@ -118,7 +136,10 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    def __init__(self, p=0.5):
+    """Zero each element with probability p (``F.dropout``). ``inplace`` is accepted and
+    computes out of place."""
+
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
@@ -163,3 +184,24 @@ class BatchNorm2d(Module):
 
 class BatchNorm1d(BatchNorm2d):
     expected_ndim = 2
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of an (N, C, H, W) input with probability p (``F.dropout2d``)."""
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+
+class AdaptiveAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C, *output_size) by averaging (``F.adaptive_avg_pool2d``)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

@@ -45,7 +45,20 @@ class Module:
     def __setattr__(self, name, value):
         if "_buffers" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        if name in self._buffers:  # ``self.mean = ...`` replaces a registered buffer
+            self.register_buffer(name, value)
+            return
         object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        """A registered buffer read as an attribute (``bn.running_mean``, ``self.mean``): a
+        Tensor sharing the buffer's memory, as in PyTorch. Called only when ``name`` is no
+        ordinary attribute."""
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            value = buffers[name]
+            return None if value is None else Tensor(value)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- traversal --------------------------------------------------------------------------
     def named_children(self):
@@ -86,8 +99,14 @@ class Module:
         fn(self)
         return self
 
-    def register_buffer(self, name, array):
-        """Keep ``array`` as state saved with the model but not trained (e.g. running means)."""
+    def register_buffer(self, name, array, persistent=True):
+        """Keep ``array`` (an array or a Tensor, stored as its array) as state saved with the
+        model but not trained (e.g. running means); it reads back as ``self.<name>``, a
+        Tensor. ``persistent=False`` is accepted; the buffer is still saved."""
+        if isinstance(array, Tensor):
+            array = array.array
+        elif not backend.is_array(array):
+            raise TypeError(f"register_buffer({name!r}): expected a Tensor or an array, got {type(array).__name__}")
         self._buffers[name] = array
 
     def named_buffers(self, prefix=""):
@@ -132,8 +151,12 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, device):
-        """Move every parameter and buffer to ``device`` in place; returns self."""
+    def to(self, device=None, dtype=None):
+        """Move every parameter and buffer to ``device`` in place; returns self. PyTorch's
+        ``model.to(dtype)`` is not supported (a clear error): minidl models are float32."""
+        if dtype is not None or device is not None and not isinstance(device, str):
+            raise TypeError(f"Module.to: expected a device name such as 'cpu' or 'cuda', got "
+                            f"{dtype if dtype is not None else device!r} (changing a model's dtype is not supported)")
         device = backend.normalize_device(device)
         for m in self.modules():
             for name, value in list(m.__dict__.items()):
@@ -144,6 +167,13 @@ class Module:
             for name, value in list(m._buffers.items()):
                 m._buffers[name] = backend.to_device(value, device)
         return self
+
+    def cuda(self, device=None):
+        """``to('cuda')`` (``device`` may name one GPU; minidl uses CuPy's current one)."""
+        return self.to("cuda")
+
+    def cpu(self):
+        return self.to("cpu")
 
     @property
     def device(self):
@@ -238,10 +268,12 @@ class Sequential(Module):
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
+            else ((str(i), m) for i, m in enumerate(modules))  # Sequential(OrderedDict(name=module))
+        for name, m in named:
             if not isinstance(m, Module):
-                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
-            setattr(self, str(i), m)
+                raise TypeError(f"Sequential: argument {name} is a {type(m).__name__}, not a Module")
+            setattr(self, name, m)
 
     def __iter__(self):
         return iter(self.children())

@@ -1,6 +1,7 @@
 """Shape ops: reshape, transpose, indexing, concatenation. Gradients only move values back."""
 from ..autograd import Function
 from ..backend import get_array_module
+from .arithmetic import unbroadcast
 
 
 class Reshape(Function):
@@ -71,6 +72,35 @@ class GetItem(Function):
         else:
             grad[self.index] = g
         return (grad,)
+
+
+class SetItem(Function):
+    """y = x with y[index] = v (v broadcast to the selected shape): what ``x[index] = v`` computes.
+
+    dL/dx = g with zeros at the selected positions (their old values were overwritten);
+    dL/dv = g[index] summed down to v's shape. With an advanced index that selects a
+    position twice the last write wins, so ``index`` should select each position once
+    (masks and basic slices always do).
+    """
+    reads_inputs = False
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x, v):
+        self.v_shape = v.shape
+        out = x.copy()
+        out[self.index] = v
+        return out
+
+    def backward(self, g):
+        gx = gv = None
+        if self.needs_grad[0]:
+            gx = g.copy()
+            gx[self.index] = 0
+        if self.needs_grad[1]:
+            gv = unbroadcast(g[self.index], self.v_shape)
+        return gx, gv
 
 
 class Concatenate(Function):
