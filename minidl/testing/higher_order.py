@@ -68,7 +68,7 @@ def gradgradcheck(fn, *inputs, grad_output=None, eps=1e-6, atol=1e-5, rtol=1e-4,
         """<v, G> with the first-order backward pass, at inputs ``arrays`` and cotangent u."""
         trial = list(checked)
         for i, a in zip(wrt, arrays):
-            trial[i] = Tensor(a, requires_grad=True)
+            trial[i] = Tensor(xp.asarray(a), requires_grad=True)
         y = fn(*trial)
         gs = grad(y, [trial[i] for i in wrt], grad_outputs=u, allow_unused=True)
         return sum(float((g.array * vi).sum()) for g, vi in zip(gs, v) if g is not None)
