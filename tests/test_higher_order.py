@@ -406,3 +406,15 @@ def test_small_cnn_hessian_vector_products_match_pytorch():
     theirs = torch.autograd.grad(st_, [xt] + [pt[k] for k in names])
     for name, a, b in zip(["x"] + names, ours, theirs):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+def test_example_11_runs():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / "11_higher_order.py"
+    spec = importlib.util.spec_from_file_location("example_11", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.hessian_vector_product() < 1e-6
+    assert np.all(np.isfinite(example.newton()))
+    assert example.gradient_penalty() > 0
