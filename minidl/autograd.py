@@ -23,8 +23,10 @@ computed with Functions on Tensors, so that the gradient is itself differentiabl
 Tensors it needs are rebuilt from the arrays the forward pass saved, each attached to the
 graph node that produced it (:meth:`Function.input_tensor`: the input's parent Function or
 the leaf itself; :meth:`Function.output_tensor`: this Function), so nothing of the forward
-pass is kept as a Tensor and first-order memory is unchanged. A linear op whose backward
-uses only operations that arrays and Tensors share declares ``backward_graph = backward``.
+pass is kept as a Tensor. (One op keeps arrays for this alone: a convolution keeps references
+to its input arrays, ``keeps_input_arrays``, which some of its kernels' caches hold only
+transformed.) A linear op whose backward uses only operations that arrays and Tensors share
+declares ``backward_graph = backward``.
 
 This module sits below the ops and below ``tensor.py`` (which imports the ops), so it never
 imports ``Tensor``: the graph is made of :class:`Variable` nodes, and ``Tensor`` is the
@@ -208,6 +210,9 @@ class Function:
             fn.saved_versions = [(what, a.shape, version_counter.stamp(a)) for what, a in saved]
             if fn.keeps_input_arrays:
                 fn.input_arrays = arrays
+                # versioned for the create_graph walk only: backward itself does not read them
+                fn.kept_versions = [] if fn.reads_inputs else [
+                    (f"input {i}", a.shape, version_counter.stamp(a)) for i, a in enumerate(arrays) if a is not None]
             out._ctx = fn
         return out
 
@@ -307,12 +312,9 @@ def _walk(roots, seeds, create_graph, targets=None):
                 if mask != fn.needs_grad:
                     narrowed.append((fn, fn.needs_grad))
                     fn.needs_grad = mask
-            for what, shape, stamped in fn.saved_versions:
-                if version_counter.changed(stamped):
-                    raise RuntimeError(f"backward: {what} of {fn.op_name} (shape {shape}) was changed by an "
-                                       "in-place operation after it was used; its gradient would be wrong "
-                                       "(use an out-of-place op, or run the forward pass again)")
+            _check_versions(fn, fn.saved_versions)
             if create_graph:
+                _check_versions(fn, getattr(fn, "kept_versions", ()))
                 fn.tensor_type = type(g)
                 input_grads = fn.backward_graph(g)
             else:
@@ -332,6 +334,14 @@ def _walk(roots, seeds, create_graph, targets=None):
         for fn, needs in narrowed:
             fn.needs_grad = needs
     return found
+
+
+def _check_versions(fn, stamps):
+    for what, shape, stamped in stamps:
+        if version_counter.changed(stamped):
+            raise RuntimeError(f"backward: {what} of {fn.op_name} (shape {shape}) was changed by an "
+                               "in-place operation after it was used; its gradient would be wrong "
+                               "(use an out-of-place op, or run the forward pass again)")
 
 
 def _accumulate(leaf, g, create_graph):

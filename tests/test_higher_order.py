@@ -418,3 +418,31 @@ def test_example_11_runs():
     assert example.hessian_vector_product() < 1e-6
     assert np.all(np.isfinite(example.newton()))
     assert example.gradient_penalty() > 0
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "fft"])
+def test_conv_second_derivatives_on_kernels_whose_cache_holds_transforms(algorithm):
+    """Winograd and FFT keep transforms of x, not x: conv2d's backward_graph reads the input
+    arrays Function.apply kept for it, and an in-place change of them is caught."""
+    from minidl.kernels import autotune
+    rng = np.random.default_rng(0)
+    x0, w0 = rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((3, 2, 3, 3))
+    v = rng.standard_normal(x0.shape)
+
+    def input_hvp():
+        x = leaf(x0)
+        h = F.relu(x) * 1.0  # x reaches the convolution as an intermediate, not a leaf
+        g, = autograd.grad(F.conv2d(h, md.tensor(w0), padding=1).tanh().sum(), x, create_graph=True)
+        return autograd.grad((g * md.tensor(v)).sum(), x)[0].numpy()
+    want = input_hvp()
+    with autotune.conv_algorithm(algorithm):
+        got = input_hvp()
+        x = leaf(x0)
+        h = x * 1.0
+        y = F.conv2d(h, md.tensor(w0), padding=1).tanh().sum()
+        assert not y._ctx.parents[0].parents[0].reads_inputs or algorithm == "fft"
+        with md.no_grad():
+            Tensor(h.array).add_(1.0)
+        with pytest.raises(RuntimeError, match="changed by an in-place operation"):
+            autograd.grad(y, x, create_graph=True)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
