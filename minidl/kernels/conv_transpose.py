@@ -40,8 +40,7 @@ def conv2d_transpose(g, w, x_hw, stride, padding):
         raise ValueError(f"conv2d_transpose: g's size {(Ho, Wo)} does not match an input of size {(H, W)}")
     dtype = float_dtype(g, w)
     g2 = g.astype(dtype, copy=False).transpose(1, 0, 2, 3).reshape(F, N * Ho * Wo)
-    cols = parallel.matmul(xp.ascontiguousarray(w.astype(dtype, copy=False).reshape(F, -1).T),
-                           xp.ascontiguousarray(g2))
+    cols = parallel.matmul(w.astype(dtype, copy=False).reshape(F, -1).T, g2)  # BLAS reads the transpose
     cols = cols.reshape(C, kh, kw, N, Ho, Wo)
     gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype)
     for p in range(kh):
@@ -68,5 +67,5 @@ def conv2d_weight(x, g, kernel, stride, padding):
     for p in range(kh):
         for q in range(kw):
             cols[:, p, q] = window(xpad, p, q, (Ho, Wo), stride).transpose(1, 0, 2, 3)
-    g2 = xp.ascontiguousarray(g.astype(dtype, copy=False).transpose(1, 0, 2, 3).reshape(F, N * Ho * Wo))
-    return parallel.matmul(g2, xp.ascontiguousarray(cols.reshape(C * kh * kw, -1).T)).reshape(F, C, kh, kw)
+    g2 = g.astype(dtype, copy=False).transpose(1, 0, 2, 3).reshape(F, N * Ho * Wo)
+    return parallel.matmul(g2, cols.reshape(C * kh * kw, -1).T).reshape(F, C, kh, kw)
