@@ -387,25 +387,26 @@ def test_small_cnn_hessian_vector_products_match_pytorch():
         h = F.avg_pool2d(h, 2).flatten(1)
         return F.cross_entropy(F.linear(h, p["w3"], p["b3"]), y)
 
-    v = {k: rng.standard_normal(s) for k, s in shapes_.items()}
-    vx = rng.standard_normal(x0.shape)
-    # minidl
-    x = leaf(x0)
-    p = {k: leaf(a) for k, a in params.items()}
-    names = list(p)
-    gs = autograd.grad(net(md, x, p), [x] + [p[k] for k in names], create_graph=True)
-    s = (gs[0] * md.tensor(vx)).sum()
-    for k, g in zip(names, gs[1:]):
-        s = s + (g * md.tensor(v[k])).sum()
-    ours = autograd.grad(s, [x] + [p[k] for k in names])
-    # torch
-    xt = torch.tensor(x0, requires_grad=True)
-    pt = {k: torch.tensor(a, requires_grad=True) for k, a in params.items()}
-    gts = torch.autograd.grad(net(torch, xt, pt), [xt] + [pt[k] for k in names], create_graph=True)
-    st_ = (gts[0] * torch.tensor(vx)).sum() + sum((g * torch.tensor(v[k])).sum() for k, g in zip(names, gts[1:]))
-    theirs = torch.autograd.grad(st_, [xt] + [pt[k] for k in names])
-    for name, a, b in zip(["x"] + names, ours, theirs):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
+    v_all = {k: rng.standard_normal(s) for k, s in shapes_.items()}
+    vx_all = rng.standard_normal(x0.shape)
+    # H v for v along the input only, along the weights only, and along both
+    for case, vx, v in (("input", vx_all, {k: 0 * a for k, a in v_all.items()}),
+                        ("weights", 0 * vx_all, v_all), ("both", vx_all, v_all)):
+        x = leaf(x0)
+        p = {k: leaf(a) for k, a in params.items()}
+        names = list(p)
+        gs = autograd.grad(net(md, x, p), [x] + [p[k] for k in names], create_graph=True)
+        s = (gs[0] * md.tensor(vx)).sum()
+        for k, g in zip(names, gs[1:]):
+            s = s + (g * md.tensor(v[k])).sum()
+        ours = autograd.grad(s, [x] + [p[k] for k in names])
+        xt = torch.tensor(x0, requires_grad=True)
+        pt = {k: torch.tensor(a, requires_grad=True) for k, a in params.items()}
+        gts = torch.autograd.grad(net(torch, xt, pt), [xt] + [pt[k] for k in names], create_graph=True)
+        st_ = (gts[0] * torch.tensor(vx)).sum() + sum((g * torch.tensor(v[k])).sum() for k, g in zip(names, gts[1:]))
+        theirs = torch.autograd.grad(st_, [xt] + [pt[k] for k in names])
+        for name, a, b in zip(["x"] + names, ours, theirs):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10, err_msg=f"{case}: {name}")
 
 
 def test_example_11_runs():
