@@ -256,14 +256,16 @@ def _topological_order(roots):
     return order
 
 
-def run_backward(root, grad, create_graph=False):
-    """Propagate ``grad`` (array shaped like ``root``; a Tensor with ``create_graph``) back to
-    every leaf that requires grad.
+def run_backward(root, gradient=None, create_graph=False):
+    """Propagate ``gradient`` (dL/d root: an array or Tensor shaped like ``root``; None for a
+    one-element root, meaning 1) back to every leaf that requires grad.
 
     Leaves accumulate into ``.grad`` (summing over calls, as in PyTorch, until zeroed); with
     ``create_graph`` the gradients are Tensors with a graph.
     """
-    _walk([root], [grad], create_graph)
+    seed = _seed(root, gradient, create_graph, "backward(): gradient")
+    with (enable_grad() if create_graph else contextlib.nullcontext()):
+        _walk([root], [seed], create_graph)
 
 
 def _walk(roots, seeds, create_graph, targets=None):
@@ -426,8 +428,8 @@ def _seed(y, g, create_graph, name):
         for n in y.shape:
             size *= n
         if size != 1:
-            raise RuntimeError(f"{name}: a gradient can be left out only for a one-element output, "
-                               f"this one has shape {y.shape}")
+            raise RuntimeError(f"{name} must be given for an output of shape {y.shape} (it may be left "
+                               "out only for a one-element output)")
         g = xp.ones(y.shape, dtype=y.dtype)
     if isinstance(g, Variable):
         if g.shape != y.shape:

@@ -5,7 +5,7 @@ import numpy
 
 from . import backend
 from . import version_counter
-from .autograd import Variable, enable_grad, is_grad_enabled, run_backward
+from .autograd import Variable, is_grad_enabled, run_backward
 from .ops import activation, arithmetic, matmul, reduce, select, shape, unary
 from .ops.conversion import Cast, Transfer
 
@@ -51,20 +51,7 @@ class Tensor(Variable):
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no graph "
                                "(did you create it under no_grad, or forget requires_grad=True?)")
-        xp = backend.get_array_module(self.array)
-        if gradient is None:
-            if self.size != 1:
-                raise RuntimeError(f"backward(): gradient must be given for a non-scalar output of shape {self.shape}")
-            gradient = xp.ones(self.shape, dtype=self.dtype)
-        elif not (create_graph and isinstance(gradient, Tensor)):
-            gradient = gradient.array if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=self.dtype)
-        if gradient.shape != self.shape:
-            raise ValueError(f"backward(): gradient has shape {gradient.shape}, expected {self.shape}")
-        if create_graph:
-            with enable_grad():
-                run_backward(self, gradient if isinstance(gradient, Tensor) else Tensor(gradient), create_graph=True)
-        else:
-            run_backward(self, gradient)
+        run_backward(self, gradient, create_graph=create_graph)
 
     def detach(self):
         """The same data, cut from the graph."""
