@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from ..backend import as_generator as _rng
-from ..autograd import no_grad
+from ..autograd import enable_grad, grad, no_grad
 from ..tensor import Tensor, to_host as _host
 from ..validation import check_number
 from .attacks import attack_loss, attack_mode, input_gradient, model_device, pgd_alpha, prepare_inputs
@@ -533,7 +533,6 @@ def input_hessian_eigenvalues(model, images, labels, k=1, iters=20, loss="ce", r
 
 def _top_hessian_eigenvalues(model, x, y, k, iters, loss, gen):
     """(n, k) host array: :func:`input_hessian_eigenvalues` for one batch of Tensors x, y."""
-    from ..autograd import enable_grad, grad
     xp = backend.get_array_module(x.array)
     n = x.shape[0]
     xg = Tensor(x.array, requires_grad=True)
