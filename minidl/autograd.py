@@ -16,6 +16,18 @@ forward pass is done with it. ``Tensor.backward`` then walks that graph from the
 the leaves in reverse topological order (:func:`run_backward`), without recursion, so chains
 of any length work.
 
+Higher-order gradients (``create_graph=True``, :func:`grad`). Each Function keeps its fast
+``backward`` on arrays, which first-order training runs. When a graph of the gradient is
+asked for, the walk calls ``backward_graph`` instead: the same vector-Jacobian product
+computed with Functions on Tensors, so that the gradient is itself differentiable. The
+Tensors it needs are rebuilt from the arrays the forward pass saved, each attached to the
+graph node that produced it (:meth:`Function.input_tensor`: the input's parent Function or
+the leaf itself; :meth:`Function.output_tensor`: this Function), so nothing of the forward
+pass is kept as a Tensor. (One op keeps arrays for this alone: a convolution keeps references
+to its input arrays, ``keeps_input_arrays``, which some of its kernels' caches hold only
+transformed.) A linear op whose backward uses only operations that arrays and Tensors share
+declares ``backward_graph = backward``.
+
 This module sits below the ops and below ``tensor.py`` (which imports the ops), so it never
 imports ``Tensor``: the graph is made of :class:`Variable` nodes, and ``Tensor`` is the
 Variable subclass that adds the array API. A Function makes its result with
@@ -95,6 +107,10 @@ class Function:
     * ``backward(self, grad_output) -> tuple`` with one entry per input: an array of the
       input's shape, or ``None`` where no gradient is needed (``self.needs_grad[i]`` is
       False) or none exists.
+
+    and, for ``create_graph=True``, ``backward_graph(self, grad_output) -> tuple``: the same
+    gradients computed from the Tensor ``grad_output`` with differentiable Tensor operations
+    (see the module docstring), so that they can be differentiated again.
     """
 
     name = None  # used in error messages; defaults to the class name
@@ -104,12 +120,51 @@ class Function:
     # assumed read unless an op says otherwise (the safe default for ops written by users).
     reads_inputs = True
     reads_output = False
+    # True where ``backward_graph`` needs the input arrays although ``backward`` does not
+    # (convolution, whose kernels keep transforms of them): ``apply`` then keeps references
+    # to them in ``input_arrays``.
+    keeps_input_arrays = False
 
     def forward(self, *arrays):
         raise NotImplementedError
 
     def backward(self, grad_output):
         raise NotImplementedError
+
+    def backward_graph(self, grad_output):
+        raise RuntimeError(f"{self.op_name} has no differentiable backward (backward_graph), so "
+                           "create_graph=True cannot differentiate through it")
+
+    # --- for backward_graph: saved arrays as Tensors attached to the graph ------------------
+    def input_tensor(self, i, array):
+        """Input ``i`` (whose value the forward pass saved as ``array``) as a Tensor of the graph:
+        the leaf itself, or a new Tensor whose node is the Function that produced the input,
+        or a constant where the input needs no gradient."""
+        parent = self.parents[i]
+        if parent is None:
+            return self.tensor_type(array)
+        if not isinstance(parent, Function):
+            return parent
+        return _attached(self.tensor_type, array, parent)
+
+    def output_tensor(self, array):
+        """This Function's output (saved as ``array``) as a Tensor whose node is this Function."""
+        return _attached(self.tensor_type, array, self)
+
+    def intermediate_tensor(self, cls, array, inputs, **state):
+        """A value ``array`` that the forward pass computed as ``cls`` of this Function's
+        inputs at positions ``inputs`` (a softmax inside a loss), as a Tensor whose node is a
+        ``cls`` Function rebuilt with ``state`` (the attributes its ``backward`` reads)."""
+        fn = cls.__new__(cls)
+        vars(fn).update(state)
+        fn.parents = tuple(self.parents[i] for i in inputs)
+        fn.needs_grad = tuple(p is not None for p in fn.parents)
+        fn.input_shapes = tuple(self.input_shapes[i] for i in inputs)
+        fn.saved_versions = []
+        fn.tensor_type = self.tensor_type
+        if not any(fn.needs_grad):
+            return self.tensor_type(array)
+        return fn.output_tensor(array)
 
     @classmethod
     def apply(cls, *inputs, **params):
@@ -153,6 +208,11 @@ class Function:
             if fn.reads_output:
                 saved.append(("the output", out_data))
             fn.saved_versions = [(what, a.shape, version_counter.stamp(a)) for what, a in saved]
+            if fn.keeps_input_arrays:
+                fn.input_arrays = arrays
+                # versioned for the create_graph walk only: backward itself does not read them
+                fn.kept_versions = [] if fn.reads_inputs else [
+                    (f"input {i}", a.shape, version_counter.stamp(a)) for i, a in enumerate(arrays) if a is not None]
             out._ctx = fn
         return out
 
@@ -187,10 +247,17 @@ def _input_names(fn, count):
     return [names[i] if i < len(names) else f"{rest}[{i - len(names)}]" for i in range(count)]
 
 
-def _topological_order(root):
-    """Graph nodes (Functions, leaf tensors) reachable from ``root``, each after all its parents."""
+def _attached(tensor_type, array, fn):
+    """A Tensor holding ``array`` whose graph node is the Function ``fn`` (its output)."""
+    t = tensor_type(array, requires_grad=True)
+    t._ctx = fn
+    return t
+
+
+def _topological_order(roots):
+    """Graph nodes (Functions, leaf tensors) reachable from ``roots``, each after all its parents."""
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in roots]
     while stack:
         node, parents_done = stack.pop()
         if parents_done:
@@ -207,40 +274,186 @@ def _topological_order(root):
     return order
 
 
-def run_backward(root, grad):
-    """Propagate ``grad`` (array shaped like ``root``) back to every leaf that requires grad.
+def run_backward(root, gradient=None, create_graph=False):
+    """Propagate ``gradient`` (dL/d root: an array or Tensor shaped like ``root``; None for a
+    one-element root, meaning 1) back to every leaf that requires grad.
 
-    Leaves accumulate into ``.grad`` (summing over calls, as in PyTorch, until zeroed).
+    Leaves accumulate into ``.grad`` (summing over calls, as in PyTorch, until zeroed); with
+    ``create_graph`` the gradients are Tensors with a graph.
     """
-    start = root._ctx if root._ctx is not None else root
-    grads = {id(start): grad}
-    for node in reversed(_topological_order(start)):
-        g = grads.pop(id(node), None)
-        if g is None:
-            continue
-        if not backend.is_array(g):  # NumPy ops on 0-d arrays give scalars, not arrays
-            g = backend.get_array_module(g).asarray(g)
-        if not isinstance(node, Function):  # a leaf: store the gradient
-            if node.grad is None:
-                node.grad = node._new(g.astype(node.dtype, copy=True))
-            else:
-                node.grad.array = backend.get_array_module(g).asarray(node.grad.array + g)
-            continue
-        fn = node
-        for what, shape, stamped in fn.saved_versions:
-            if version_counter.changed(stamped):
-                raise RuntimeError(f"backward: {what} of {fn.op_name} (shape {shape}) was changed by an "
-                                   "in-place operation after it was used; its gradient would be wrong "
-                                   "(use an out-of-place op, or run the forward pass again)")
-        input_grads = fn.backward(g)
-        if len(input_grads) != len(fn.parents):
-            raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "
-                               f"for {len(fn.parents)} inputs")
-        for parent, pg, shape in zip(fn.parents, input_grads, fn.input_shapes):
-            if pg is None or parent is None:
+    seed = _seed(root, gradient, create_graph, "backward(): gradient")
+    with (enable_grad() if create_graph else contextlib.nullcontext()):
+        _walk([root], [seed], create_graph)
+
+
+def _walk(roots, seeds, create_graph, targets=None):
+    """The backward pass from ``roots`` (gradients ``seeds``) in reverse topological order.
+
+    ``targets`` None: accumulate into the ``.grad`` of every leaf that requires grad.
+    Otherwise ``targets`` are graph nodes (leaves, or the Functions that produced non-leaf
+    tensors): only the Functions on a path from a root to a target run, each asked only for
+    the gradients that lead to a target (``needs_grad`` is narrowed for the walk), and the
+    gradient reaching each target is returned as {id(node): gradient}.
+    """
+    starts = [r._ctx if r._ctx is not None else r for r in roots]
+    grads = {}
+    for node, g in zip(starts, seeds):
+        grads[id(node)] = g if id(node) not in grads else grads[id(node)] + g
+    order = _topological_order(starts)
+    found, narrowed = {}, []
+    if targets is not None:
+        wanted = {id(t) for t in targets}
+        needed = set()
+        for node in order:  # parents first: a node is needed if a target is at or above it
+            if id(node) in wanted or (isinstance(node, Function) and
+                                      any(p is not None and id(p) in needed for p in node.parents)):
+                needed.add(id(node))
+    try:
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
                 continue
-            if pg.shape != shape:
-                raise RuntimeError(f"{fn.op_name}.backward produced a gradient of shape {pg.shape} "
-                                   f"for an input of shape {shape}")
-            key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
+            if not create_graph and not backend.is_array(g):  # NumPy ops on 0-d arrays give scalars
+                g = backend.get_array_module(g).asarray(g)
+            if targets is not None:
+                if id(node) not in needed:
+                    continue
+                if id(node) in wanted:
+                    found[id(node)] = g
+            if not isinstance(node, Function):  # a leaf: store the gradient
+                if targets is None:
+                    _accumulate(node, g, create_graph)
+                continue
+            fn = node
+            if targets is not None:
+                mask = tuple(n and p is not None and id(p) in needed for n, p in zip(fn.needs_grad, fn.parents))
+                if not any(mask):
+                    continue
+                if mask != fn.needs_grad:
+                    narrowed.append((fn, fn.needs_grad))
+                    fn.needs_grad = mask
+            _check_versions(fn, fn.saved_versions)
+            if create_graph:
+                _check_versions(fn, getattr(fn, "kept_versions", ()))
+                fn.tensor_type = type(g)
+                input_grads = fn.backward_graph(g)
+            else:
+                input_grads = fn.backward(g)
+            if len(input_grads) != len(fn.parents):
+                raise RuntimeError(f"{fn.op_name}.backward returned {len(input_grads)} gradients "
+                                   f"for {len(fn.parents)} inputs")
+            for parent, pg, shape, need in zip(fn.parents, input_grads, fn.input_shapes, fn.needs_grad):
+                if pg is None or parent is None or not need:
+                    continue
+                if pg.shape != shape:
+                    raise RuntimeError(f"{fn.op_name}.backward produced a gradient of shape {pg.shape} "
+                                       f"for an input of shape {shape}")
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+    finally:
+        for fn, needs in narrowed:
+            fn.needs_grad = needs
+    return found
+
+
+def _check_versions(fn, stamps):
+    for what, shape, stamped in stamps:
+        if version_counter.changed(stamped):
+            raise RuntimeError(f"backward: {what} of {fn.op_name} (shape {shape}) was changed by an "
+                               "in-place operation after it was used; its gradient would be wrong "
+                               "(use an out-of-place op, or run the forward pass again)")
+
+
+def _accumulate(leaf, g, create_graph):
+    """leaf.grad += g (a copy in the leaf's dtype; with ``create_graph`` a Tensor with a graph)."""
+    if create_graph:
+        g = g if g.dtype == leaf.dtype else g.astype(leaf.dtype)
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+    elif leaf.grad is None:
+        leaf.grad = leaf._new(g.astype(leaf.dtype, copy=True))
+    else:
+        leaf.grad.array = backend.get_array_module(g).asarray(leaf.grad.array + g)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """The gradients of ``outputs`` with respect to ``inputs`` (PyTorch's ``torch.autograd.grad``).
+
+    Returns a tuple with one entry per input: sum_k J_k^T grad_outputs[k], the vector-Jacobian
+    product of the outputs, shaped like that input. ``outputs`` and ``inputs`` are Tensors or
+    sequences of Tensors; ``grad_outputs`` (one per output, Tensors or arrays) may be omitted
+    (or None per output) only for one-element outputs, which then get 1. Nothing is written
+    into any ``.grad``, and only the part of the graph between the outputs and the inputs runs.
+
+    ``create_graph=True``: the gradients are Tensors with a graph (built by each Function's
+    ``backward_graph``), differentiable again, to any order. ``allow_unused``: an input that
+    does not reach the outputs gets None instead of raising. ``retain_graph`` is accepted for
+    PyTorch's signature; minidl keeps a graph until it is no longer referenced, so a graph can
+    always be walked again.
+    """
+    outputs = _as_sequence(outputs, "outputs")
+    inputs = _as_sequence(inputs, "inputs")
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"grad(): inputs[{i}] (shape {x.shape}) does not require grad; set "
+                               "requires_grad=True on it before the forward pass")
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    grad_outputs = list(grad_outputs) if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad(): got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    roots, seeds = [], []
+    for k, (y, g) in enumerate(zip(outputs, grad_outputs)):
+        if not y.requires_grad:
+            raise RuntimeError(f"grad(): outputs[{k}] does not require grad and has no graph (is it "
+                               "computed from inputs that require grad, outside no_grad?)")
+        roots.append(y)
+        seeds.append(_seed(y, g, create_graph, f"grad_outputs[{k}]"))
+    targets = [x._ctx if x._ctx is not None else x for x in inputs]
+    with (enable_grad() if create_graph else no_grad()):
+        found = _walk(roots, seeds, create_graph, targets)
+    result = []
+    for i, (x, node) in enumerate(zip(inputs, targets)):
+        g = found.get(id(node))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad(): inputs[{i}] (shape {x.shape}) was not used in the graph of "
+                                   "the outputs; pass allow_unused=True to get None for it")
+            result.append(None)
+            continue
+        if create_graph:
+            with enable_grad():
+                result.append(g if g.dtype == x.dtype else g.astype(x.dtype))
+        else:
+            g = g if backend.is_array(g) else backend.get_array_module(g).asarray(g)
+            # a copy: the walk may hand back a view of a seed or of another gradient
+            result.append(x._new(g.astype(x.dtype, copy=True)))
+    return tuple(result)
+
+
+def _as_sequence(value, name):
+    items = [value] if isinstance(value, Variable) else list(value) if isinstance(value, (list, tuple)) else None
+    if not items or not all(isinstance(v, Variable) for v in items):
+        raise TypeError(f"grad(): {name} must be a Tensor or a non-empty sequence of Tensors, got "
+                        f"{type(value).__name__}")
+    return items
+
+
+def _seed(y, g, create_graph, name):
+    """The gradient that starts the walk at output ``y``: an array, or (create_graph) a Tensor."""
+    xp = backend.get_array_module(y.array)
+    if g is None:
+        size = 1
+        for n in y.shape:
+            size *= n
+        if size != 1:
+            raise RuntimeError(f"{name} must be given for an output of shape {y.shape} (it may be left "
+                               "out only for a one-element output)")
+        g = xp.ones(y.shape, dtype=y.dtype)
+    if isinstance(g, Variable):
+        if g.shape != y.shape:
+            raise ValueError(f"{name} has shape {g.shape}, expected {y.shape} (the output's)")
+        return g if create_graph else g.array
+    g = xp.asarray(g, dtype=y.dtype)
+    if g.shape != y.shape:
+        raise ValueError(f"{name} has shape {g.shape}, expected {y.shape} (the output's)")
+    return y._new(g) if create_graph else g

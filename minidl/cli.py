@@ -92,7 +92,7 @@ def cmd_train(args):
                          data_dir=args.data_dir, seed=args.seed, adv=args.adv, eps=args.eps, alpha=args.alpha,
                          steps=args.steps, train_limit=args.train_limit, holdout=args.holdout,
                          augment=not args.no_augment, init=args.init, eps_warmup=args.eps_warmup,
-                         noise=args.noise)
+                         noise=args.noise, grad_align=args.grad_align)
     # Overflows are reported once, by the divergence guard, not as a warning per operation.
     with numpy.errstate(over="ignore", invalid="ignore"):
         run_training(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -211,6 +211,9 @@ def build_parser():
     train.add_argument("--steps", type=number(int, "--steps", minimum=1), default=40)
     train.add_argument("--noise", type=number(float, "--noise", minimum=0), default=None,
                        help="--adv nfgsm: radius of the random offset (default 2 x eps)")
+    train.add_argument("--grad-align", type=number(float, "--grad-align", minimum=0), default=0.0, metavar="LAMBDA",
+                       help="--adv fgsm/nfgsm: weight of the GradAlign penalty lambda (1 - cos of the input "
+                            "gradients at x and x + uniform noise); 0: off")
     train.add_argument("--eps-warmup", type=number(float, "--eps-warmup", minimum=0), default=0.0,
                        help="epochs over which the training eps (and alpha) grow linearly from 0")
     train.add_argument("--init", choices=["default", "he", "fan_in_uniform"], default="default",

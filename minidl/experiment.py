@@ -13,6 +13,7 @@ from .adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
 from .adversarial.norms import resolve_norm
 from .adversarial.autoattack import autoattack_accuracy
 from .adversarial.evaluate import PROBE_N, judge_samples_for
+from .adversarial.gradalign import grad_align_penalty
 from .adversarial.journal import EvalJournal, journal_path
 from .distributed import DistributedOptimizer, broadcast_parameters, world
 from .data import CIFAR10, MNIST, DataLoader, random_crop_flip
@@ -56,6 +57,7 @@ class TrainConfig:
     init: str = "default"      # default (the zoo model's own) | he | fan_in_uniform (nn.init.init_model)
     eps_warmup: float = 0.0    # epochs over which the training eps grows linearly from 0
     noise: float = None        # nfgsm: radius of the random offset (default 2 eps)
+    grad_align: float = 0.0    # single-step adversaries: weight lambda of the GradAlign penalty (0: off)
 
     def resolved(self):
         """A copy with the dataset-dependent defaults filled in, every number checked."""
@@ -92,6 +94,10 @@ class TrainConfig:
             check_number("alpha", c.alpha, minimum=0, strict=True)
             check_number("steps", c.steps, minimum=1, integer=True)
         check_number("noise", c.noise, minimum=0, allow_none=True)
+        check_number("grad_align", c.grad_align, minimum=0)
+        if c.grad_align and c.adv not in SINGLE_STEP:
+            raise ValueError(f"grad_align regularises single-step adversarial training (adv one of {SINGLE_STEP}), "
+                             f"got grad_align={c.grad_align!r} with adv={c.adv!r}")
         return c
 
 
@@ -168,6 +174,21 @@ def make_perturb(config, optimizer=None, steps_per_epoch=None):
         extra = {"noise": config.noise * f} if config.adv == "nfgsm" else {}
         return attack(model, x, y, eps=config.eps * f, alpha=config.alpha * f, **extra)
     return perturb
+
+
+def make_penalty(config, optimizer=None, steps_per_epoch=None):
+    """The regulariser added to the training loss: GradAlign's penalty (``grad_align`` > 0,
+    ``adversarial.gradalign``) at the training eps (scaled during ``eps_warmup`` as the
+    adversary's), or None."""
+    if not config.grad_align:
+        return None
+
+    def penalty(model, x, y):
+        f = 1.0
+        if config.eps_warmup > 0:
+            f = min(1.0, (optimizer.steps + 1) / (config.eps_warmup * steps_per_epoch))
+        return grad_align_penalty(model, x, y, eps=config.eps * f, weight=config.grad_align)
+    return penalty
 
 
 def _claimed(config, out_dir, resume, overwrite):
@@ -268,7 +289,8 @@ def _train(config, train, test, out_dir, resume, progress, epoch_end, eval_split
         epoch_end = _chain(guard, epoch_end)
     history = fit(model, train_loader, optimizer, config.epochs, schedule=schedule, eval_loader=eval_loader,
                   out_dir=out_dir, resume=resume, perturb=make_perturb(config, optimizer, len(train_loader)),
-                  config=record, progress=progress, epoch_end=epoch_end)
+                  config=record, progress=progress, epoch_end=epoch_end,
+                  penalty=make_penalty(config, optimizer, len(train_loader)))
     return model, history
 
 

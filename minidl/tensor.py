@@ -43,24 +43,18 @@ class Tensor(TensorMethods, Variable):
         return f"tensor({body}{dev}{grad})"
 
     # --- autograd -----------------------------------------------------------------------
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (PyTorch's signature).
 
-        ``grad`` is dL/d(self); it may be omitted only for a one-element tensor (then 1).
+        ``gradient`` is dL/d(self) (a Tensor or array); it may be omitted only for a one-element
+        tensor (then 1). ``create_graph=True``: the accumulated gradients are Tensors with a
+        graph, differentiable again (``minidl.autograd.grad``). ``retain_graph`` is accepted for
+        PyTorch's signature; a minidl graph can always be walked again.
         """
         if not self.requires_grad:
             raise RuntimeError("backward(): this tensor does not require grad and has no graph "
                                "(did you create it under no_grad, or forget requires_grad=True?)")
-        xp = backend.get_array_module(self.array)
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(f"backward(): grad must be given for a non-scalar output of shape {self.shape}")
-            grad = xp.ones(self.shape, dtype=self.dtype)
-        else:
-            grad = grad.array if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
-        run_backward(self, grad)
+        run_backward(self, gradient, create_graph=create_graph)
 
     def detach(self):
         """The same data, cut from the graph."""

@@ -70,22 +70,25 @@ def evaluate(model, loader, progress=True, desc="eval"):
 
 
 def train_epoch(model, loader, optimizer, schedule=None, perturb=None, progress=True, desc="train",
-                schedule_per_batch=True):
+                schedule_per_batch=True, penalty=None):
     """One pass over ``loader``. ``perturb(model, x, y) -> x'`` replaces each batch by an
-    adversarial one (adversarial training); the schedule steps after every batch."""
+    adversarial one (adversarial training); ``penalty(model, x, y) -> Tensor`` (on the clean
+    batch) is added to the loss that is minimised (a regulariser such as GradAlign) but not to
+    the reported loss; the schedule steps after every batch."""
     model.train()
     loss_sum = None
     correct = seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
     for i, (x, y) in enumerate(bar):
+        clean = x
         if perturb is not None:
             x = perturb(model, x, y)
             model.train()
         logits = model(x)
         loss = cross_entropy(logits, y)
         optimizer.zero_grad()
-        loss.backward()
+        (loss if penalty is None else loss + penalty(model, clean, y)).backward()
         optimizer.step()
         if schedule is not None and schedule_per_batch:
             schedule.step()
@@ -157,10 +160,11 @@ def restore_checkpoint(path, model, optimizer=None, schedule=None, loader=None, 
 
 
 def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None, out_dir=None, resume=False,
-        perturb=None, config=None, progress=True, epoch_end=None, schedule_per_batch=True):
+        perturb=None, config=None, progress=True, epoch_end=None, schedule_per_batch=True, penalty=None):
     """Train for ``epochs`` epochs, evaluating and checkpointing after each.
 
     ``epoch_end(epoch, record)`` may return True to stop early (the reason goes in the record).
+    ``perturb`` and ``penalty`` are :func:`train_epoch`'s.
     Returns the history: a list of per-epoch dicts (train and eval metrics, seconds).
     Writes ``checkpoint.npz`` and ``metrics.json`` into ``out_dir`` when given.
 
@@ -188,7 +192,7 @@ def fit(model, train_loader, optimizer, epochs, schedule=None, eval_loader=None,
         try:
             record.update({f"train_{k}": v for k, v in train_epoch(
                 model, train_loader, optimizer, schedule, perturb, progress, desc=f"epoch {epoch + 1}/{epochs}",
-                schedule_per_batch=schedule_per_batch).items()})
+                schedule_per_batch=schedule_per_batch, penalty=penalty).items()})
             if not _weights_finite(model):
                 raise TrainingDiverged(f"a weight became NaN or infinite in epoch {epoch + 1}/{epochs}")
         except TrainingDiverged as e:

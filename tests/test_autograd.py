@@ -40,7 +40,7 @@ def test_module_and_optimizer_zero_grad():
 def test_backward_of_non_scalar_needs_grad():
     x = md.tensor([1.0, 2.0], requires_grad=True)
     y = x * 2
-    with pytest.raises(RuntimeError, match="grad must be given"):
+    with pytest.raises(RuntimeError, match="gradient must be given"):
         y.backward()
     with pytest.raises(ValueError, match="shape"):
         y.backward(np.ones(3, dtype=np.float32))

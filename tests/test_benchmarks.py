@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("script, args", [
     ("bench_workspace.py", ["--batch", "4", "--repeat", "1"]),
     ("bench_engine.py", ["--model", "madry_mnist", "--batch", "4", "--repeat", "1", "--no-layers", "--no-memory"]),
+    ("bench_gradalign.py", ["--batch", "4", "--repeat", "1", "--threads", "1"]),
 ])
 def test_benchmark_runs(script, args):
     env = dict(os.environ, MINIDL_CONV_ALGO="rule")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import backend
 from ..backend import as_generator as _rng
-from ..autograd import no_grad
+from ..autograd import enable_grad, grad, no_grad
 from ..tensor import Tensor, to_host as _host
 from ..validation import check_number
 from .attacks import attack_loss, attack_mode, input_gradient, model_device, pgd_alpha, prepare_inputs
@@ -436,3 +436,78 @@ def landscape_measures(model, images, labels, radii, norm="inf", n_points=16, n_
     out.update({name: numpy.stack(v) for name, v in per_radius.items()})
     out["example_path"] = numpy.stack(paths)
     return out
+
+
+# --- curvature: the input Hessian's largest eigenvalues ---------------------------------------
+def input_hessian_eigenvalues(model, images, labels, k=1, iters=20, loss="ce", rng=0, batch_size=128):
+    """The ``k`` largest-magnitude eigenvalues (signed) of each image's input Hessian of the
+    loss, H_n = d^2 loss(model(x_n), y_n) / dx_n^2: the curvature of the loss in input space
+    (Moosavi-Dezfooli et al., CVPR 2019, "Robustness via curvature regularization, and vice
+    versa"); a loss that is linear around x has 0, a smoother model smaller values.
+
+    Power iteration on Hessian-vector products, batch-first: the loss is summed over a batch
+    (the model in eval mode, so the examples do not interact and the batch's Hessian is block
+    diagonal), its input gradient g is built once with ``create_graph=True``, and every iteration
+    is one backward pass of <g, V> for a whole batch of vectors V (one per image). Eigenvalue j
+    is found on the operator deflated by the first j - 1, H - sum_i lambda_i v_i v_i^T, and
+    estimated by the Rayleigh quotient <v, H v> of the last iterate v (|v| = 1); ``iters``
+    iterations per eigenvalue reduce the error by about |lambda_{j+1} / lambda_j| ** iters.
+
+    ``images`` (N, C, H, W) in [0, 1], ``labels`` (N,); ``loss`` as in the attacks ('ce',
+    'margin', 'dlr' or a callable); ``rng`` seeds the starting vectors. Returns a host array
+    (N, k), each row in the order found (decreasing magnitude when power iteration converged).
+    """
+    op = "input_hessian_eigenvalues"
+    check_number(f"{op}: k", k, minimum=1, integer=True)
+    check_number(f"{op}: iters", iters, minimum=1, integer=True)
+    check_number(f"{op}: batch_size", batch_size, minimum=1, integer=True)
+    gen = _rng(rng)
+    x_all, y_all = _host(images), _host(labels)
+    if x_all.ndim < 2 or k > x_all[0].size:
+        raise ValueError(f"{op}: images must be a batch (N, ...) of at least k = {k} values each, got shape "
+                         f"{x_all.shape}")
+    out = []
+    with attack_mode(model):
+        for start in range(0, len(x_all), batch_size):
+            x, y = prepare_inputs(model, x_all[start:start + batch_size], y_all[start:start + batch_size], op)
+            out.append(_top_hessian_eigenvalues(model, x, y, k, iters, loss, gen))
+    return numpy.concatenate(out) if out else numpy.zeros((0, k))
+
+
+def _top_hessian_eigenvalues(model, x, y, k, iters, loss, gen):
+    """(n, k) host array: :func:`input_hessian_eigenvalues` for one batch of Tensors x, y."""
+    xp = backend.get_array_module(x.array)
+    n = x.shape[0]
+    xg = Tensor(x.array, requires_grad=True)
+    with enable_grad():
+        losses = attack_loss(model(xg), y, loss)
+        g, = grad(losses.sum(), xg, create_graph=True, allow_unused=True)
+
+    def hvp(v):  # v (n, D) -> H v, row by row
+        if g is None or not g.requires_grad:  # a loss linear in x: H = 0
+            return xp.zeros_like(v)
+        hv, = grad((g * Tensor(v.reshape(x.shape).astype(x.dtype))).sum(), xg, allow_unused=True)
+        return xp.zeros_like(v) if hv is None else hv.array.reshape(n, -1).astype(v.dtype)
+
+    def unit(v):
+        norm = xp.sqrt((v * v).sum(axis=1, keepdims=True))
+        return v / xp.where(norm > 0, norm, 1)
+
+    found, values = [], numpy.zeros((n, k))
+    for j in range(k):
+        v = xp.asarray(gen.standard_normal((n, x[0].size)))
+        for _, u in found:  # start orthogonal to the eigenvectors already found
+            v = v - (u * v).sum(axis=1, keepdims=True) * u
+        v = unit(v)
+        for _ in range(iters):
+            hv = hvp(v)
+            for lam_i, u in found:  # deflation
+                hv = hv - lam_i[:, None] * (u * v).sum(axis=1, keepdims=True) * u
+            lam = (v * hv).sum(axis=1)
+            v = unit(hv)
+        found.append((lam, v))
+        values[:, j] = backend.to_numpy(lam)
+    return values
+
+
+__all__ += ["input_hessian_eigenvalues"]

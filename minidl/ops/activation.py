@@ -30,6 +30,10 @@ class ReLU(Function):
                                          numpy.empty_like(g), g, self.y),)
         return (g * (self.y > 0),)
 
+    def backward_graph(self, g):
+        # the mask is constant almost everywhere: the second derivative is 0 (as in PyTorch)
+        return (g * (self.y > 0),)
+
 
 _ZEROS = {}
 
@@ -75,6 +79,10 @@ class Sigmoid(Function):
     def backward(self, g):
         return (g * self.y * (1 - self.y),)
 
+    def backward_graph(self, g):
+        y = self.output_tensor(self.y)
+        return (g * y * (1 - y),)
+
 
 class Tanh(Function):
     """y = tanh x;  dL/dx = g * (1 - y^2)."""
@@ -87,6 +95,10 @@ class Tanh(Function):
 
     def backward(self, g):
         return (g * (1 - self.y * self.y),)
+
+    def backward_graph(self, g):
+        y = self.output_tensor(self.y)
+        return (g * (1 - y * y),)
 
 
 def log_softmax_array(x, axis):
@@ -112,6 +124,10 @@ class Softmax(Function):
         y = self.y
         return (y * (g - (g * y).sum(axis=self.axis, keepdims=True)),)
 
+    def backward_graph(self, g):
+        y = self.output_tensor(self.y)
+        return (y * (g - (g * y).sum(axis=self.axis, keepdims=True)),)
+
 
 class LogSoftmax(Function):
     """y = log softmax(x);  dL/dx = g - softmax(x) * sum_j g_j."""
@@ -128,3 +144,6 @@ class LogSoftmax(Function):
     def backward(self, g):
         xp = get_array_module(g)
         return (g - xp.exp(self.y) * g.sum(axis=self.axis, keepdims=True),)
+
+    def backward_graph(self, g):
+        return (g - self.output_tensor(self.y).exp() * g.sum(axis=self.axis, keepdims=True),)

@@ -34,6 +34,8 @@ class Add(Function):
         return (unbroadcast(g, sa) if self.needs_grad[0] else None,
                 unbroadcast(g, sb) if self.needs_grad[1] else None)
 
+    backward_graph = backward  # linear, and written with operations Tensors have
+
 
 class Sub(Function):
     """y = a - b;  dL/da = g, dL/db = -g."""
@@ -48,6 +50,8 @@ class Sub(Function):
         return (unbroadcast(g, sa) if self.needs_grad[0] else None,
                 unbroadcast(-g, sb) if self.needs_grad[1] else None)
 
+    backward_graph = backward
+
 
 class Mul(Function):
     """y = a * b;  dL/da = g * b, dL/db = g * a."""
@@ -58,6 +62,11 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
+        return (unbroadcast(g * b, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(g * a, b.shape) if self.needs_grad[1] else None)
+
+    def backward_graph(self, g):
+        a, b = self.input_tensor(0, self.a), self.input_tensor(1, self.b)
         return (unbroadcast(g * b, a.shape) if self.needs_grad[0] else None,
                 unbroadcast(g * a, b.shape) if self.needs_grad[1] else None)
 
@@ -74,6 +83,11 @@ class Div(Function):
         return (unbroadcast(g / b, a.shape) if self.needs_grad[0] else None,
                 unbroadcast(-g * a / (b * b), b.shape) if self.needs_grad[1] else None)
 
+    def backward_graph(self, g):
+        a, b = self.input_tensor(0, self.a), self.input_tensor(1, self.b)
+        return (unbroadcast(g / b, a.shape) if self.needs_grad[0] else None,
+                unbroadcast(-g * a / (b * b), b.shape) if self.needs_grad[1] else None)
+
 
 class Neg(Function):
     """y = -x."""
@@ -84,6 +98,8 @@ class Neg(Function):
 
     def backward(self, g):
         return (-g,)
+
+    backward_graph = backward
 
 
 class Pow(Function):
@@ -98,6 +114,9 @@ class Pow(Function):
 
     def backward(self, g):
         return (g * self.p * self.x ** (self.p - 1),)
+
+    def backward_graph(self, g):
+        return (g * self.p * self.input_tensor(0, self.x) ** (self.p - 1),)
 
 
 class Maximum(Function):
@@ -114,3 +133,6 @@ class Maximum(Function):
         share_a = share_a.astype(g.dtype)
         return (unbroadcast(g * share_a, a.shape) if self.needs_grad[0] else None,
                 unbroadcast(g * (1 - share_a), b.shape) if self.needs_grad[1] else None)
+
+    # the shares are constant almost everywhere (second derivative 0 off the ties)
+    backward_graph = backward

@@ -19,3 +19,8 @@ class BCEWithLogits(Function):
         s = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
         return (g * (s - self.y) if self.needs_grad[0] else None,
                 -g * z if self.needs_grad[1] else None)
+
+    def backward_graph(self, g):
+        z, y = self.input_tensor(0, self.z), self.input_tensor(1, self.y)
+        return (g * (z.sigmoid() - y) if self.needs_grad[0] else None,
+                -g * z if self.needs_grad[1] else None)

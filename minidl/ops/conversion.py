@@ -17,6 +17,9 @@ class Transfer(Function):
     def backward(self, g):
         return (backend.to_device(g, self.source),)
 
+    def backward_graph(self, g):
+        return (g.to(self.source),)
+
 
 class Cast(Function):
     """y = x converted to ``dtype``;  dL/dx = g converted back."""
@@ -31,3 +34,5 @@ class Cast(Function):
 
     def backward(self, g):
         return (g.astype(self.source),)
+
+    backward_graph = backward  # linear, and Tensors have astype

@@ -1,7 +1,8 @@
 """Losses: softmax cross-entropy (fused, stable) and mean squared error."""
 from ..autograd import Function
 from ..backend import get_array_module
-from .activation import log_softmax_array
+from .activation import LogSoftmax, log_softmax_array
+from .arithmetic import Sub
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -42,6 +43,16 @@ class CrossEntropy(Function):
             grad *= g[:, None]
         return (grad,)
 
+    def backward_graph(self, g):
+        xp = get_array_module(self.log_p)
+        n = self.log_p.shape[0]
+        # softmax(z) as a Tensor of the graph: exp of the log-softmax the forward pass computed
+        log_p = self.intermediate_tensor(LogSoftmax, self.log_p, (0,), y=self.log_p, axis=1)
+        onehot = xp.zeros(self.log_p.shape, self.log_p.dtype)
+        onehot[xp.arange(n), self.target] = 1
+        scale = g / n if self.reduction == "mean" else g if self.reduction == "sum" else g.reshape((n, 1))
+        return ((log_p.exp() - onehot) * scale,)
+
 
 class MSELoss(Function):
     """loss = reduce((a - b)^2);  dL/da = 2 (a - b) g (/ count for the mean), dL/db = -dL/da."""
@@ -64,4 +75,12 @@ class MSELoss(Function):
         if self.reduction == "mean":
             scale = scale / self.diff.size
         ga = self.diff * scale
+        return (ga if self.needs_grad[0] else None, -ga if self.needs_grad[1] else None)
+
+    def backward_graph(self, g):
+        diff = self.intermediate_tensor(Sub, self.diff, (0, 1), shapes=self.input_shapes)
+        scale = 2 * g
+        if self.reduction == "mean":
+            scale = scale / self.diff.size
+        ga = diff * scale
         return (ga if self.needs_grad[0] else None, -ga if self.needs_grad[1] else None)

@@ -38,6 +38,24 @@ class MatMul(Function):
             gb = unbroadcast(gb, b2.shape).reshape(b.shape)
         return ga, gb
 
+    def backward_graph(self, g):
+        # backward's steps with Tensor operations (reshape for [None, :], transpose for swapaxes)
+        a, b = self.input_tensor(0, self.a), self.input_tensor(1, self.b)
+        a2 = a.reshape((1,) + a.shape) if a.ndim == 1 else a
+        b2 = b.reshape(b.shape + (1,)) if b.ndim == 1 else b
+        g2 = g
+        if b.ndim == 1:
+            g2 = g2.reshape(g2.shape + (1,))
+        if a.ndim == 1:
+            g2 = g2.reshape(g2.shape[:-1] + (1,) + g2.shape[-1:])
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = g2 @ b2.transpose(-1, -2)
+            ga = unbroadcast(ga, a2.shape).reshape(a.shape) if ga.ndim >= a2.ndim else ga.reshape(a.shape)
+        if self.needs_grad[1]:
+            gb = unbroadcast(a2.transpose(-1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
 
 class Linear(Function):
     """y = x W^T + b with x (N, in), W (out, in), b (out,).
@@ -58,3 +76,9 @@ class Linear(Function):
         gw = parallel.matmul(g.T, self.x) if self.needs_grad[1] else None
         gb = g.sum(axis=0) if self.needs_grad[2] else None
         return gx, gw, gb
+
+    def backward_graph(self, g):
+        x, w = self.input_tensor(0, self.x), self.input_tensor(1, self.w)
+        return (g @ w if self.needs_grad[0] else None,
+                g.T @ x if self.needs_grad[1] else None,
+                g.sum(axis=0) if self.needs_grad[2] else None)

@@ -105,6 +105,28 @@ class BatchNorm(Function):
         gbeta = sum_g if need_beta else None
         return gx, ggamma, gbeta
 
+    def backward_graph(self, g):
+        """The class docstring's gradients with Tensor operations; in training the batch
+        statistics are recomputed from x as Tensors, so that their dependence on x is
+        differentiated too (in evaluation they are constants)."""
+        axes = (0,) + tuple(range(2, g.ndim))
+        channel = (1, -1) + (1,) * (g.ndim - 2)
+        x, gamma = self.input_tensor(0, self.x), self.input_tensor(1, self.gamma)
+        if self.training:
+            xc = x - x.mean(axis=axes, keepdims=True)
+            s = ((xc * xc).mean(axis=axes, keepdims=True) + self.eps) ** -0.5
+            xhat = xc * s
+            gx = gamma.reshape(channel) * s * (g - g.mean(axis=axes, keepdims=True)
+                                               - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+        else:
+            s = self.inv_std.reshape(channel)
+            xhat = (x - self.mu.reshape(channel)) * s
+            gx = g * (gamma.reshape(channel) * s)
+        need_gx, need_gamma, need_beta = self.needs_grad
+        return (gx if need_gx else None,
+                (g * xhat).sum(axis=axes) if need_gamma else None,
+                g.sum(axis=axes) if need_beta else None)
+
 
 # On the CPU the per-channel passes run over chunks of the batch of about this many bytes, so
 # that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass;
@@ -210,3 +232,5 @@ class Dropout(Function):
 
     def backward(self, g):
         return (g * self.scale,)
+
+    backward_graph = backward  # linear in x (the mask is fixed), and written with operators

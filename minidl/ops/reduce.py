@@ -23,6 +23,11 @@ def expand_reduced(g, shape, axes):
     return xp.broadcast_to(g.reshape(kept_shape), shape)
 
 
+def expand_reduced_tensor(g, shape, axes):
+    """:func:`expand_reduced` for a Tensor ``g`` (differentiable: a reshape and an expand)."""
+    return g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape))).expand(shape)
+
+
 class Sum(Function):
     """y = sum_{axes} x;  dL/dx = g broadcast back over the summed axes."""
     reads_inputs = False
@@ -37,6 +42,9 @@ class Sum(Function):
 
     def backward(self, g):
         return (expand_reduced(g, self.shape, self.axes).copy(),)
+
+    def backward_graph(self, g):
+        return (expand_reduced_tensor(g, self.shape, self.axes),)
 
 
 class Mean(Function):
@@ -58,6 +66,9 @@ class Mean(Function):
     def backward(self, g):
         return (expand_reduced(g / self.count, self.shape, self.axes).copy(),)
 
+    def backward_graph(self, g):
+        return (expand_reduced_tensor(g / self.count, self.shape, self.axes),)
+
 
 class Max(Function):
     """y = max_{axes} x. The gradient goes to the maximal entries; ties share it equally
@@ -78,3 +89,8 @@ class Max(Function):
         is_max = (self.x == self.y_kept).astype(g.dtype)
         is_max /= is_max.sum(axis=self.axes, keepdims=True)
         return (expand_reduced(g, self.x.shape, self.axes) * is_max,)
+
+    def backward_graph(self, g):  # the shares of the maxima are constant almost everywhere
+        is_max = (self.x == self.y_kept).astype(g.dtype)
+        is_max /= is_max.sum(axis=self.axes, keepdims=True)
+        return (expand_reduced_tensor(g, self.x.shape, self.axes) * is_max,)

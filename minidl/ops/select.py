@@ -6,7 +6,8 @@ These back the PyTorch-style Tensor methods (``x.where``, ``x.masked_fill``, ``x
 from ..autograd import Function
 from ..backend import get_array_module
 from .arithmetic import unbroadcast
-from .reduce import expand_reduced, normalize_axes
+from .reduce import expand_reduced, expand_reduced_tensor, normalize_axes
+from .shape import ScatterAdd, scatter_add
 
 
 class Where(Function):
@@ -26,6 +27,11 @@ class Where(Function):
         return (unbroadcast(xp.where(self.cond, g, 0), sa) if self.needs_grad[0] else None,
                 unbroadcast(xp.where(self.cond, 0, g), sb) if self.needs_grad[1] else None)
 
+    def backward_graph(self, g):
+        sa, sb = self.shapes
+        return (unbroadcast(Where.apply(g, 0.0, cond=self.cond), sa) if self.needs_grad[0] else None,
+                unbroadcast(Where.apply(0.0, g, cond=self.cond), sb) if self.needs_grad[1] else None)
+
 
 class Minimum(Function):
     """y = min(a, b) elementwise; ties split the gradient in half (as ``Maximum``)."""
@@ -39,6 +45,8 @@ class Minimum(Function):
         share_a = ((a < b) + 0.5 * (a == b)).astype(g.dtype)
         return (unbroadcast(g * share_a, a.shape) if self.needs_grad[0] else None,
                 unbroadcast(g * (1 - share_a), b.shape) if self.needs_grad[1] else None)
+
+    backward_graph = backward  # the shares are constant almost everywhere
 
 
 def _full_index(index, axis):
@@ -63,14 +71,10 @@ class Gather(Function):
         return x[self.where]
 
     def backward(self, g):
-        xp = get_array_module(g)
-        grad = xp.zeros(self.shape, dtype=g.dtype)
-        if hasattr(xp.add, "at"):
-            xp.add.at(grad, self.where, g)
-        else:  # older CuPy
-            import cupyx
-            cupyx.scatter_add(grad, self.where, g)
-        return (grad,)
+        return (scatter_add(g, self.shape, self.where),)
+
+    def backward_graph(self, g):
+        return (ScatterAdd.apply(g, shape=self.shape, index=self.where),)
 
 
 class Expand(Function):
@@ -86,6 +90,8 @@ class Expand(Function):
 
     def backward(self, g):
         return (unbroadcast(g, self.shape),)
+
+    backward_graph = backward  # linear, and written with operations Tensors have
 
 
 class Norm(Function):
@@ -128,3 +134,24 @@ class Norm(Function):
         if self.p == 2:
             return (g * x / safe * (y != 0),)
         return (g * xp.sign(x) * xp.abs(x) ** (self.p - 1) / safe ** (self.p - 1) * (y != 0),)
+
+    def backward_graph(self, g):
+        xp = get_array_module(self.x)
+        x_arr, y_arr = self.x, self.y_kept
+        g = expand_reduced_tensor(g, x_arr.shape, self.axes)
+        # p = inf and p = 1 are piecewise linear: their factors are constant almost everywhere
+        if self.p == float("inf"):
+            top = (xp.abs(x_arr) == y_arr) & (y_arr != 0)
+            share = top / xp.maximum(top.sum(axis=self.axes, keepdims=True), 1)
+            return (g * (xp.sign(x_arr) * share).astype(g.dtype),)
+        if self.p == 1:
+            return (g * xp.sign(x_arr),)
+        x = self.input_tensor(0, x_arr)
+        out = y_arr if self.keepdims else y_arr.reshape(tuple(n for i, n in enumerate(x_arr.shape)
+                                                             if i not in self.axes))
+        y = self.output_tensor(out).reshape(y_arr.shape)
+        nonzero = y_arr != 0
+        safe = Where.apply(y, 1.0, cond=nonzero)  # y where y != 0, else 1 (the gradient is 0 there)
+        if self.p == 2:
+            return (g * x / safe * nonzero,)
+        return (g * xp.sign(x_arr) * x.abs() ** (self.p - 1) / safe ** (self.p - 1) * nonzero,)

@@ -22,6 +22,8 @@ class Reshape(Function):
     def backward(self, g):
         return (g.reshape(self.shape),)
 
+    backward_graph = backward  # linear, and written with operations Tensors have
+
 
 class Transpose(Function):
     """y = x with axes permuted;  dL/dx = g with the inverse permutation."""
@@ -39,6 +41,8 @@ class Transpose(Function):
 
     def backward(self, g):
         return (g.transpose(self.inverse),)
+
+    backward_graph = backward
 
 
 def _is_advanced(index):
@@ -61,17 +65,44 @@ class GetItem(Function):
         return x[self.index]
 
     def backward(self, g):
-        xp = get_array_module(g)
-        grad = xp.zeros(self.shape, dtype=g.dtype)
-        if _is_advanced(self.index):
-            if hasattr(xp.add, "at"):
-                xp.add.at(grad, self.index, g)
-            else:  # older CuPy
-                import cupyx
-                cupyx.scatter_add(grad, self.index, g)
-        else:
-            grad[self.index] = g
-        return (grad,)
+        return (scatter_add(g, self.shape, self.index),)
+
+    def backward_graph(self, g):
+        return (ScatterAdd.apply(g, shape=self.shape, index=self.index),)
+
+
+def scatter_add(g, shape, index):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (repeated positions add up)."""
+    xp = get_array_module(g)
+    grad = xp.zeros(shape, dtype=g.dtype)
+    if _is_advanced(index):
+        if hasattr(xp.add, "at"):
+            xp.add.at(grad, index, g)
+        else:  # older CuPy
+            import cupyx
+            cupyx.scatter_add(grad, index, g)
+    else:
+        grad[index] = g
+    return grad
+
+
+class ScatterAdd(Function):
+    """y = zeros(shape) with g added at ``index``: the backward of ``x[index]`` (and of gather)
+    as an op, so that it can be differentiated again. Linear; its adjoint takes y[index]:
+    dL/dg = h[index]."""
+    reads_inputs = False
+
+    def __init__(self, shape, index):
+        self.shape, self.index = shape, index
+
+    def forward(self, g):
+        return scatter_add(g, self.shape, self.index)
+
+    def backward(self, h):
+        return (h[self.index],)
+
+    def backward_graph(self, h):
+        return (GetItem.apply(h, index=self.index),)
 
 
 class SetItem(Function):
@@ -120,6 +151,11 @@ class Concatenate(Function):
         bounds = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist()) if len(self.sizes) > 1 else []
         return tuple(xp.split(g, bounds, axis=self.axis))
 
+    def backward_graph(self, g):
+        lead = (slice(None),) * (self.axis % g.ndim)
+        starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        return tuple(g[lead + (slice(s, s + n),)] for s, n in zip(starts, self.sizes))
+
 
 class Stack(Function):
     """y = stack(xs, axis);  each input's gradient is g taken at its position on ``axis``."""
@@ -135,3 +171,7 @@ class Stack(Function):
     def backward(self, g):
         xp = get_array_module(g)
         return tuple(xp.take(g, i, axis=self.axis) for i in range(self.n))
+
+    def backward_graph(self, g):
+        lead = (slice(None),) * (self.axis % g.ndim)
+        return tuple(g[lead + (i,)] for i in range(self.n))

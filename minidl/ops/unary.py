@@ -15,6 +15,9 @@ class Exp(Function):
     def backward(self, g):
         return (g * self.y,)
 
+    def backward_graph(self, g):
+        return (g * self.output_tensor(self.y),)
+
 
 class Log(Function):
     """y = ln x;  dL/dx = g / x."""
@@ -25,6 +28,9 @@ class Log(Function):
 
     def backward(self, g):
         return (g / self.x,)
+
+    def backward_graph(self, g):
+        return (g / self.input_tensor(0, self.x),)
 
 
 class Sqrt(Function):
@@ -39,6 +45,9 @@ class Sqrt(Function):
     def backward(self, g):
         return (g / (2 * self.y),)
 
+    def backward_graph(self, g):
+        return (g / (2 * self.output_tensor(self.y)),)
+
 
 class Abs(Function):
     """y = |x|;  dL/dx = g * sign(x) (0 at x = 0, the subgradient PyTorch uses)."""
@@ -49,6 +58,9 @@ class Abs(Function):
 
     def backward(self, g):
         return (g * get_array_module(g).sign(self.x),)
+
+    def backward_graph(self, g):  # sign(x) is constant almost everywhere
+        return (g * get_array_module(self.x).sign(self.x),)
 
 
 class Clip(Function):
@@ -69,3 +81,5 @@ class Clip(Function):
         if self.hi is not None:
             inside = inside & (self.x <= self.hi)
         return (g * inside,)
+
+    backward_graph = backward  # the mask is constant almost everywhere
