@@ -270,10 +270,7 @@ def _in_no_grad(T, x):
     return y.requires_grad
 
 
-KNOWN_GAPS = {
-    "autograd_grad": "torch.autograd.grad comes with issue 30 (autograd.py), not this change",
-    "backward_gradient_keyword": "backward(gradient=...) is Tensor.backward's signature, changed by issue 30",
-}
+KNOWN_GAPS = {}
 
 
 def _values(out):

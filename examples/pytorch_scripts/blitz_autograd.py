@@ -40,7 +40,7 @@ a = torch.tensor([2.0, 3.0], requires_grad=True)
 b = torch.tensor([6.0, 4.0], requires_grad=True)
 Q = 3 * a ** 3 - b ** 2
 external_grad = torch.tensor([1.0, 1.0])
-Q.backward(external_grad)
+Q.backward(gradient=external_grad)
 results = {
     "grad_mean": grad_mean, "graph_depth": graph_depth, "steps": steps, "grad_vjp": grad_vjp,
     "no_grad": no_grad_flag, "detach_equal": bool(eq), "a_grad": a.grad.tolist(), "b_grad": b.grad.tolist(),
