@@ -124,13 +124,15 @@ def _mean_loss(model, images, labels, perturbation, batch_size, loss="ce"):
 
 # --- per-example matrices -------------------------------------------------------------------------
 def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, norm="2", batch_size=200,
-                              progress=True, random_start=False, restarts=1, loss="ce"):
+                              progress=True, random_start=False, restarts=1, loss="ce", return_labels=False):
     """The matrix (N, D) of per-image adversarial perturbations x_adv - x, one row per image
     (flattened), from :func:`minidl.adversarial.pgd` (L2 by default, as in Bhat and Tsipras).
 
     ``alpha`` defaults to 2.5 eps / steps (Madry et al.). ``random_start`` is off by default so
     that the rows carry the model's gradient structure and not the noise of the random start.
-    Returns a float32 host array; reshape rows with ``images.shape[1:]``.
+    Returns a float32 host array; reshape rows with ``images.shape[1:]``. With
+    ``return_labels``, returns (matrix, adversarial labels): the (N,) int64 classes the model
+    predicts at each x_adv (the class the attack reached; the true one where it failed).
     """
     op = "per_example_perturbations"
     check_number(f"{op}: eps", eps, minimum=0, strict=True)
@@ -139,15 +141,18 @@ def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, 
     alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
+    reached = numpy.empty(len(x), dtype=numpy.int64)
     bar = tqdm(total=len(x), desc="pgd perturbations", leave=False, disable=not progress)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         adv = pgd(model, xb, yb, eps, alpha, steps, norm=norm, random_start=random_start, restarts=restarts,
                   loss=loss).numpy()
         out[i:i + len(xb)] = (adv.astype(numpy.float32) - xb.astype(numpy.float32)).reshape(len(xb), -1)
+        if return_labels:
+            reached[i:i + len(xb)] = _predict_batches(model, adv.astype(numpy.float32), batch_size)
         bar.update(len(xb))
     bar.close()
-    return out
+    return (out, reached) if return_labels else out
 
 
 def per_example_gradients(model, images, labels, normalize=True, batch_size=200, loss="ce", progress=False):
