@@ -45,10 +45,16 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     assert "adam with a cyclic lr schedule peaking at 0.005, batch 32, init fan_in_uniform" in report
 
     capsys.readouterr()
-    again = run_study("mnist", "quick", out_dir=out, arrays=arrays, overrides=TINY, progress=True)
+    from minidl.study import run_seeds   # one seed, as the command line runs it without --seeds
+    again = run_seeds("mnist", "quick", None, out_dir=out, arrays=arrays, overrides=TINY, progress=True)
     printed = capsys.readouterr().out
     assert "reusing" in printed and "training the" not in printed
-    assert again["accuracy"] == metrics["accuracy"]
+    assert again["claims"][0]["n"] == 1 and json.load(open(os.path.join(out, "metrics.json")))["accuracy"] == \
+        metrics["accuracy"]
+    # the run ends with the verdict table, then the report's path (once)
+    assert "[study] verdicts (mnist, preset quick, seeds 0):" in printed and "1 of 1 seed" in printed
+    assert printed.rstrip().endswith(f"[study] report: {os.path.join(out, 'report.md')}")
+    assert printed.count("[study] report:") == 1
 
 
 @pytest.mark.parametrize("dataset, preset, channels", [("mnist", "standard", 1), ("cifar10", "standard", 3)])

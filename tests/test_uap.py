@@ -196,6 +196,15 @@ def test_fooling_rate_matches_direct_count(rng):
     np.testing.assert_array_equal(res["fooled"], adv != clean)
     assert res["l2"] == pytest.approx(np.linalg.norm(v), rel=1e-5)
     assert 0 < res["fooling_rate"] < 1  # the test is not vacuous
+    np.testing.assert_array_equal(res["clean_predictions"], clean)
+    np.testing.assert_array_equal(res["predictions"], adv)
+    # known clean predictions skip the clean pass and give the same result; they are what is compared
+    again = fooling_rate(model, images, labels, v, clean_predictions=clean)
+    assert again["fooling_rate"] == res["fooling_rate"] and again["clean_accuracy"] == res["clean_accuracy"]
+    told = fooling_rate(model, images, labels, v, clean_predictions=adv)
+    assert told["fooling_rate"] == 0
+    with pytest.raises(ValueError, match="clean_predictions must have shape"):
+        fooling_rate(model, images, labels, v, clean_predictions=clean[:3])
     zero = fooling_rate(model, images, labels, np.zeros(SHAPE, dtype=np.float32))
     assert zero["fooling_rate"] == 0 and zero["accuracy"] == zero["clean_accuracy"]
     with pytest.raises(ValueError):

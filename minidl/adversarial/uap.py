@@ -326,13 +326,16 @@ def random_direction(shape, eps, rng=None, norm="2"):
     return (g * (eps / numpy.sqrt((g ** 2).sum()))).astype(numpy.float32)
 
 
-def fooling_rate(model, images, labels, perturbation, batch_size=200):
+def fooling_rate(model, images, labels, perturbation, batch_size=200, clean_predictions=None):
     """How well one perturbation fools ``model`` on ``images``: every image becomes
-    clip(x + v, 0, 1). ``perturbation`` is flat (D,) or image-shaped.
+    clip(x + v, 0, 1). ``perturbation`` is flat (D,) or image-shaped. ``clean_predictions``
+    (N,): the model's classes on the clean images when already known (many perturbations judged
+    on the same images), which saves the clean pass.
 
     Returns a dict: fooling_rate (fraction whose prediction differs from the clean prediction),
-    accuracy (under the perturbation), clean_accuracy, n, l2 and linf (norms of v), and the
-    per-image boolean arrays fooled and correct (correct under the perturbation). With
+    accuracy (under the perturbation), clean_accuracy, n, l2 and linf (norms of v), the
+    per-image boolean arrays fooled and correct (correct under the perturbation), and the
+    per-image classes clean_predictions and predictions (under the perturbation). With
     ``labels=None`` only the fooling rate is measured (accuracy, clean_accuracy and correct are
     None).
     """
@@ -343,7 +346,12 @@ def fooling_rate(model, images, labels, perturbation, batch_size=200):
         raise ValueError(f"{op}: no images")
     prepare_inputs(model, x[:1], numpy.zeros(1, dtype=numpy.int64) if y is None else y[:1], op)
     v = _as_perturbation(perturbation, x.shape[1:], op)
-    clean = _predict_batches(model, x, batch_size)
+    if clean_predictions is None:
+        clean = _predict_batches(model, x, batch_size)
+    else:
+        clean = numpy.asarray(_host(clean_predictions))
+        if clean.shape != (len(x),):
+            raise ValueError(f"{op}: clean_predictions must have shape ({len(x)},) to match images, got {clean.shape}")
     adv = _predict_batches(model, x, batch_size, v)
     fooled = adv != clean
     correct = None if y is None else adv == y
@@ -351,7 +359,7 @@ def fooling_rate(model, images, labels, perturbation, batch_size=200):
             "accuracy": None if y is None else float(correct.mean()),
             "clean_accuracy": None if y is None else float((clean == y).mean()), "n": int(len(x)),
             "l2": float(numpy.sqrt((v.astype(numpy.float64) ** 2).sum())), "linf": float(numpy.abs(v).max()),
-            "fooled": fooled, "correct": correct}
+            "fooled": fooled, "correct": correct, "clean_predictions": clean, "predictions": adv}
 
 
 # --- the iterative UAP of Moosavi-Dezfooli et al. (2017) --------------------------------------------

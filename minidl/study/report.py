@@ -4,7 +4,6 @@ import math
 
 from ..adversarial.attacks import pgd_alpha
 from ..io import atomic_write
-from .spectrum import definition_label
 
 
 # --- verdicts ----------------------------------------------------------------------------------
@@ -194,6 +193,16 @@ def definition_key(d):
     """A name of definition ``d`` that is the same in every seed's metrics."""
     return (f"{d['source']} / {d['grouping']} / {'centred' if d['centred'] else 'uncentred'} / "
             f"r {d['radius']:.4g}")
+
+
+GROUPING_WORDS = {"all": "all classes", "true_class": "per true class", "adversarial_label": "per adversarial label"}
+SOURCE_WORDS = {"pgd": "PGD", "gradient": "gradient"}
+
+
+def definition_label(d):
+    """A short name of definition ``d`` for tables and figures: source, grouping, centred or not, radius."""
+    return (f"{SOURCE_WORDS[d['source']]}, {GROUPING_WORDS[d['grouping']]}, "
+            f"{'centred' if d['centred'] else 'uncentred'}, r {d['radius']:.3g}")
 
 
 def spectrum_claims(dataset, sp):

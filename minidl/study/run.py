@@ -16,7 +16,7 @@ from .stages import Stages, train_models
 
 
 def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="runs/study", arrays=None,
-              overrides=None, progress=True, seed=0):
+              overrides=None, progress=True, seed=0, say_report=True):
     """Run (or resume) the whole study and write the report. ``arrays`` = ((train_x, train_y),
     (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data).
 
@@ -72,8 +72,8 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
     if comm.is_root:
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         write_report(os.path.join(out_dir, "report.md"), metrics)
-    if progress:
-        print(f"[study] wrote {os.path.join(out_dir, 'report.md')}")
+    if progress and say_report:
+        print(f"[study] report: {os.path.join(out_dir, 'report.md')}")
     return metrics
 
 
@@ -85,7 +85,8 @@ def run_seeds(dataset, preset="quick", seeds=None, device="cpu", data_dir=None, 
     ``<out>/metrics.json`` hold the aggregate (:mod:`minidl.study.seeds`). Returns the aggregate."""
     start = time.perf_counter()
     if seeds is None:
-        metrics = run_study(dataset, preset, device, data_dir, out_dir, arrays, overrides, progress, seed)
+        metrics = run_study(dataset, preset, device, data_dir, out_dir, arrays, overrides, progress, seed,
+                            say_report=False)   # the table's last line names it
         agg = aggregate({seed: metrics})
         if world().is_root:
             print_verdicts(agg, os.path.join(out_dir, "report.md"))

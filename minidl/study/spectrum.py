@@ -29,22 +29,15 @@ import numpy
 from ..adversarial import uap
 from ..adversarial.plots import _pyplot, _save
 from .presets import spectrum_settings
+from .report import DOMINANT_S1_S2, definition_label
 
 GROUPINGS = ("all", "true_class", "adversarial_label")
-GROUPING_WORDS = {"all": "all classes", "true_class": "per true class", "adversarial_label": "per adversarial label"}
-SOURCE_WORDS = {"pgd": "PGD", "gradient": "gradient"}
 # The talk's singular values (Bhat and Tsipras, MIT PRIMES 2019), drawn on the figure.
 TALK_SPECTRA = {"cifar10": (54.4, 4.5, 4.1, 3.4, 3.0), "mnist": (2.7, 2.5, 2.1, 2.0, 1.8)}
 FIGURE = "spectrum_sensitivity.png"
 # The random baseline's generator is the run's seed plus this, so it differs from the UAP
 # stage's random direction (seeded by the seed itself) and the two baselines are independent.
 RANDOM_SEED_OFFSET = 1000
-
-
-def definition_label(d):
-    """A short name of definition ``d``: source, grouping, centred or not, radius."""
-    return (f"{SOURCE_WORDS[d['source']]}, {GROUPING_WORDS[d['grouping']]}, "
-            f"{'centred' if d['centred'] else 'uncentred'}, r {d['radius']:.3g}")
 
 
 def group_rows(grouping, labels, adv_labels, min_rows):
@@ -100,11 +93,12 @@ def test_selection(grouping, group, test_labels):
 
 
 def measure_definition(model, matrix, images, labels, adv_labels, test, random_fooled, source, grouping, centred,
-                       radius, min_rows):
+                       radius, min_rows, clean_test=None):
     """The numbers of one definition (see the module's docstring): per group its rows, top-5,
     s1/s2, s1/s5, v1's and the random direction's fooling rate on its held-out images; and
     their median and range over the groups. ``random_fooled`` is the random direction's
-    per-image "prediction changed" on all of ``test`` (the same direction for every group)."""
+    per-image "prediction changed" on all of ``test`` (the same direction for every group);
+    ``clean_test`` the model's classes on the clean test images, when known."""
     groups, skipped = group_rows(grouping, labels, adv_labels, min_rows)
     test_x, test_y = test
     per = {}
@@ -115,7 +109,9 @@ def measure_definition(model, matrix, images, labels, adv_labels, test, random_f
         entry = {"rows": int(len(idx)), **spectrum_numbers(svd.singular_values), "n_test": int(sel.sum()),
                  "v1_fooling": None, "random_fooling": None}
         if sel.any():
-            entry["v1_fooling"] = uap.fooling_rate(model, test_x[sel], test_y[sel], svd.vectors[0])["fooling_rate"]
+            entry["v1_fooling"] = uap.fooling_rate(
+                model, test_x[sel], test_y[sel], svd.vectors[0],
+                clean_predictions=None if clean_test is None else numpy.asarray(clean_test)[sel])["fooling_rate"]
             entry["random_fooling"] = float(numpy.asarray(random_fooled)[sel].mean())
         per[g] = entry
     summary = {k: spread([e[k] for e in per.values()]) for k in ("s1_s2", "s1_s5", "v1_fooling", "random_fooling")}
@@ -153,25 +149,27 @@ def spectrum_analysis(p, dataset, models, uap_train, uap_test, out_dir, stages=N
         model, mtime = models[name]["model"], models[name].get("checkpoint_mtime")
         definitions, preset_adv = [], None
         random_fooled = {}
+        clean = None   # the model's classes on the held-out images: judged once, for every v1
         for radius, n in zip(st["radii"], st["rows"]):
             x, y = uap_train[0][:n], uap_train[1][:n]
             arrays = perturbation_arrays(stages, name, model, mtime, x, y, radius, st["steps"], progress)
             if radius == st["preset_radius"]:
                 preset_adv = arrays["adv_labels"]
             direction = uap.random_direction(shape, radius, rng=rng)
-            random_fooled[radius] = uap.fooling_rate(model, *uap_test, direction)["fooled"]
+            judged = uap.fooling_rate(model, *uap_test, direction, clean_predictions=clean)
+            random_fooled[radius], clean = judged["fooled"], judged["clean_predictions"]
             for grouping in GROUPINGS:
                 for centred in (False, True):
                     definitions.append(measure_definition(
                         model, arrays["matrix"], x, y, arrays["adv_labels"], uap_test, random_fooled[radius], "pgd",
-                        grouping, centred, radius, st["min_rows"]))
+                        grouping, centred, radius, st["min_rows"], clean))
         grads = uap.per_example_gradients(model, *uap_train, normalize=True, progress=progress)
         for grouping in GROUPINGS:
             for centred in (False, True):
                 definitions.append(measure_definition(
                     model, grads, uap_train[0], uap_train[1], preset_adv, uap_test,
                     random_fooled[st["preset_radius"]], "gradient", grouping, centred, st["preset_radius"],
-                    st["min_rows"]))
+                    st["min_rows"], clean))
         out["models"][name] = definitions
     out["figure"] = os.path.basename(plot_ratios(out, os.path.join(out_dir, FIGURE)))
     return out
@@ -180,7 +178,6 @@ def spectrum_analysis(p, dataset, models, uap_train, uap_test, out_dir, stages=N
 def plot_ratios(result, path):
     """s1/s2 of every definition (median over the groups, bars: the range), one marker per
     model, with the "dominant" threshold and the talk's own s1/s2 as horizontal lines."""
-    from .report import DOMINANT_S1_S2
     plt = _pyplot()
     models = list(result["models"])
     labels = [definition_label(d) for d in result["models"][models[0]]]
@@ -199,7 +196,7 @@ def plot_ratios(result, path):
         ax.axhline(talk[0] / talk[1], color="black", linestyle=":",
                    label=f"the talk's s1/s2 on {result.get('dataset')} ({talk[0] / talk[1]:.2f})")
     ax.set_yscale("log")
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import ScalarFormatter   # matplotlib is imported only where a figure is drawn
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
