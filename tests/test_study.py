@@ -412,6 +412,8 @@ def test_aggregate_counts_seeds_and_gives_mean_and_range():
     assert uap_claim["verdict"] == "reproduces" and uap_claim["reproduces"] == 3
     assert seeds_mod.k_of_n(spec) == "2 of 3 seeds (does not reproduce: 1)"
     assert seeds_mod.k_of_n(uap_claim) == "3 of 3 seeds"
+    assert seeds_mod.k_of_n(seeds_mod.tally(["does not reproduce"] * 2)) == "0 of 2 seeds"
+    assert seeds_mod.k_of_n(seeds_mod.tally([NOT_JUDGED] * 2)) == f"0 of 2 seeds ({NOT_JUDGED}: 2)"
     rows = {r["measure"]: r for r in agg["landscape"]}
     assert rows["input_hessian"]["reproduces"] == 2 and rows["input_hessian"]["difference"]["max"] == pytest.approx(1.0)
     assert agg["numbers"]["accuracy.rows.natural.clean"]["min"] == pytest.approx(0.915)

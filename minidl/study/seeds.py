@@ -149,10 +149,12 @@ def mean_range(s, digits=2, percent=False):
 
 
 def k_of_n(t):
-    """"k of n seeds" for a tally, with the other outcomes when seeds disagree."""
+    """"k of n seeds" for a tally, followed by the other outcomes unless every other seed plainly
+    does not reproduce (so "0 of 3 seeds" never hides seeds that could not judge the claim)."""
     text = f"{t['reproduces']} of {t['n']} seed{'s' if t['n'] != 1 else ''}"
     others = {o: c for o, c in t["counts"].items() if o != REPRODUCES}
-    if others and t["reproduces"]:
+    plain_no = len(others) == 1 and next(iter(others)).startswith("does not reproduce")
+    if others and (t["reproduces"] or not plain_no):
         text += " (" + "; ".join(f"{o}: {c}" for o, c in others.items()) + ")"
     return text
 
