@@ -165,7 +165,8 @@ def seed_list(text):
     """An argparse ``type`` for --seeds: distinct non-negative integers separated by commas."""
     parts = [t.strip() for t in text.split(",")]
     if not all(t.isdigit() for t in parts):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, e.g. 0,1,2; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, e.g. 0,1,2; "
+                                         f"got {text!r}")
     seeds = [int(t) for t in parts]
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")

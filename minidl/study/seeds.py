@@ -224,7 +224,8 @@ def write_seeds_report(path, agg, command, seconds, reports):
         lines += ["", "## Loss landscape over seeds", "",
                   "Each row's verdict (the paired difference adversarial - natural against 2 standard errors, as in "
                   "a seed's report) in how many seeds, and the difference's mean [range] over seeds.", "",
-                  "| measure | ball | adversarial smoother in | verdicts | difference |", "| --- | --- | --- | --- | --- |"]
+                  "| measure | ball | adversarial smoother in | verdicts | difference |",
+                  "| --- | --- | --- | --- | --- |"]
         for r in agg["landscape"]:
             counts = "; ".join(f"{o}: {c}" for o, c in r["counts"].items())
             lines.append(f"| `{r['measure']}` | {_ball(r)} | {r['reproduces']} of {r['n']} | {counts} | "

@@ -143,8 +143,8 @@ def spectrum_analysis(p, dataset, models, uap_train, uap_test, out_dir, stages=N
     st = spectrum_settings(p)
     shape = uap_train[0].shape[1:]
     rng = numpy.random.default_rng(seed + RANDOM_SEED_OFFSET)
-    out = {"settings": st, "dataset": dataset, "talk": list(TALK_SPECTRA.get(dataset, ())), "n_test": int(len(uap_test[1])),
-           "models": {}}
+    out = {"settings": st, "dataset": dataset, "talk": list(TALK_SPECTRA.get(dataset, ())),
+           "n_test": int(len(uap_test[1])), "models": {}}
     for name in ("natural", "adversarial"):
         model, mtime = models[name]["model"], models[name].get("checkpoint_mtime")
         definitions, preset_adv = [], None
