@@ -26,7 +26,7 @@ from .info import MAX_WARM_UP_BATCH, describe, warm_up
 from .io import check_atomic_writable, write_json
 from .models import MODELS
 from .run_folder import locked_file
-from .study import PRESETS, run_study
+from .study import PRESETS, run_seeds
 from .validation import check_number, check_writable_file, check_writable_folder
 
 
@@ -170,9 +170,25 @@ def report_attack(args, result):
 
 
 def cmd_study(args):
+    if args.seeds is not None and args.seed is not None:
+        raise ValueError(f"study: give --seed or --seeds, not both (got --seed {args.seed} and --seeds "
+                         f"{','.join(map(str, args.seeds))})")
     check_writable_folder("--out", args.out)  # before any data is loaded or model trained
-    run_study(args.dataset, args.preset, args.device, args.data_dir, args.out, progress=not args.quiet, seed=args.seed)
+    run_seeds(args.dataset, args.preset, args.seeds, args.device, args.data_dir, args.out, progress=not args.quiet,
+              seed=args.seed or 0)
     return 0
+
+
+def seed_list(text):
+    """An argparse ``type`` for --seeds: distinct non-negative integers separated by commas."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in parts):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, e.g. 0,1,2; "
+                                         f"got {text!r}")
+    seeds = [int(t) for t in parts]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
 
 
 def build_parser():
@@ -275,7 +291,10 @@ def build_parser():
     st.add_argument("--device", default="cpu")
     st.add_argument("--data-dir", default=None)
     st.add_argument("--out", type=path("folder"), required=True)
-    st.add_argument("--seed", type=number(int, "--seed", minimum=0), default=0)
+    st.add_argument("--seed", type=number(int, "--seed", minimum=0), default=None, help="default 0")
+    st.add_argument("--seeds", type=seed_list, default=None,
+                    help="run the preset once per seed (e.g. 0,1,2) in OUT/seed-N and report each verdict as "
+                         "'reproduces in k of n seeds'")
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(run=cmd_study)
     return parser

@@ -359,7 +359,7 @@ def test_study_under_mpirun_writes_once_shards_the_table_and_reuses_stages(tmp_p
     proc = _mpirun("study", tmp_path, timeout=300)
     _ok(proc)
     assert proc.stdout.count("[study] report:") == 2  # rank 0 reports, once per run
-    assert proc.stdout.count("reusing finished stage") == 4 and proc.stdout.count("training the") == 3
+    assert proc.stdout.count("reusing finished stage") == 5 and proc.stdout.count("training the") == 3
     out = tmp_path / "study"
     parallel = json.load(open(out / "metrics.json"))
     assert parallel["world_size"] == 2

@@ -14,7 +14,7 @@ TINY = dict(natural_epochs=1, adv_epochs=1, rse_epochs=1, eval_n=30, pgd_steps=2
             rse_eval_n=12, uap_n=24, uap_test_n=20, uap_steps=2, uap_k=3, iterative_passes=1, landscape_n=3,
             landscape_steps=2, cos_points=3, batch_size=32, autoattack_n=4)
 FILES = ["report.md", "metrics.json", "uap_spectra.png", "uap_singular_vectors.png", "uap_fooling_rates.png",
-         "trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png"]
+         "trajectory_natural.png", "trajectory_adversarial.png", "gradient_cosines.png", "spectrum_sensitivity.png"]
 
 
 def test_quick_study_end_to_end(tmp_path, capsys):
@@ -26,7 +26,7 @@ def test_quick_study_end_to_end(tmp_path, capsys):
         assert os.path.getsize(path) > 0, name
     report = open(os.path.join(out, "report.md")).read()
     for section in ("Accuracy under attack", "Random Self-Ensemble", "singular values", "Loss landscape",
-                    "Which claims of the talk reproduce"):
+                    "Which claims of the talk reproduce", "Spectrum sensitivity"):
         assert section in report
     saved = json.load(open(os.path.join(out, "metrics.json")))
     clean = saved["accuracy"]["rows"]["natural"]["clean"]
@@ -45,10 +45,16 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     assert "adam with a cyclic lr schedule peaking at 0.005, batch 32, init fan_in_uniform" in report
 
     capsys.readouterr()
-    again = run_study("mnist", "quick", out_dir=out, arrays=arrays, overrides=TINY, progress=True)
+    from minidl.study import run_seeds   # one seed, as the command line runs it without --seeds
+    again = run_seeds("mnist", "quick", None, out_dir=out, arrays=arrays, overrides=TINY, progress=True)
     printed = capsys.readouterr().out
     assert "reusing" in printed and "training the" not in printed
-    assert again["accuracy"] == metrics["accuracy"]
+    assert again["claims"][0]["n"] == 1 and json.load(open(os.path.join(out, "metrics.json")))["accuracy"] == \
+        metrics["accuracy"]
+    # the run ends with the verdict table, then the report's path (once)
+    assert "[study] verdicts (mnist, preset quick, seeds 0):" in printed and "1 of 1 seed" in printed
+    assert printed.rstrip().endswith(f"[study] report: {os.path.join(out, 'report.md')}")
+    assert printed.count("[study] report:") == 1
 
 
 @pytest.mark.parametrize("dataset, preset, channels", [("mnist", "standard", 1), ("cifar10", "standard", 3)])
@@ -257,3 +263,222 @@ def test_the_command_line_offers_every_preset():
         args = build_parser().parse_args(["study", "--dataset", "cifar10", "--preset", preset, "--out", "runs/x"])
         assert args.preset == preset
     assert {name for _, name in PRESETS} == {"quick", "standard", "full"}
+
+
+# --- spectrum sensitivity: the verdict branches on planted and flat matrices ------------------
+from minidl.study import spectrum
+from minidl.study.report import definition_outcome, spectrum_claims, talk_spectrum_holds
+
+
+def _planted(rng, n=200, d=40, strength=3.0):
+    """Rows a_i u + noise: one shared direction u carries most of the energy (s1/s2 well above 3)."""
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    return (strength + rng.standard_normal(n))[:, None] * u + 0.1 * rng.standard_normal((n, d))
+
+
+def _flat(rng, n=200, d=40):
+    """IID Gaussian rows, many more than columns: every singular value near sqrt(n) (s1/s5 near 1)."""
+    return rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
+def test_talk_spectrum_verdict_on_a_planted_and_a_flat_matrix(dataset):
+    rng = np.random.default_rng(0)
+    planted = spectrum.spectrum_numbers(np.linalg.svd(_planted(rng), compute_uv=False))
+    flat = spectrum.spectrum_numbers(np.linalg.svd(_flat(rng), compute_uv=False))
+    assert planted["s1_s2"] > 10 and flat["s1_s2"] < 1.5 and flat["s1_s5"] < 1.5
+    assert len(planted["top"]) == 5 and planted["top"] == sorted(planted["top"], reverse=True)
+    # CIFAR-10's claim is one dominant value, MNIST's is none: the planted matrix passes one, the flat the other
+    assert talk_spectrum_holds(dataset, planted["s1_s2"], planted["s1_s5"]) is (dataset == "cifar10")
+    assert talk_spectrum_holds(dataset, flat["s1_s2"], flat["s1_s5"]) is (dataset == "mnist")
+    assert talk_spectrum_holds(dataset, None, None) is None
+    assert spectrum.spectrum_numbers([2.0, 0.0]) == {"top": [2.0, 0.0], "s1_s2": None, "s1_s5": None}
+
+
+def test_group_rows_by_true_class_and_by_adversarial_label():
+    labels = np.array([0] * 12 + [1] * 12 + [2] * 3)
+    adv = np.array([1] * 11 + [0] + [2] * 12 + [0] * 3)   # one image of class 0 not moved by the attack
+    groups, skipped = spectrum.group_rows("all", labels, adv, 10)
+    assert list(groups) == ["all"] and len(groups["all"]) == 27 and skipped == {}
+    groups, skipped = spectrum.group_rows("true_class", labels, adv, 10)
+    assert sorted(groups) == ["0", "1"] and skipped == {"2": 3}
+    groups, skipped = spectrum.group_rows("adversarial_label", labels, adv, 10)
+    assert sorted(groups) == ["1", "2"] and skipped == {"0": 3}        # the unmoved image has no adversarial label
+    assert list(groups["1"]) == list(range(11))
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        spectrum.group_rows("per_pixel", labels, adv, 10)
+    mask = spectrum.test_selection("adversarial_label", "1", np.array([0, 1, 2, 1]))
+    assert mask.tolist() == [True, False, True, False]
+    assert spectrum.test_selection("true_class", "1", np.array([0, 1, 2, 1])).tolist() == [False, True, False, True]
+
+
+def _definition(grouping, ratios, fooling=(0.5, 0.1)):
+    """A definition as the spectrum stage writes it, from the (s1/s2, s1/s5) of each matrix."""
+    groups = {str(i): {"rows": 20, "top": [5, 4, 3, 2, 1], "s1_s2": a, "s1_s5": b, "n_test": 50,
+                       "v1_fooling": fooling[0], "random_fooling": fooling[1]} for i, (a, b) in enumerate(ratios)}
+    summary = {k: spectrum.spread([g[k] for g in groups.values()])
+               for k in ("s1_s2", "s1_s5", "v1_fooling", "random_fooling")}
+    summary["top"] = [5, 4, 3, 2, 1]
+    return {"source": "pgd", "grouping": grouping, "centred": False, "radius": 2.0, "matrix_rows": 100,
+            "groups": groups, "skipped_groups": {}, "summary": summary}
+
+
+def test_definition_outcome_judges_per_class_definitions_by_the_median():
+    # three classes with a dominant value, two without: the median (12) is dominant
+    d = _definition("true_class", [(12, 20), (15, 25), (20, 30), (1.1, 1.5), (1.2, 1.6)])
+    o = definition_outcome("cifar10", d)
+    assert o == {"spectrum": True, "uap": True, "matrices_holding": 3, "matrices": 5}
+    o = definition_outcome("mnist", d)
+    assert o["spectrum"] is False and o["matrices_holding"] == 2
+    flat = _definition("true_class", [(1.1, 1.5)] * 4 + [(12, 20)], fooling=(0.15, 0.1))
+    assert definition_outcome("cifar10", flat)["spectrum"] is False
+    assert definition_outcome("mnist", flat)["spectrum"] is True
+    assert definition_outcome("mnist", flat)["uap"] is False            # 0.15 < 2 x 0.1 + 0.02
+    empty = _definition("adversarial_label", [])
+    assert definition_outcome("mnist", empty) == {"spectrum": None, "uap": None, "matrices_holding": 0,
+                                                  "matrices": 0}
+
+
+def _spectrum_metrics(nat_ratio, adv_ratio=1.2):
+    defs = lambda r: [_definition("all", [(r, r)]), _definition("true_class", [(r, r)] * 3),
+                      {**_definition("true_class", [(1.1, 1.3)] * 3), "centred": True}]
+    return {"settings": {"radii": [2.0], "rows": [100], "preset_radius": 2.0, "min_rows": 10, "steps": 2},
+            "models": {"natural": defs(nat_ratio), "adversarial": defs(adv_ratio)}, "n_test": 50, "figure": "f.png"}
+
+
+def test_spectrum_claims_name_the_talks_definition_and_count_the_others():
+    lines = spectrum_claims("cifar10", _spectrum_metrics(12.0))
+    assert lines[0]["outcome"] == "reproduces" and "talk's definition" in lines[0]["claim"]
+    assert lines[0]["numbers"]["classes holding natural"] == 3
+    assert lines[1]["kind"] == "count"
+    assert lines[1]["numbers"]["with the talk's spectrum: natural"] == 2     # the uncentred two
+    assert lines[1]["numbers"]["with the talk's spectrum: adversarial"] == 0
+    assert spectrum_claims("cifar10", _spectrum_metrics(1.5))[0]["outcome"] == "does not reproduce"
+    text = "\n".join(report.spectrum_section(_spectrum_metrics(12.0), "cifar10"))
+    assert "(talk's)" in text and "reproduces (3/3)" in text and "54.4" in text
+
+
+def test_measure_definition_on_a_linear_model_finds_the_planted_class_direction():
+    """Per true class: class 0's rows share one direction, class 1's rows are noise; the
+    per-class numbers are each matrix's own and the summary their median and range."""
+    from minidl import nn
+    rng = np.random.default_rng(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    images = (0.4 + 0.2 * rng.random((40, 1, 4, 4))).astype(np.float32)
+    labels = np.array([0] * 20 + [1] * 20)
+    matrix = np.concatenate([_planted(rng, 20, 16), _flat(rng, 20, 16)]).astype(np.float32)
+    test = (images[:10], labels[:10])
+    d = spectrum.measure_definition(model, matrix, images, labels, labels, test, np.zeros(10, bool), "pgd",
+                                    "true_class", False, 0.5, 10)
+    g0, g1 = d["groups"]["0"], d["groups"]["1"]
+    assert g0["s1_s2"] > 5 > g1["s1_s2"] and g0["rows"] == g1["rows"] == 20
+    assert g0["n_test"] == 10 and g1["n_test"] == 0 and g1["v1_fooling"] is None
+    assert d["summary"]["s1_s2"]["median"] == pytest.approx((g0["s1_s2"] + g1["s1_s2"]) / 2)
+    assert d["summary"]["s1_s2"]["min"] == g1["s1_s2"] and d["summary"]["s1_s2"]["n"] == 2
+    assert d["summary"]["v1_fooling"]["n"] == 1 and d["summary"]["random_fooling"]["median"] == 0.0
+
+
+# --- several seeds: the aggregate on constructed per-seed metrics --------------------------------
+from minidl.study import seeds as seeds_mod
+
+
+def _seed_metrics(s15, straight, extra=0.1):
+    m = _metrics(s15=s15, straight=straight)
+    m["preset"] = "quick"
+    # a landscape measure the report does not know (as the input-Hessian one will be) is aggregated too
+    m["landscape"]["rows"].append({"measure": "input_hessian", "norm": "2", "radius": 2.0, "fraction": 1.0,
+                                   "smoother": "lower", "natural": {"mean": 1.0, "median": 1.0, "se": 0.01, "n": 20},
+                                   "adversarial": {"mean": extra, "median": extra, "se": 0.01, "n": 20},
+                                   "difference": {"mean": extra - 1.0, "median": extra - 1.0, "se": 0.01, "n": 20}})
+    m["spectrum"] = _spectrum_metrics(1.2)
+    m["accuracy"] = {"rows": {"natural": {"clean": 0.9 + s15 / 100, "pgd Linf-0.3": s15 / 10, "warnings": []}}}
+    return m
+
+
+def test_aggregate_counts_seeds_and_gives_mean_and_range():
+    per_seed = {0: _seed_metrics(1.5, (0.5, 0.8)), 1: _seed_metrics(3.0, (0.5, 0.8)),
+                2: _seed_metrics(2.0, (0.8, 0.5), extra=2.0)}
+    agg = seeds_mod.aggregate(per_seed)
+    assert agg["seeds"] == [0, 1, 2]
+    by_claim = {c["claim"]: c for c in agg["claims"]}
+    spec = by_claim["No dominant singular value on MNIST (all classes, uncentred, natural model)"]
+    assert spec["outcomes"] == ["reproduces", "does not reproduce", "reproduces"]
+    assert (spec["reproduces"], spec["n"], spec["verdict"]) == (2, 3, seeds_mod.SPLIT)
+    assert spec["numbers"]["s1/s5 natural"] == {"mean": pytest.approx(6.5 / 3), "min": 1.5, "max": 3.0, "n": 3}
+    straight = by_claim["Adversarial training straightens PGD trajectories"]
+    assert straight["reproduces"] == 2 and straight["counts"]["does not reproduce (the natural model is smoother)"] == 1
+    uap_claim = by_claim["Top singular vectors are universal perturbations (natural model)"]
+    assert uap_claim["verdict"] == "reproduces" and uap_claim["reproduces"] == 3
+    assert seeds_mod.k_of_n(spec) == "2 of 3 seeds (does not reproduce: 1)"
+    assert seeds_mod.k_of_n(uap_claim) == "3 of 3 seeds"
+    assert seeds_mod.k_of_n(seeds_mod.tally(["does not reproduce"] * 2)) == "0 of 2 seeds"
+    assert seeds_mod.k_of_n(seeds_mod.tally([NOT_JUDGED] * 2)) == f"0 of 2 seeds ({NOT_JUDGED}: 2)"
+    rows = {r["measure"]: r for r in agg["landscape"]}
+    assert rows["input_hessian"]["reproduces"] == 2 and rows["input_hessian"]["difference"]["max"] == pytest.approx(1.0)
+    assert agg["numbers"]["accuracy.rows.natural.clean"]["min"] == pytest.approx(0.915)
+    assert agg["accuracy"]["natural"]["pgd Linf-0.3"]["max"] == pytest.approx(0.3)
+    nat = agg["spectrum"]["natural"]
+    key = next(k for k in nat if k.startswith("pgd / true_class / uncentred"))
+    assert nat[key]["spectrum"]["reproduces"] == 3 and nat[key]["s1_s2"]["mean"] == pytest.approx(1.2)
+    table = seeds_mod.verdict_table(agg)
+    assert ("No dominant singular value on MNIST (all classes, uncentred, natural model)", seeds_mod.SPLIT,
+            "2 of 3 seeds (does not reproduce: 1)") in table
+    one = seeds_mod.aggregate({7: per_seed[0]})
+    assert one["claims"][0]["verdict"] == "reproduces" and seeds_mod.k_of_n(one["claims"][0]) == "1 of 1 seed"
+    with pytest.raises(ValueError, match="at least one seed"):
+        seeds_mod.aggregate({})
+
+
+def test_seeds_report_and_printed_table(tmp_path, capsys):
+    per_seed = {0: _seed_metrics(1.5, (0.5, 0.8)), 1: _seed_metrics(3.0, (0.8, 0.5))}
+    agg = seeds_mod.aggregate(per_seed)
+    path = str(tmp_path / "report.md")
+    seeds_mod.write_seeds_report(path, agg, "python -m minidl study --seeds 0,1", 90.0,
+                                 {0: str(tmp_path / "seed-0" / "report.md"), 1: str(tmp_path / "seed-1" / "report.md")})
+    text = open(path).read()
+    assert "[seed 0](seed-0/report.md)" in text and "1 of 2 seeds" in text and "input_hessian" in text
+    assert "| natural: clean | 92.3% [91.5%, 93.0%] |" in text
+    seeds_mod.print_verdicts(agg, path)
+    printed = capsys.readouterr().out
+    assert "verdicts (mnist, preset quick, seeds 0, 1)" in printed and printed.rstrip().endswith(f"report: {path}")
+    assert "reproduces in" in printed and "1 of 2 seeds" in printed
+    assert seeds_mod.mean_range({"mean": 2.0, "min": 1.0, "max": 3.0, "n": 3}) == "2 [1, 3]"
+    assert seeds_mod.mean_range({"mean": 0.5, "min": 0.25, "max": 0.75, "n": 2}, percent=True) == "50.0% [25.0%, 75.0%]"
+
+
+def test_study_seeds_on_the_command_line(capsys):
+    from minidl.cli import build_parser, main
+    args = build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", "0,1,2", "--out", "runs/x"])
+    assert args.seeds == [0, 1, 2] and args.seed is None
+    for bad in ("0,,1", "a", "0,0", "-1"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", bad, "--out", "runs/x"])
+    assert "expected distinct seeds" in capsys.readouterr().err
+    assert main(["study", "--dataset", "mnist", "--seed", "1", "--seeds", "0,1", "--out", "runs/x"]) == 2
+    assert "give --seed or --seeds, not both" in capsys.readouterr().err
+
+
+def test_two_seeds_end_to_end(tmp_path, capsys):
+    """``--seeds 0,1`` on tiny data: each seed in its folder, the aggregate report, the printed
+    table; a second call reuses every seed's stages."""
+    from minidl.study import run_seeds
+    arrays = (synthetic(128), synthetic(40, seed=1))
+    out = str(tmp_path / "study")
+    agg = run_seeds("mnist", "quick", [0, 1], out_dir=out, arrays=arrays, overrides=TINY, progress=False)
+    for s in (0, 1):
+        assert os.path.getsize(os.path.join(out, f"seed-{s}", "report.md")) > 0
+        assert os.path.getsize(os.path.join(out, f"seed-{s}", "spectrum_sensitivity.png")) > 0
+    saved = json.load(open(os.path.join(out, "metrics.json")))
+    assert saved["seeds"] == [0, 1] and saved["aggregate"]["claims"][0]["n"] == 2
+    assert len(saved["aggregate"]["spectrum"]["natural"]) == 24
+    report_text = open(os.path.join(out, "report.md")).read()
+    assert "seeds 0, 1" in report_text and "Spectrum sensitivity over seeds" in report_text
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith(f"report: {os.path.join(out, 'report.md')}")
+    seed0 = json.load(open(os.path.join(out, "seed-0", "metrics.json")))
+    assert seed0["uap"]["natural"] != json.load(open(os.path.join(out, "seed-1", "metrics.json")))["uap"]["natural"]
+    again = run_seeds("mnist", "quick", [0, 1], out_dir=out, arrays=arrays, overrides=TINY, progress=True)
+    printed = capsys.readouterr().out
+    assert "training the" not in printed and printed.count("spectrum: reusing") == 2
+    assert again["claims"] == agg["claims"]

@@ -154,6 +154,15 @@ def test_per_example_perturbations_match_pgd(rng):
     ref = pgd(model, images, labels, 0.5, 0.1, 5, norm="2", random_start=False).numpy() - images
     np.testing.assert_allclose(P, ref.reshape(10, -1), atol=1e-6)
     assert (images.reshape(10, -1) + P >= -1e-6).all() and (images.reshape(10, -1) + P <= 1 + 1e-6).all()
+    # return_labels: the same rows, and the class the model predicts at each x + row
+    P2, reached = per_example_perturbations(model, images, labels, eps=0.5, alpha=0.1, steps=5, batch_size=4,
+                                            progress=False, return_labels=True)
+    np.testing.assert_array_equal(P2, P)
+    adv = (images.reshape(10, -1) + P).reshape(images.shape).astype(np.float32)
+    with minidl.no_grad():
+        expected = model(minidl.Tensor(adv)).array.argmax(axis=1)
+    assert reached.dtype == np.int64 and reached.shape == (10,)
+    np.testing.assert_array_equal(reached, expected)
 
 
 def test_per_example_gradients_of_linear_model(two_class):
@@ -187,6 +196,15 @@ def test_fooling_rate_matches_direct_count(rng):
     np.testing.assert_array_equal(res["fooled"], adv != clean)
     assert res["l2"] == pytest.approx(np.linalg.norm(v), rel=1e-5)
     assert 0 < res["fooling_rate"] < 1  # the test is not vacuous
+    np.testing.assert_array_equal(res["clean_predictions"], clean)
+    np.testing.assert_array_equal(res["predictions"], adv)
+    # known clean predictions skip the clean pass and give the same result; they are what is compared
+    again = fooling_rate(model, images, labels, v, clean_predictions=clean)
+    assert again["fooling_rate"] == res["fooling_rate"] and again["clean_accuracy"] == res["clean_accuracy"]
+    told = fooling_rate(model, images, labels, v, clean_predictions=adv)
+    assert told["fooling_rate"] == 0
+    with pytest.raises(ValueError, match="clean_predictions must have shape"):
+        fooling_rate(model, images, labels, v, clean_predictions=clean[:3])
     zero = fooling_rate(model, images, labels, np.zeros(SHAPE, dtype=np.float32))
     assert zero["fooling_rate"] == 0 and zero["accuracy"] == zero["clean_accuracy"]
     with pytest.raises(ValueError):

@@ -124,13 +124,15 @@ def _mean_loss(model, images, labels, perturbation, batch_size, loss="ce"):
 
 # --- per-example matrices -------------------------------------------------------------------------
 def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, norm="2", batch_size=200,
-                              progress=True, random_start=False, restarts=1, loss="ce"):
+                              progress=True, random_start=False, restarts=1, loss="ce", return_labels=False):
     """The matrix (N, D) of per-image adversarial perturbations x_adv - x, one row per image
     (flattened), from :func:`minidl.adversarial.pgd` (L2 by default, as in Bhat and Tsipras).
 
     ``alpha`` defaults to 2.5 eps / steps (Madry et al.). ``random_start`` is off by default so
     that the rows carry the model's gradient structure and not the noise of the random start.
-    Returns a float32 host array; reshape rows with ``images.shape[1:]``.
+    Returns a float32 host array; reshape rows with ``images.shape[1:]``. With
+    ``return_labels``, returns (matrix, adversarial labels): the (N,) int64 classes the model
+    predicts at each x_adv (the class the attack reached; the true one where it failed).
     """
     op = "per_example_perturbations"
     check_number(f"{op}: eps", eps, minimum=0, strict=True)
@@ -139,15 +141,18 @@ def per_example_perturbations(model, images, labels, eps, alpha=None, steps=20, 
     alpha = pgd_alpha(eps, steps) if alpha is None else alpha
     x, y = _images_labels(images, labels, op)
     out = numpy.empty((len(x), x[0].size), dtype=numpy.float32)
+    reached = numpy.empty(len(x), dtype=numpy.int64)
     bar = tqdm(total=len(x), desc="pgd perturbations", leave=False, disable=not progress)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         adv = pgd(model, xb, yb, eps, alpha, steps, norm=norm, random_start=random_start, restarts=restarts,
                   loss=loss).numpy()
         out[i:i + len(xb)] = (adv.astype(numpy.float32) - xb.astype(numpy.float32)).reshape(len(xb), -1)
+        if return_labels:
+            reached[i:i + len(xb)] = _predict_batches(model, adv.astype(numpy.float32), batch_size)
         bar.update(len(xb))
     bar.close()
-    return out
+    return (out, reached) if return_labels else out
 
 
 def per_example_gradients(model, images, labels, normalize=True, batch_size=200, loss="ce", progress=False):
@@ -321,13 +326,16 @@ def random_direction(shape, eps, rng=None, norm="2"):
     return (g * (eps / numpy.sqrt((g ** 2).sum()))).astype(numpy.float32)
 
 
-def fooling_rate(model, images, labels, perturbation, batch_size=200):
+def fooling_rate(model, images, labels, perturbation, batch_size=200, clean_predictions=None):
     """How well one perturbation fools ``model`` on ``images``: every image becomes
-    clip(x + v, 0, 1). ``perturbation`` is flat (D,) or image-shaped.
+    clip(x + v, 0, 1). ``perturbation`` is flat (D,) or image-shaped. ``clean_predictions``
+    (N,): the model's classes on the clean images when already known (many perturbations judged
+    on the same images), which saves the clean pass.
 
     Returns a dict: fooling_rate (fraction whose prediction differs from the clean prediction),
-    accuracy (under the perturbation), clean_accuracy, n, l2 and linf (norms of v), and the
-    per-image boolean arrays fooled and correct (correct under the perturbation). With
+    accuracy (under the perturbation), clean_accuracy, n, l2 and linf (norms of v), the
+    per-image boolean arrays fooled and correct (correct under the perturbation), and the
+    per-image classes clean_predictions and predictions (under the perturbation). With
     ``labels=None`` only the fooling rate is measured (accuracy, clean_accuracy and correct are
     None).
     """
@@ -338,7 +346,12 @@ def fooling_rate(model, images, labels, perturbation, batch_size=200):
         raise ValueError(f"{op}: no images")
     prepare_inputs(model, x[:1], numpy.zeros(1, dtype=numpy.int64) if y is None else y[:1], op)
     v = _as_perturbation(perturbation, x.shape[1:], op)
-    clean = _predict_batches(model, x, batch_size)
+    if clean_predictions is None:
+        clean = _predict_batches(model, x, batch_size)
+    else:
+        clean = numpy.asarray(_host(clean_predictions))
+        if clean.shape != (len(x),):
+            raise ValueError(f"{op}: clean_predictions must have shape ({len(x)},) to match images, got {clean.shape}")
     adv = _predict_batches(model, x, batch_size, v)
     fooled = adv != clean
     correct = None if y is None else adv == y
@@ -346,7 +359,7 @@ def fooling_rate(model, images, labels, perturbation, batch_size=200):
             "accuracy": None if y is None else float(correct.mean()),
             "clean_accuracy": None if y is None else float((clean == y).mean()), "n": int(len(x)),
             "l2": float(numpy.sqrt((v.astype(numpy.float64) ** 2).sum())), "linf": float(numpy.abs(v).max()),
-            "fooled": fooled, "correct": correct}
+            "fooled": fooled, "correct": correct, "clean_predictions": clean, "predictions": adv}
 
 
 # --- the iterative UAP of Moosavi-Dezfooli et al. (2017) --------------------------------------------

@@ -11,6 +11,7 @@ from ..adversarial.attacks import PGD_ALPHA_FACTOR, pgd_alpha
 from ..adversarial.autoattack import autoattack_accuracy
 from ..adversarial.rse_eval import RSEConfig, evaluate_rse
 from ..nn.noise import noise_layers
+from .spectrum import perturbation_arrays
 
 # Images of the evaluation set used for the sanity checks: each check runs three attacks, so
 # a slice keeps them cheap while 100 points still show a PGD that is weaker than FGSM.
@@ -103,15 +104,16 @@ def rse_table(p, rse_entry, data, num_classes, progress):
     return out
 
 
-def uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed):
-    """Spectra, SVD/average/iterative/random UAPs and their fooling rates, for both models."""
+def uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed, stages=None):
+    """Spectra, SVD/average/iterative/random UAPs and their fooling rates, for both models.
+    With ``stages`` the perturbation matrices are saved for the spectrum stage to reuse."""
     result, spectra, vectors = {}, {}, {}
     rng = numpy.random.default_rng(seed)
     shape = uap_train[0].shape[1:]
     for name in ("natural", "adversarial"):
         model = models[name]["model"]
-        matrix = uap.per_example_perturbations(model, *uap_train, eps=p.l2_eps, steps=p.uap_steps, norm="2",
-                                               progress=progress)
+        matrix = perturbation_arrays(stages, name, model, models[name].get("checkpoint_mtime"), *uap_train,
+                                     p.l2_eps, p.uap_steps, progress)["matrix"]
         spectrum = uap.singular_spectrum(matrix)
         svd = uap.uap_svd(matrix, k=p.uap_k, eps=p.l2_eps, model=model, images=uap_train[0], labels=uap_train[1])
         svd_centered = uap.uap_svd(matrix, k=1, eps=p.l2_eps, center=True, model=model, images=uap_train[0],

@@ -122,3 +122,30 @@ def get_preset(dataset, preset, **overrides):
     if key not in PRESETS:
         raise ValueError(f"no preset {preset!r} for dataset {dataset!r}; choose from {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[key], **overrides)
+
+
+# --- the spectrum-sensitivity stage (issue 33) -----------------------------------------------------
+# Its knobs are derived from the preset's own fields instead of being new Preset fields: every
+# stage's cache key holds the whole preset, so a new field would make runs already on disk
+# recompute every finished stage. Three L2 radii around the preset's l2_eps: half, the preset's
+# own and twice, far enough apart that a radius effect shows, near enough that the attack stays
+# in the same regime (at 2 l2_eps PGD still leaves the robust model some points on MNIST).
+SPECTRUM_RADIUS_FACTORS = (0.5, 1.0, 2.0)
+# The extra radii are computed on the first uap_n // SPECTRUM_EXTRA_DIVISOR matrix images (the
+# preset's radius reuses the UAP stage's matrix of all uap_n): they cost a PGD run each, and
+# uap_n / 2 still gives the per-class matrices about 25 (quick) to 100 (standard) rows per class.
+SPECTRUM_EXTRA_DIVISOR = 2
+# A per-class matrix (one true class, or one adversarial label) with fewer rows than this is
+# left out of the per-class summary (and counted): five singular values need five rows, and
+# the ratio of the top two of a 5-row matrix says little.
+SPECTRUM_MIN_ROWS = 10
+
+
+def spectrum_settings(p):
+    """The spectrum stage's settings for preset ``p``: the radii (the preset's l2_eps is the
+    one equal to it), the rows used at each radius, the smallest per-class matrix judged."""
+    radii = [float(f * p.l2_eps) for f in SPECTRUM_RADIUS_FACTORS]
+    extra_n = max(1, p.uap_n // SPECTRUM_EXTRA_DIVISOR)
+    return {"radii": radii, "preset_radius": float(p.l2_eps),
+            "rows": [int(p.uap_n if f == 1.0 else extra_n) for f in SPECTRUM_RADIUS_FACTORS],
+            "min_rows": SPECTRUM_MIN_ROWS, "steps": p.uap_steps}

@@ -150,6 +150,151 @@ def definition_summary(rows):
     return out
 
 
+# --- spectrum sensitivity (issue 33) -------------------------------------------------------------
+# Each definition of the matrix (minidl/study/spectrum.py) is judged by the thresholds above: the
+# talk's spectrum on CIFAR-10 is one dominant singular value (s1/s2 > DOMINANT_S1_S2), on MNIST
+# none (s1/s5 < CLOSE_S1_S5); its v1 is universal when it beats a random direction of the same
+# norm (svd_beats_random). A per-class definition (ten matrices) is judged by the median of its
+# matrices' numbers, and the report also counts the matrices that pass on their own.
+TALK_SPECTRUM_WORDS = {"cifar10": "one dominant singular value (talk: 54.4 vs 4.5, 4.1, 3.4, 3.0; s1/s2 = 12.1)",
+                       "mnist": "no dominant singular value (talk: 2.7, 2.5, 2.1, 2.0, 1.8; s1/s2 = 1.08, "
+                                "s1/s5 = 1.5)"}
+# The talk's own definition: "one perturbation for all images in a particular class", from the
+# perturbations of the attack (PGD) at the study's radius, rows as they are (uncentred).
+TALK_DEFINITION = {"source": "pgd", "grouping": "true_class", "centred": False}
+
+
+def talk_spectrum_holds(dataset, s1_s2, s1_s5):
+    """The talk's spectrum on ``dataset``: CIFAR-10 one dominant value (:func:`one_dominant_direction`
+    of s1/s2), MNIST none (:func:`several_close_directions` of s1/s5); None when not judged."""
+    return one_dominant_direction(s1_s2) if dataset == "cifar10" else several_close_directions(s1_s5)
+
+
+def definition_outcome(dataset, d):
+    """Verdicts of one definition ``d`` of the spectrum stage: "spectrum" (the talk's spectrum, by
+    the medians over its matrices), "uap" (v1 beats random, by the medians), and how many of its
+    matrices show the talk's spectrum on their own ("matrices_holding" of "matrices")."""
+    su = d["summary"]
+    alone = [talk_spectrum_holds(dataset, g["s1_s2"], g["s1_s5"]) for g in d["groups"].values()]
+    return {"spectrum": talk_spectrum_holds(dataset, su["s1_s2"]["median"], su["s1_s5"]["median"]),
+            "uap": svd_beats_random(su["v1_fooling"]["median"], su["random_fooling"]["median"]),
+            "matrices_holding": sum(1 for a in alone if a), "matrices": len(alone)}
+
+
+def talk_definition(sp):
+    """The index of the talk's own definition (TALK_DEFINITION at the preset's radius) in the
+    spectrum stage's definitions (None if absent)."""
+    defs = next(iter(sp["models"].values()))
+    return next((i for i, d in enumerate(defs) if all(d[k] == v for k, v in TALK_DEFINITION.items())
+                 and d["radius"] == sp["settings"]["preset_radius"]), None)
+
+
+def definition_key(d):
+    """A name of definition ``d`` that is the same in every seed's metrics."""
+    return (f"{d['source']} / {d['grouping']} / {'centred' if d['centred'] else 'uncentred'} / "
+            f"r {d['radius']:.4g}")
+
+
+GROUPING_WORDS = {"all": "all classes", "true_class": "per true class", "adversarial_label": "per adversarial label"}
+SOURCE_WORDS = {"pgd": "PGD", "gradient": "gradient"}
+
+
+def definition_label(d):
+    """A short name of definition ``d`` for tables and figures: source, grouping, centred or not, radius."""
+    return (f"{SOURCE_WORDS[d['source']]}, {GROUPING_WORDS[d['grouping']]}, "
+            f"{'centred' if d['centred'] else 'uncentred'}, r {d['radius']:.3g}")
+
+
+def spectrum_claims(dataset, sp):
+    """The spectrum-sensitivity claims (see :func:`claims`): the talk's spectrum in the talk's own
+    definition, and in how many definitions the spectrum and the universal v1 appear."""
+    out = []
+    i = talk_definition(sp)
+    if i is not None:
+        d = {name: defs[i] for name, defs in sp["models"].items()}
+        o = {name: definition_outcome(dataset, d[name]) for name in d}
+        outcome = verdict(o["natural"]["spectrum"])
+        nums = {f"{k} median {name}": d[name]["summary"][k.replace('/', '_')]["median"]
+                for name in d for k in ("s1/s2", "s1/s5")}
+        nums.update({f"classes holding {name}": o[name]["matrices_holding"] for name in d})
+        out.append(_claim(
+            f"{TALK_SPECTRUM_WORDS[dataset].split(' (')[0].capitalize()} in the talk's definition (one matrix per "
+            "class, natural model)", outcome,
+            f"- *The talk's spectrum in the talk's definition* (one matrix per true class, PGD, uncentred, L2 r "
+            f"{d['natural']['radius']:.3g}; {TALK_SPECTRUM_WORDS[dataset]}): median s1/s2 over the classes "
+            f"{_num(d['natural']['summary']['s1_s2']['median'], 2)} (natural), "
+            f"{_num(d['adversarial']['summary']['s1_s2']['median'], 2)} (adversarial); the talk's spectrum in "
+            f"{o['natural']['matrices_holding']} of {o['natural']['matrices']} classes (natural) -> {outcome} for the "
+            "natural model.", nums))
+    counts = {name: [definition_outcome(dataset, d) for d in defs] for name, defs in sp["models"].items()}
+    n = len(next(iter(counts.values())))
+    spec = {name: sum(1 for o in v if o["spectrum"]) for name, v in counts.items()}
+    universal = {name: sum(1 for o in v if o["uap"]) for name, v in counts.items()}
+    out.append(_claim(
+        "Definitions of the matrix with the talk's spectrum (of " + str(n) + ")", None,
+        f"- *The talk's spectrum by every definition* ({n} definitions, see \"Spectrum sensitivity\"): it appears in "
+        f"{spec['natural']} (natural) and {spec['adversarial']} (adversarial); v1 beats a random direction in "
+        f"{universal['natural']} (natural) and {universal['adversarial']} (adversarial).",
+        {**{f"with the talk's spectrum: {k}": v for k, v in spec.items()},
+         **{f"v1 beats random: {k}": v for k, v in universal.items()}}, kind="count"))
+    return out
+
+
+def _range_cell(summary, digits=2):
+    if summary["median"] is None:
+        return "-"
+    if summary["n"] <= 1:
+        return _num(summary["median"], digits)
+    return f"{_num(summary['median'], digits)} [{_num(summary['min'], digits)}, {_num(summary['max'], digits)}]"
+
+
+def spectrum_section(sp, dataset):
+    """The report's spectrum-sensitivity section: what each definition is, one table row per
+    definition (both models), the counts, the figure."""
+    st = sp["settings"]
+    models = list(sp["models"])
+    radii = ", ".join(f"{r:.3g} ({n} images)" for r, n in zip(st["radii"], st["rows"]))
+    lines = ["", "## Spectrum sensitivity: the talk's spectrum under other definitions of the matrix", "",
+             f"The talk's claim on {dataset}: {TALK_SPECTRUM_WORDS[dataset]}. Each row builds the matrix one way: "
+             f"rows from L2 PGD perturbations (no random start, {st['steps']} steps) at L2 radius {radii}, the extra "
+             "radii on the first images of the UAP matrix to save time, or from input gradients divided by their "
+             f"norm (at the preset's radius, all {st['rows'][st['radii'].index(st['preset_radius'])]} images); all "
+             "classes in one matrix, one matrix per true class, or one per adversarial label (the class PGD "
+             "reached; images it left in their class are dropped; gradient rows take the PGD label at the preset's "
+             "radius); rows centred or not. Per-class rows give the median over the matrices and [min, max]; "
+             f"matrices with fewer than {st['min_rows']} rows are left out. *v1 / random*: fooling rate of the top "
+             "singular vector (scaled to the radius, signed to raise the loss) and of one random direction of the "
+             f"same norm, on {sp['n_test']} held-out test images (a true-class v1 on that class's images, an "
+             "adversarial-label v1 on the other classes' images), bold when v1 beats random by the threshold "
+             f"({UAP_OVER_RANDOM_FACTOR:g} x random + {UAP_OVER_RANDOM_MARGIN:g}). *Verdict*: the talk's spectrum by "
+             + ("s1/s2 > " + f"{DOMINANT_S1_S2:g}" if dataset == "cifar10" else "s1/s5 < " + f"{CLOSE_S1_S5:g}")
+             + " of the median, with the matrices that pass alone. `metrics.json` (`spectrum`) holds every matrix's "
+               "numbers.", "",
+             "| definition | " + " | ".join(f"{n}: top-5 | {n}: s1/s2 | {n}: v1 / random | {n}: verdict"
+                                            for n in models) + " |",
+             "| --- " * (1 + 4 * len(models)) + "|"]
+    for i, d0 in enumerate(sp["models"][models[0]]):
+        cells = []
+        for name in models:
+            d = sp["models"][name][i]
+            o = definition_outcome(dataset, d)
+            su = d["summary"]
+            fool = f"{_pct(su['v1_fooling']['median'])} / {_pct(su['random_fooling']['median'])}"
+            if o["uap"]:
+                fool = f"**{fool}**"
+            word = verdict(o["spectrum"])
+            if d["grouping"] != "all":
+                word = (f"{word} ({o['matrices_holding']}/{o['matrices']})" if o["matrices"] else
+                        f"not judged (no matrix of {st['min_rows']} rows)")
+            cells += [", ".join(f"{v:.2f}" for v in su["top"]), _range_cell(su["s1_s2"]), fool, word]
+        mark = " (talk's)" if all(d0[k] == v for k, v in TALK_DEFINITION.items()) and \
+            d0["radius"] == st["preset_radius"] else ""
+        lines.append(f"| {definition_label(d0)}{mark} | " + " | ".join(cells) + " |")
+    lines += [""] + [line for c in spectrum_claims(dataset, sp) for line in [c["text"]]]
+    lines += ["", f"![s1/s2 by definition]({sp['figure']})"]
+    return lines
+
+
 def _pct(x):
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -276,6 +421,8 @@ def write_report(path, m):
     lines += ["", f"![spectra]({u['figures']['spectra']})", "",
               f"![singular vectors]({u['figures']['vectors']})", "",
               f"![fooling rates]({u['figures']['fooling']})"]
+    if m.get("spectrum"):
+        lines += spectrum_section(m["spectrum"], m["dataset"])
     lines += landscape_section(m["landscape"])
     lines += ["", "## Which claims of the talk reproduce here", ""] + findings(m)
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
@@ -286,43 +433,78 @@ def write_report(path, m):
         f.write("\n".join(lines) + "\n")
 
 
-def findings(m):
-    """Plain statements comparing this run with the talk's claims (numbers, not adjectives)."""
+def _claim(claim, outcome, text, numbers=None, kind="verdict"):
+    """One judged statement of :func:`claims`: ``outcome`` is the verdict's words (what the
+    seeds count), ``numbers`` the figures it rests on, ``kind`` "verdict", "count" (a tally of
+    verdicts, no verdict of its own) or "visual" (not judged by a number)."""
+    return {"claim": claim, "outcome": outcome, "text": text, "numbers": dict(numbers or {}), "kind": kind}
+
+
+def claims(m):
+    """The talk's claims as judged by this run, each a dict (see :func:`_claim`), in the order
+    of the report's findings; the spectrum-sensitivity claims follow when ``m`` has them."""
     u, ls = m["uap"], m["landscape"]
     nat, adv = u["natural"], u["adversarial"]
     out = []
+    ratios = {"s1/s2 natural": nat["ratio_s1_s2"], "s1/s2 adversarial": adv["ratio_s1_s2"],
+              "s1/s5 natural": nat["ratio_s1_s5"], "s1/s5 adversarial": adv["ratio_s1_s5"]}
     if m["dataset"] == "cifar10":
-        out.append(f"- *One dominant singular value on CIFAR-10* (talk: 54.4 vs 4.5, s1/s2 = 12.1): here s1/s2 = "
-                   f"{_num(nat['ratio_s1_s2'], 2)} (natural), {_num(adv['ratio_s1_s2'], 2)} (adversarial) -> "
-                   f"{verdict(one_dominant_direction(nat['ratio_s1_s2']))} for the natural model.")
+        outcome = verdict(one_dominant_direction(nat["ratio_s1_s2"]))
+        out.append(_claim(
+            "One dominant singular value on CIFAR-10 (all classes, uncentred, natural model)", outcome,
+            f"- *One dominant singular value on CIFAR-10* (talk: 54.4 vs 4.5, s1/s2 = 12.1): here s1/s2 = "
+            f"{_num(nat['ratio_s1_s2'], 2)} (natural), {_num(adv['ratio_s1_s2'], 2)} (adversarial) -> "
+            f"{outcome} for the natural model.", ratios))
     else:
         s15 = nat["ratio_s1_s5"]
-        out.append(f"- *Several universal directions on MNIST: top-5 singular values close together* (talk: 2.7 ... "
-                   f"1.8, s1/s5 = 1.5): here s1/s5 = {_num(s15, 2)} (natural), {_num(adv['ratio_s1_s5'], 2)} "
-                   f"(adversarial) -> {verdict(several_close_directions(s15))} for the natural model "
-                   f"(threshold used: s1/s5 < {CLOSE_S1_S5}).")
+        outcome = verdict(several_close_directions(s15))
+        out.append(_claim(
+            "No dominant singular value on MNIST (all classes, uncentred, natural model)", outcome,
+            f"- *Several universal directions on MNIST: top-5 singular values close together* (talk: 2.7 ... "
+            f"1.8, s1/s5 = 1.5): here s1/s5 = {_num(s15, 2)} (natural), {_num(adv['ratio_s1_s5'], 2)} "
+            f"(adversarial) -> {outcome} for the natural model "
+            f"(threshold used: s1/s5 < {CLOSE_S1_S5}).", ratios))
     best = lambda r: max(v["fooling_rate"] for k, v in r["fooling"].items() if k.startswith("svd"))
-    out.append(f"- *Top singular vectors are universal perturbations*: best SVD vector fools {_pct(best(nat))} of held-out "
-               f"images of the natural model vs {_pct(nat['fooling']['random']['fooling_rate'])} for a random direction "
-               f"of the same norm (adversarial model: {_pct(best(adv))} vs "
-               f"{_pct(adv['fooling']['random']['fooling_rate'])}) -> "
-               f"{verdict(svd_beats_random(best(nat), nat['fooling']['random']['fooling_rate']))}.")
-    out.append("- *Singular vectors of adversarially trained models look like features, natural ones like noise*: "
-               "a visual claim; compare the two rows of `uap_singular_vectors.png` above.")
+    outcome = verdict(svd_beats_random(best(nat), nat["fooling"]["random"]["fooling_rate"]))
+    out.append(_claim(
+        "Top singular vectors are universal perturbations (natural model)", outcome,
+        f"- *Top singular vectors are universal perturbations*: best SVD vector fools {_pct(best(nat))} of held-out "
+        f"images of the natural model vs {_pct(nat['fooling']['random']['fooling_rate'])} for a random direction "
+        f"of the same norm (adversarial model: {_pct(best(adv))} vs "
+        f"{_pct(adv['fooling']['random']['fooling_rate'])}) -> {outcome}.",
+        {"best SVD fooling natural": best(nat), "random fooling natural": nat["fooling"]["random"]["fooling_rate"],
+         "best SVD fooling adversarial": best(adv),
+         "random fooling adversarial": adv["fooling"]["random"]["fooling_rate"]}))
+    out.append(_claim("Singular vectors of adversarially trained models look like features", "visual claim",
+                      "- *Singular vectors of adversarially trained models look like features, natural ones like "
+                      "noise*: a visual claim; compare the two rows of `uap_singular_vectors.png` above.",
+                      kind="visual"))
     for claim, (measure, norm) in TALK_LANDSCAPE_CLAIMS.items():
         row = talk_row(ls["rows"], measure, norm)
         if row is None:
-            out.append(f"- *{claim}*: `{measure}` was not measured in the L{norm} ball at the full radius -> "
-                       f"{NOT_JUDGED}.")
+            out.append(_claim(claim, NOT_JUDGED, f"- *{claim}*: `{measure}` was not measured in the L{norm} ball at "
+                              f"the full radius -> {NOT_JUDGED}."))
             continue
-        out.append(f"- *{claim}* (`{measure}`, {_ball(row)}): mean {_num(row['natural']['mean'], 3)} (natural) vs "
-                   f"{_num(row['adversarial']['mean'], 3)} (adversarial) -> {row_verdict(row)}.")
+        out.append(_claim(claim, row_verdict(row),
+                          f"- *{claim}* (`{measure}`, {_ball(row)}): mean {_num(row['natural']['mean'], 3)} (natural) "
+                          f"vs {_num(row['adversarial']['mean'], 3)} (adversarial) -> {row_verdict(row)}.",
+                          {"natural mean": row["natural"]["mean"], "adversarial mean": row["adversarial"]["mean"],
+                           "difference": row["difference"]["mean"]}))
     counts = {}
     for row in ls["rows"]:
         counts[row_verdict(row)] = counts.get(row_verdict(row), 0) + 1
-    out.append(f"- *The landscape by every measure* ({len(ls['rows'])} rows: measures x balls x radii, see "
-               "\"Loss landscape\"): " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    out.append(_claim("The landscape by every measure (rows per verdict)", None,
+                      f"- *The landscape by every measure* ({len(ls['rows'])} rows: measures x balls x radii, see "
+                      "\"Loss landscape\"): " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".",
+                      {f"rows: {v}": n for v, n in counts.items()}, kind="count"))
+    if m.get("spectrum"):
+        out += spectrum_claims(m["dataset"], m["spectrum"])
     return out
+
+
+def findings(m):
+    """Plain statements comparing this run with the talk's claims (numbers, not adjectives)."""
+    return [c["text"] for c in claims(m)]
 
 
 def _cell(summary):

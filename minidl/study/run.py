@@ -8,13 +8,15 @@ from ..distributed import world
 from ..experiment import load_arrays
 from ..io import write_json
 from .analyses import accuracy_table, landscape_analysis, rse_table, uap_analysis
-from .presets import get_preset
+from .presets import get_preset, spectrum_settings
 from .report import write_report
+from .seeds import aggregate, print_verdicts, seed_folder, write_seeds_report
+from .spectrum import spectrum_analysis
 from .stages import Stages, train_models
 
 
 def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="runs/study", arrays=None,
-              overrides=None, progress=True, seed=0):
+              overrides=None, progress=True, seed=0, say_report=True):
     """Run (or resume) the whole study and write the report. ``arrays`` = ((train_x, train_y),
     (test_x, test_y)) replaces the dataset files (used by the tests with synthetic data).
 
@@ -53,22 +55,64 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                      lambda: rse_table(p, models["rse"], (test_x[:p.rse_eval_n], test_y[:p.rse_eval_n]),
                                        num_classes, progress), sharded=True)
     uap = stages.run("uap", {"preset": p.to_dict(), "models": _model_ids(models)},
-                     lambda: uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed))
+                     lambda: uap_analysis(p, models, uap_train, uap_test, out_dir, progress, seed, stages))
+    spectrum = stages.run("spectrum", {"preset": p.to_dict(), "models": _model_ids(models), "seed": seed,
+                                       "settings": spectrum_settings(p)},
+                          lambda: spectrum_analysis(p, base, models, uap_train, uap_test, out_dir, stages, progress,
+                                                    seed))
     landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models)},
                            lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
     metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
                "training": {k: v["history"] for k, v in models.items()},
                "training_configs": {k: v["config"] for k, v in models.items()},
-               "accuracy": accuracy, "rse": rse, "uap": uap, "landscape": landscape,
+               "accuracy": accuracy, "rse": rse, "uap": uap, "spectrum": spectrum, "landscape": landscape,
                "stage_seconds": stages.timings, "total_seconds": time.perf_counter() - total_start}
     if comm.size > 1:
         metrics["world_size"] = comm.size
     if comm.is_root:
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         write_report(os.path.join(out_dir, "report.md"), metrics)
-    if progress:
+    if progress and say_report:
         print(f"[study] report: {os.path.join(out_dir, 'report.md')}")
     return metrics
+
+
+def run_seeds(dataset, preset="quick", seeds=None, device="cpu", data_dir=None, out_dir="runs/study", arrays=None,
+              overrides=None, progress=True, seed=0, command=None):
+    """The study at each seed of ``seeds`` (a list; None: one run at ``seed`` in ``out_dir``
+    itself), then the verdict table printed with the report's path. Several seeds run in
+    ``<out>/seed-<seed>`` (each reusing what it finished before) and ``<out>/report.md`` and
+    ``<out>/metrics.json`` hold the aggregate (:mod:`minidl.study.seeds`). Returns the aggregate."""
+    start = time.perf_counter()
+    if seeds is None:
+        metrics = run_study(dataset, preset, device, data_dir, out_dir, arrays, overrides, progress, seed,
+                            say_report=False)   # the table's last line names it
+        agg = aggregate({seed: metrics})
+        if world().is_root:
+            print_verdicts(agg, os.path.join(out_dir, "report.md"))
+        return agg
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"run_seeds: seeds must be distinct and at least one, got {seeds}")
+    per_seed, reports = {}, {}
+    for s in seeds:
+        folder = seed_folder(out_dir, s)
+        if progress and world().is_root:
+            print(f"[study] seed {s} -> {folder}", flush=True)
+        per_seed[s] = run_study(dataset, preset, device, data_dir, folder, arrays, overrides, progress, s)
+        reports[s] = os.path.join(folder, "report.md")
+    agg = aggregate(per_seed)
+    seconds = time.perf_counter() - start
+    command = command or (f"python -m minidl study --dataset {dataset} --preset {preset} --device {device} "
+                          f"--seeds {','.join(map(str, seeds))} --data-dir DIR --out DIR")
+    path = os.path.join(out_dir, "report.md")
+    if world().is_root:
+        write_json(os.path.join(out_dir, "metrics.json"),
+                   {"dataset": dataset, "preset": preset, "seeds": seeds, "command": command, "total_seconds": seconds,
+                    "seed_folders": {str(s): seed_folder(out_dir, s) for s in seeds}, "aggregate": agg})
+        write_seeds_report(path, agg, command, seconds, reports)
+        print_verdicts(agg, path)
+    return agg
 
 
 def _model_ids(models):

@@ -11,6 +11,7 @@ and the job would hang). A *sharded* stage runs on every rank, each on its part 
 set; any other stage runs on rank 0 alone, as one process, and its result is broadcast.
 """
 import dataclasses
+import json
 import os
 import time
 
@@ -18,6 +19,7 @@ from ..adversarial.attacks import pgd_alpha
 from ..distributed import SingleProcess, set_world, world
 from ..experiment import TrainConfig, load_model, train_on_arrays
 from ..io import as_json, read_json, write_json
+from ..serialization import load as load_npz, save as save_npz
 from ..train import CHECKPOINT
 
 STAGES = "stages"
@@ -60,6 +62,22 @@ class Stages:
         if self.comm.is_root:
             write_json(path, {"settings": settings, "result": result, "seconds": seconds})
         self._say(f"[study] {name}: done in {seconds:.1f} s")
+        return result
+
+    def arrays(self, name, settings, compute):
+        """The dict of host arrays that ``compute()`` returns, or the one saved in
+        ``<out>/stages/<name>.npz`` by an earlier call with equal ``settings`` (the arrays that
+        several stages share, such as a matrix of per-image perturbations). Call it inside a
+        stage's ``compute``, which runs on rank 0 alone."""
+        path = os.path.join(self.dir, f"{name}.npz")
+        key = json.dumps(as_json(settings), sort_keys=True)
+        if os.path.exists(path):
+            saved = load_npz(path)
+            if saved.pop("settings_json", None) == key:
+                self._say(f"[study] {name}: reusing saved arrays ({path})")
+                return saved
+        result = compute()
+        save_npz({**result, "settings_json": key}, path)
         return result
 
     def _say(self, text):
