@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def test_a_second_attack_on_the_same_json_is_refused(checkpoint, data_dir, tmp_p
     out = tmp_path / "r.json"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "r.json.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        (tmp_path / "r.json.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
         code, err = run(attack_argv(checkpoint, data_dir, "--json", out), capsys)
         line = one_error_line(err)
         assert code == 2 and "r.json is in use by another attack" in line and "r.json.lock" in line, line
