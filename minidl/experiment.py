@@ -326,17 +326,21 @@ class OverfittingGuard:
         return False
 
 
-# The image shape of each data set, which a checkpoint's recorded config must repeat: a
-# tampered ``image_size`` would otherwise size the model (3000 -> gigabytes) before its weights
-# are compared with anything.
+# The image shape of each data set, which bounds a checkpoint's recorded config: a tampered
+# ``image_size`` would otherwise size the model (3000 -> gigabytes) before its weights are
+# compared with anything. A run may train on downscaled images (the study's tests do), so the
+# size is an upper bound; arrays trained under another data set name (``train_on_arrays``) get
+# SHAPE_LIMITS, the largest images the zoo's models are meant for.
 DATASET_SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}
+SHAPE_LIMITS = (4, 64)  # in_channels, image_size
 
 
 def load_model(checkpoint_path, device="cpu"):
     """(model, checkpoint dict) rebuilt from a training checkpoint.
 
-    Before the model is built, the recorded configuration is checked (a known data set, whose
-    image shape ``in_channels`` and ``image_size`` must repeat) and every stored weight must be
+    Before the model is built, the recorded configuration is checked (``in_channels`` and
+    ``image_size`` against the data set's image shape, :func:`_recorded_shape`) and every
+    stored weight must be
     finite: a NaN weight gives a NaN loss and a meaningless accuracy, never a result."""
     if not os.path.exists(checkpoint_path):
         raise FileNotFoundError(f"checkpoint {checkpoint_path!r} does not exist")
@@ -358,15 +362,21 @@ def load_model(checkpoint_path, device="cpu"):
 
 
 def _recorded_shape(config):
-    """(in_channels, image_size) a checkpoint's recorded ``config`` gives its model, checked
-    against its data set (:data:`DATASET_SHAPES`; MNIST's when none is recorded)."""
+    """(in_channels, image_size) a checkpoint's recorded ``config`` gives its model: the
+    channels of its data set (:data:`DATASET_SHAPES`; MNIST's when none is recorded) and at
+    most its image size, or for another data set within :data:`SHAPE_LIMITS`."""
     dataset = config.get("dataset", "mnist")
-    check_choice("recorded dataset", dataset, tuple(DATASET_SHAPES))
+    known = DATASET_SHAPES.get(dataset) if isinstance(dataset, str) else None
+    channels, size = known or SHAPE_LIMITS
+    where = f" (the {dataset} images')" if known else ""
     shape = []
-    for key, want in zip(("in_channels", "image_size"), DATASET_SHAPES[dataset]):
-        value = config.get(key, want)
-        if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value != want:
-            raise ValueError(f"recorded {key}: expected {want} (the {dataset} images'), got {value!r}")
+    for key, low, high in (("in_channels", channels if known else 1, channels), ("image_size", 1, size)):
+        value = config.get(key, (known or DATASET_SHAPES["mnist"])[len(shape)])
+        if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)):
+            raise TypeError(f"recorded {key}: expected an integer, got {value!r}")
+        if not low <= value <= high:
+            expected = f"{high}{where}" if low == high else f"an integer in [{low}, {high}]{where}"
+            raise ValueError(f"recorded {key}: expected {expected}, got {value!r}")
         shape.append(int(value))
     return tuple(shape)
 

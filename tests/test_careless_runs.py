@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def test_a_second_attack_on_the_same_json_is_refused(checkpoint, data_dir, tmp_p
     out = tmp_path / "r.json"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "r.json.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        (tmp_path / "r.json.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
         code, err = run(attack_argv(checkpoint, data_dir, "--json", out), capsys)
         line = one_error_line(err)
         assert code == 2 and "r.json is in use by another attack" in line and "r.json.lock" in line, line
@@ -181,11 +182,14 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(bad, checkpoint, data_d
         assert ("1 NaN" if np.isnan(bad) else "1 infinite") in line
 
 
-@pytest.mark.parametrize("key, value", [("image_size", 3000), ("in_channels", 3000), ("image_size", 32),
-                                        ("image_size", "28"), ("dataset", "imagenet")])
-def test_a_tampered_recorded_shape_is_refused_before_the_model_is_built(key, value, checkpoint, data_dir,  # noqa: F811
+@pytest.mark.parametrize("edit, key", [({"image_size": 3000}, "image_size"), ({"in_channels": 3000}, "in_channels"),
+                                       ({"image_size": 32}, "image_size"), ({"image_size": "28"}, "image_size"),
+                                       ({"in_channels": 3}, "in_channels"),
+                                       ({"dataset": "synthetic", "image_size": 3000}, "image_size"),
+                                       ({"dataset": "synthetic", "in_channels": 0}, "in_channels")])
+def test_a_tampered_recorded_shape_is_refused_before_the_model_is_built(edit, key, checkpoint, data_dir,  # noqa: F811
                                                                         tmp_path, capsys, monkeypatch):
-    path = _edited_checkpoint(checkpoint, tmp_path / "tampered.npz", lambda s: s["config"].update({key: value}))
+    path = _edited_checkpoint(checkpoint, tmp_path / "tampered.npz", lambda s: s["config"].update(edit))
     built = []
     monkeypatch.setattr(experiment, "get_model", lambda *a, **k: built.append(k) or get_model(*a, **k))
     code, err = run(["eval", "--checkpoint", path, "--data-dir", data_dir], capsys)
