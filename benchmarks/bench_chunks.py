@@ -20,7 +20,8 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minidl.kernels import conv_im2col, parallel  # noqa: E402
+from minidl.kernels import conv_im2col  # noqa: E402
+from minidl.kernels.runtime import parallel  # noqa: E402
 from minidl.ops import activation, normalization  # noqa: E402
 
 CONVS = [(3, 24, 32), (24, 24, 32), (24, 48, 16), (48, 48, 16), (48, 96, 8), (96, 96, 8)]  # C, F, side

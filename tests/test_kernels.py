@@ -28,7 +28,7 @@ from minidl.kernels import cuda_sources
 from minidl.kernels import pool_cuda
 from minidl.kernels import reference
 from minidl.kernels.arrays import Cache
-from minidl.kernels import workspace
+from minidl.kernels.runtime import workspace
 from minidl.testing.strategies import conv_configs as public_conv_configs
 from minidl.testing.strategies import pool_configs as public_pool_configs
 
@@ -241,7 +241,7 @@ class TestConvNumpy:
 
 
 class TestConvDispatch:
-    """``conv.ALGORITHMS`` is the one table the dispatcher reads: a new row is a new algorithm."""
+    """``conv.ALGORITHMS`` (the conv2d kernel's implementations) is the one table the dispatcher reads: a new row is a new algorithm."""
 
     def test_a_new_algorithm_plugs_in(self, monkeypatch):
         calls = []
@@ -267,7 +267,7 @@ class TestConvDispatch:
         rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
         np.testing.assert_allclose(gx, 2 * rgx, **TOL64)
         assert calls == ["forward", "backward"]
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd' or 'doubled'"):
+        with pytest.raises(ValueError, match="algorithm must be 'reference' or 'im2col' or 'fft' or 'doubled'"):
             conv2d_forward(x, w, (1, 1), (1, 1), algorithm="direct")
 
     def test_layout_is_checked(self):
@@ -355,7 +355,7 @@ class TestConvFFT:
 
     def test_errors(self):
         x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd', got 'direct'"):
+        with pytest.raises(ValueError, match="algorithm must be 'reference' or 'im2col' or 'fft', got 'direct'"):
             conv2d_forward(x, w, (1, 1), (0, 0), algorithm="direct")
         with pytest.raises(ValueError, match="fft algorithm needs CPU arrays and stride 1.*stride \\(2, 1\\)"):
             conv2d_forward(x, w, (2, 1), (0, 0), algorithm="fft")

@@ -107,7 +107,7 @@ def test_sgd_large_parameter_in_pieces_matches_the_formula(mu, nesterov, wd, thr
     """A parameter large enough to be updated a piece at a time over the kernel threads
     (``parallel.elementwise``: 4 MiB, in 2 MiB pieces) gets exactly the whole-array update,
     whatever the thread count; a 1-D bias beside it too."""
-    from minidl.kernels import parallel
+    from minidl.kernels.runtime import parallel
     rng = np.random.default_rng(0)
     shapes = [(1024, 1024), (5,)]
     w0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]

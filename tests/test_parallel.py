@@ -1,4 +1,4 @@
-"""The CPU kernels' thread splitting (``minidl.kernels.parallel``): results must not depend
+"""The CPU kernels' thread splitting (``minidl.kernels.runtime.parallel``): results must not depend
 on the thread count, every index is visited exactly once, and errors propagate."""
 import contextlib
 import os
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minidl.kernels import conv2d_backward, conv2d_forward, max_pool2d_backward, max_pool2d_forward
-from minidl.kernels import parallel, workspace
+from minidl.kernels.runtime import parallel, workspace
 
 from test_kernels import conv_configs, conv_data, pool_configs, pool_data, ref_conv, ref_conv_grads, ref_pool
 
@@ -222,7 +222,7 @@ def test_max_pool_is_identical_for_any_thread_count(cfg, k):
 def test_for_each_item_visits_every_item_once_with_one_state_per_thread(n, k):
     """Items are handed out dynamically; each thread enters its worker context once, and BLAS
     runs single-threaded while the items run on several threads (restored afterwards)."""
-    from minidl.kernels import blas
+    from minidl.kernels.runtime import blas
     seen, entered, blas_counts = np.zeros(n, int), [], set()
     lock = threading.Lock()
 
@@ -253,7 +253,7 @@ def test_for_each_item_visits_every_item_once_with_one_state_per_thread(n, k):
 
 
 def test_for_each_item_propagates_errors_and_restores_blas(threads):
-    from minidl.kernels import blas
+    from minidl.kernels.runtime import blas
     threads(3)
     before = blas.set_num_threads(2)
 
@@ -316,12 +316,12 @@ def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
     independent, so forward and backward are bitwise the same on one thread and on k."""
     from minidl import Tensor
     import minidl.functional as F
-    from minidl.ops import normalization
+    from minidl.kernels import batch_norm_cpu
     rng = np.random.default_rng(1)
     x0 = rng.standard_normal((9, 3, 4, 5)) * 2 + 1
     g0 = rng.standard_normal(x0.shape)
-    old_bn, old_ew = normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES
-    normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = 2 * x0[0].nbytes, x0[0].nbytes
+    old_bn, old_ew = batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES
+    batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = 2 * x0[0].nbytes, x0[0].nbytes
     try:
         results = []
         for n in (1, k):
@@ -331,7 +331,7 @@ def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
                 y.backward(g0)
                 results.append([y.array, x.grad.array, gamma.grad.array, beta.grad.array])
     finally:
-        normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
+        batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
     for serial, threaded in zip(*results):
         assert np.array_equal(serial, threaded)
 
@@ -367,11 +367,11 @@ def test_matmul_blocks_match_numpy(shapes, k, transposed, out, complex_):
     np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("algorithm", ["fft", "winograd"])
+@pytest.mark.parametrize("algorithm", ["fft"])
 def test_split_products_inside_conv_algorithms_match_reference(algorithm):
-    """The FFT and Winograd convolutions' per-frequency (per-tile-position) products go through
-    ``parallel.matmul``, into transposed output views; forced to split on 3 threads they still
-    give the reference's outputs and gradients."""
+    """The FFT convolution's per-frequency products go through ``parallel.matmul``, into
+    transposed output views; forced to split on 3 threads they still give the reference's
+    outputs and gradients."""
     from minidl.kernels import conv_im2col  # noqa: F401  (the layouts' module, loaded as in use)
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((3, 4, 6, 5)), rng.standard_normal((5, 4, 3, 3))
@@ -396,10 +396,11 @@ def test_relu_forward_for_any_piece_size(shape, k, piece, dtype):
     """ReLU's forward takes the maximum against a shared buffer of zeros sized for the pieces: it
     stays exact when the piece size changes between calls (the buffer must not be too small) and
     for a call larger than a piece (one thread: no pieces)."""
+    from minidl.kernels import elementwise_cpu
     from minidl.ops import activation
     x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     old = parallel.ELEMENTWISE_BYTES
-    activation._ZEROS.clear()
+    elementwise_cpu._ZEROS.clear()
     try:
         parallel.ELEMENTWISE_BYTES = 8  # the shared zeros first sized for tiny pieces
         assert np.array_equal(activation.ReLU().forward(np.array([-1.0, 2.0], dtype)), [0, 2])

@@ -20,7 +20,7 @@ import math
 import numpy
 from numpy.lib.stride_tricks import as_strided
 
-from . import parallel, workspace
+from .runtime import parallel, workspace
 from .arrays import Cache
 
 
@@ -50,7 +50,7 @@ class _Layout:
       The transposes between NCHW and NHWC move C between outer and innermost.
 
     Which one wins depends on the shapes and the BLAS kernel; the measurements behind
-    ``_choose_layout`` are in ``benchmarks/README.md``, and ``auto`` mode times all three.
+    ``choose_layout`` are in ``benchmarks/README.md``, and ``auto`` mode times all three.
     """
 
     def __init__(self, name):
@@ -88,7 +88,7 @@ LAYOUT_NAMES = ("cnhw", "chwn", "nhwc")
 LAYOUTS = {name: _Layout(name) for name in LAYOUT_NAMES}
 
 
-def _choose_layout(C, F, kh, kw, Wo, sw):
+def choose_layout(C, F, kh, kw, Wo, sw):
     """Pick the CPU layout from the sizes (the measured trade-off in ``_Layout``).
 
     The copies scale with the cols size K*M = kh*kw*C*M, the transposes with the
@@ -245,12 +245,12 @@ def forward(x, w, stride, padding, out_hw, dtype, layout=None):
     """y = conv2d(x, w) by im2col on NumPy arrays; returns ``(y, cache)``.
 
     ``layout`` ('cnhw', 'chwn' or 'nhwc') forces the internal buffer layout; by default it is
-    chosen from the shapes (``_choose_layout``). The cache refers to ``x`` (not a copy):
+    chosen from the shapes (``choose_layout``). The cache refers to ``x`` (not a copy):
     ``x`` must not change before the backward pass (autograd checks this).
     """
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
-    lay = LAYOUTS[layout] if layout is not None else _choose_layout(C, F, kh, kw, out_hw[1], stride[1])
+    lay = LAYOUTS[layout] if layout is not None else choose_layout(C, F, kh, kw, out_hw[1], stride[1])
     # Weights reordered to the same (p, q, c) order as the rows of cols (tiny copy).
     wmat = numpy.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=dtype).reshape(F, kh * kw * C)
     y = _conv_chunks(x, wmat, lay, (kh, kw), stride, padding, numpy.empty((N, F) + tuple(out_hw), dtype))

@@ -1,0 +1,195 @@
+"""minidl's two kernel tiers against PyTorch 2.x CPU, interleaved in one process.
+
+    python benchmarks/bench_tiers.py [--work madry_mnist cifar_cnn pgd fwd1 fwd16 square]
+                                     [--rounds 5] [--per-round 2] [--tiers fast reference]
+
+Contenders per work: minidl on the fast tier (the default), minidl on the reference tier
+(``minidl.kernels.use("reference")``: the plain array code of ``minidl/kernels/reference.py``
+and ``ops``), and PyTorch. Every round times ``--per-round`` calls of each contender in turn,
+so a slow spell of a shared machine lands on all of them; the table gives each contender's
+median and best call and the ratios to PyTorch. Works:
+
+* ``madry_mnist``, ``cifar_cnn``: a training step (forward, cross-entropy, backward, SGD with
+  momentum 0.9), batch 128, float32, random data (``bench_models``' step);
+* ``pgd``: PGD-10 (L-inf, eps 0.3, step 0.01) on madry_mnist in eval mode, batch 128;
+* ``fwd1``, ``fwd16``: an evaluation forward pass of madry_mnist without gradients at batch 1
+  and 16 (per-call overhead, what an attack's queries pay);
+* ``square``: 100 queries of the Square attack's inner step on madry_mnist (batch 16):
+  a forward pass and the margin loss per query.
+
+A revision without ``minidl.kernels.use`` (before the tiers existed) runs the fast column only.
+The header names the CPU, the BLAS and its OpenBLAS overrides.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import minidl as md  # noqa: E402
+import minidl.functional as F  # noqa: E402
+from minidl import kernels  # noqa: E402
+from minidl.models import get_model  # noqa: E402
+
+from bench_attacks import torch_madry, torch_pgd  # noqa: E402
+from bench_models import TORCH_MODELS  # noqa: E402
+from common import median, try_import_torch  # noqa: E402
+
+WORKS = ("madry_mnist", "cifar_cnn", "pgd", "fwd1", "fwd16", "square")
+SHAPES = {"madry_mnist": (1, 28, 28), "cifar_cnn": (3, 32, 32)}
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def minidl_work(work, rng):
+    if work in SHAPES:
+        c, s = SHAPES[work][:2]
+        model = get_model(work, in_channels=c, image_size=s)
+        opt = md.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = md.tensor(rng.random((128, c, s, s)).astype(numpy.float32))
+        y = md.tensor(rng.integers(0, 10, 128))
+
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+    model = get_model("madry_mnist", in_channels=1, image_size=28).eval()
+    if work == "pgd":
+        from minidl.adversarial import pgd
+        x = md.tensor(rng.random((128, 1, 28, 28)).astype(numpy.float32))
+        y = md.tensor(rng.integers(0, 10, 128))
+        return lambda: pgd(model, x, y, 0.3, 0.01, 10)
+    batch = {"fwd1": 1, "fwd16": 16, "square": 16}[work]
+    x = md.tensor(rng.random((batch, 1, 28, 28)).astype(numpy.float32))
+    if work.startswith("fwd"):
+        def forward():
+            with md.no_grad():
+                model(x)
+        return forward
+    y = rng.integers(0, 10, batch)
+
+    def queries():  # the per-query work of Square: perturb, forward, margin
+        with md.no_grad():
+            for _ in range(100):
+                xn = numpy.clip(x.array + rng.uniform(-0.3, 0.3, x.shape).astype(numpy.float32), 0, 1)
+                logits = model(md.tensor(xn)).array
+                true = logits[numpy.arange(batch), y]
+                logits[numpy.arange(batch), y] = -numpy.inf
+                _ = true - logits.max(axis=1)
+    return queries
+
+
+def torch_work(torch, work, rng):
+    if work in SHAPES:
+        c, s = SHAPES[work][:2]
+        model = TORCH_MODELS[work](torch)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.tensor(rng.random((128, c, s, s)).astype(numpy.float32))
+        y = torch.tensor(rng.integers(0, 10, 128))
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+    model = torch_madry(torch).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if work == "pgd":
+        x = torch.tensor(rng.random((128, 1, 28, 28)).astype(numpy.float32))
+        y = torch.tensor(rng.integers(0, 10, 128))
+        return lambda: torch_pgd(torch, model, x, y, 0.3, 0.01, 10)
+    batch = {"fwd1": 1, "fwd16": 16, "square": 16}[work]
+    x = torch.tensor(rng.random((batch, 1, 28, 28)).astype(numpy.float32))
+    if work.startswith("fwd"):
+        def forward():
+            with torch.no_grad():
+                model(x)
+        return forward
+    y = torch.tensor(rng.integers(0, 10, batch))
+    ar = torch.arange(batch)
+
+    def queries():
+        with torch.no_grad():
+            for _ in range(100):
+                xn = torch.clamp(x + torch.empty_like(x).uniform_(-0.3, 0.3), 0, 1)
+                logits = model(xn)
+                true = logits[ar, y]
+                logits[ar, y] = -float("inf")
+                _ = true - logits.max(dim=1).values
+    return queries
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", nargs="+", default=list(WORKS), choices=WORKS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=2)
+    parser.add_argument("--tiers", nargs="+", default=["fast", "reference"])
+    args = parser.parse_args(argv)
+    torch = try_import_torch()
+    has_tiers = hasattr(kernels, "use")
+    tiers = args.tiers if has_tiers else ["fast"]
+    threads = os.cpu_count() or 1
+    if torch is not None:
+        torch.set_num_threads(threads)
+    overrides = ", ".join(f"{v}={os.environ[v]}" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                          if v in os.environ) or "none"
+    blas = kernels.runtime.blas if hasattr(kernels, "runtime") else __import__("minidl.kernels.blas").kernels.blas
+    print(f"CPU: {cpu_name()}, {threads} cores; NumPy BLAS: {blas.describe()}; OpenBLAS overrides: {overrides}")
+    print(f"minidl at {os.path.dirname(md.__file__)}; PyTorch {torch.__version__ if torch else 'not installed'}")
+    print(f"{args.rounds} interleaved rounds of {args.per_round} calls each, after 2 warm-up calls; ms")
+    header = f"{'work':<14}" + "".join(f"{'minidl ' + t:>22}" for t in tiers) + (f"{'PyTorch':>18}" if torch else "")
+    print(header + "   ratios to PyTorch (median / best)")
+    rng = numpy.random.default_rng(0)
+    for work in args.work:
+        fns = {}
+        for tier in tiers:
+            if has_tiers:
+                kernels.use(tier)
+            fns[tier] = minidl_work(work, rng)
+        if torch is not None:
+            fns["torch"] = torch_work(torch, work, rng)
+        times = {name: [] for name in fns}
+
+        def run(name, calls, keep):
+            if has_tiers and name != "torch":
+                kernels.use(name)
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fns[name]()
+                if keep:
+                    times[name].append(time.perf_counter() - t0)
+        for name in fns:
+            run(name, 2, False)
+        for _ in range(args.rounds):
+            for name in fns:
+                run(name, args.per_round, True)
+        if has_tiers:
+            kernels.use("fast")
+        cells = "".join(f"{median(times[t]) * 1e3:12.1f} ({min(times[t]) * 1e3:7.1f})" for t in tiers)
+        if torch is not None:
+            cells += f"{median(times['torch']) * 1e3:10.1f} ({min(times['torch']) * 1e3:5.1f})"
+            cells += "   " + "  ".join(
+                f"{t} {median(times[t]) / median(times['torch']):.2f}x/{min(times[t]) / min(times['torch']):.2f}x"
+                for t in tiers)
+        print(f"{work:<14}{cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
