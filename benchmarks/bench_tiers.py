@@ -19,6 +19,10 @@ median and best call and the ratios to PyTorch. Works:
 
 A revision without ``minidl.kernels.use`` (before the tiers existed) runs the fast column only.
 The header names the CPU, the BLAS and its OpenBLAS overrides.
+
+``--ablation`` measures instead what each group of fast implementations buys on a training step:
+the fast tier against the fast tier with that group pinned to its reference
+(``minidl.kernels.force``), interleaved; "buys" is the share of the step without it that it saves.
 """
 import argparse
 import os
@@ -39,6 +43,10 @@ from bench_models import TORCH_MODELS  # noqa: E402
 from common import median, try_import_torch  # noqa: E402
 
 WORKS = ("madry_mnist", "cifar_cnn", "pgd", "fwd1", "fwd16", "square")
+GROUPS = {"conv2d (im2col, fft)": ["conv2d"], "pool2d (cpu)": ["pool2d"],
+          "relu (threads)": ["relu_forward", "relu_backward"],
+          "batch norm (chunks)": ["batch_norm_stats", "channel_affine", "batch_norm_sums", "batch_norm_input_grad"],
+          "matmul (blocks)": ["matmul"], "sgd_update (threads)": ["sgd_update"]}
 SHAPES = {"madry_mnist": (1, 28, 28), "cifar_cnn": (3, 32, 32)}
 
 
@@ -135,12 +143,57 @@ def torch_work(torch, work, rng):
     return queries
 
 
+def interleaved(fns, rounds, per_round, before=None):
+    """Every call's time per contender ({name: fn}), rounds interleaved after 2 warm-up calls
+    each; ``before(name)`` runs (untimed) before each contender's calls."""
+    times = {name: [] for name in fns}
+
+    def run(name, calls, keep):
+        if before is not None:
+            before(name)
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fns[name]()
+            if keep:
+                times[name].append(time.perf_counter() - t0)
+    for name in fns:
+        run(name, 2, False)
+    for _ in range(rounds):
+        for name in fns:
+            run(name, per_round, True)
+    return times
+
+
+def ablation(works, rounds, per_round):
+    rng = numpy.random.default_rng(0)
+    for work in works:
+        step = minidl_work(work, rng)
+        contenders = ["all fast"] + list(GROUPS)
+        pins = []
+
+        def pin(name):
+            while pins:
+                pins.pop().__exit__(None, None, None)
+            for kernel in GROUPS.get(name, []):
+                pins.append(kernels.force(kernel, "reference"))
+        times = interleaved({name: step for name in contenders}, rounds, per_round, before=pin)
+        pin("all fast")
+        fast = times["all fast"]
+        print(f"{work}: all fast {median(fast) * 1e3:.1f} ms median ({min(fast) * 1e3:.1f} best)")
+        for name in GROUPS:
+            t = times[name]
+            print(f"  without {name:<26} {median(t) * 1e3:8.1f} ms ({min(t) * 1e3:7.1f}): buys "
+                  f"{100 * (1 - median(fast) / median(t)):5.1f}% of the step (best: {100 * (1 - min(fast) / min(t)):5.1f}%)",
+                  flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", nargs="+", default=list(WORKS), choices=WORKS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=2)
     parser.add_argument("--tiers", nargs="+", default=["fast", "reference"])
+    parser.add_argument("--ablation", action="store_true", help="what each group of fast kernels buys")
     args = parser.parse_args(argv)
     torch = try_import_torch()
     has_tiers = hasattr(kernels, "use")
@@ -154,6 +207,8 @@ def main(argv=None):
     print(f"CPU: {cpu_name()}, {threads} cores; NumPy BLAS: {blas.describe()}; OpenBLAS overrides: {overrides}")
     print(f"minidl at {os.path.dirname(md.__file__)}; PyTorch {torch.__version__ if torch else 'not installed'}")
     print(f"{args.rounds} interleaved rounds of {args.per_round} calls each, after 2 warm-up calls; ms")
+    if args.ablation:
+        return ablation([w for w in args.work if w in SHAPES], args.rounds, args.per_round)
     header = f"{'work':<14}" + "".join(f"{'minidl ' + t:>22}" for t in tiers) + (f"{'PyTorch':>18}" if torch else "")
     print(header + "   ratios to PyTorch (median / best)")
     rng = numpy.random.default_rng(0)
@@ -165,21 +220,8 @@ def main(argv=None):
             fns[tier] = minidl_work(work, rng)
         if torch is not None:
             fns["torch"] = torch_work(torch, work, rng)
-        times = {name: [] for name in fns}
-
-        def run(name, calls, keep):
-            if has_tiers and name != "torch":
-                kernels.use(name)
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                fns[name]()
-                if keep:
-                    times[name].append(time.perf_counter() - t0)
-        for name in fns:
-            run(name, 2, False)
-        for _ in range(args.rounds):
-            for name in fns:
-                run(name, args.per_round, True)
+        times = interleaved(fns, args.rounds, args.per_round,
+                            before=lambda name: has_tiers and name != "torch" and kernels.use(name))
         if has_tiers:
             kernels.use("fast")
         cells = "".join(f"{median(times[t]) * 1e3:12.1f} ({min(times[t]) * 1e3:7.1f})" for t in tiers)
