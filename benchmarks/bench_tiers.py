@@ -23,6 +23,10 @@ The header names the CPU, the BLAS and its OpenBLAS overrides.
 ``--ablation`` measures instead what each group of fast implementations buys on a training step:
 the fast tier against the fast tier with that group pinned to its reference
 (``minidl.kernels.force``), interleaved; "buys" is the share of the step without it that it saves.
+On a loaded machine a step's spread hides a few percent, so ``--replay`` measures the function
+kernels more finely: it records every call one training step makes to them, then replays the
+calls of each group with the fast and with the reference implementation, interleaved, and gives
+the saving as a share of the step (the fast step's time plus what the reference would add).
 """
 import argparse
 import os
@@ -44,9 +48,8 @@ from common import median, try_import_torch  # noqa: E402
 
 WORKS = ("madry_mnist", "cifar_cnn", "pgd", "fwd1", "fwd16", "square")
 GROUPS = {"conv2d (im2col, fft)": ["conv2d"], "pool2d (cpu)": ["pool2d"],
-          "relu (threads)": ["relu_forward", "relu_backward"],
           "batch norm (chunks)": ["batch_norm_stats", "channel_affine", "batch_norm_sums", "batch_norm_input_grad"],
-          "matmul (blocks)": ["matmul"], "sgd_update (threads)": ["sgd_update"]}
+          "matmul (blocks)": ["matmul"]}
 SHAPES = {"madry_mnist": (1, 28, 28), "cifar_cnn": (3, 32, 32)}
 
 
@@ -164,11 +167,11 @@ def interleaved(fns, rounds, per_round, before=None):
     return times
 
 
-def ablation(works, rounds, per_round):
+def ablation(works, rounds, per_round, groups):
     rng = numpy.random.default_rng(0)
     for work in works:
         step = minidl_work(work, rng)
-        contenders = ["all fast"] + list(GROUPS)
+        contenders = ["all fast"] + groups
         pins = []
 
         def pin(name):
@@ -180,11 +183,57 @@ def ablation(works, rounds, per_round):
         pin("all fast")
         fast = times["all fast"]
         print(f"{work}: all fast {median(fast) * 1e3:.1f} ms median ({min(fast) * 1e3:.1f} best)")
-        for name in GROUPS:
+        for name in groups:
             t = times[name]
             print(f"  without {name:<26} {median(t) * 1e3:8.1f} ms ({min(t) * 1e3:7.1f}): buys "
                   f"{100 * (1 - median(fast) / median(t)):5.1f}% of the step (best: {100 * (1 - min(fast) / min(t)):5.1f}%)",
                   flush=True)
+
+
+def replay(works, rounds, groups):
+    rng = numpy.random.default_rng(0)
+    names = [k for g in groups for k in GROUPS[g] if k not in ("conv2d", "pool2d")]
+    for work in works:
+        step = minidl_work(work, rng)
+        step()
+        calls = []
+        saved = {name: dict(kernels.KERNELS[name].implementations) for name in names}
+
+        def recorder(name, fn):
+            def record(*args, **kwargs):
+                calls.append((name, args, kwargs))
+                return fn(*args, **kwargs)
+            return record
+        for name in names:
+            impls = kernels.KERNELS[name].implementations
+            for impl in impls:
+                impls[impl] = recorder(name, impls[impl])
+        try:
+            step()
+        finally:
+            for name in names:
+                kernels.KERNELS[name].implementations.update(saved[name])
+        steps = interleaved({"step": step}, rounds, 1)["step"]
+        print(f"{work}: fast step {median(steps) * 1e3:.1f} ms median ({min(steps) * 1e3:.1f} best); "
+              f"function-kernel calls in one step: {len(calls)}")
+        for group in groups:
+            mine = [(n, a, k) for n, a, k in calls if n in GROUPS[group]]
+            if not mine:
+                continue
+
+            def run(tier, mine=mine):
+                def go():
+                    for n, a, k in mine:
+                        impls = saved[n]
+                        impls[kernels.KERNELS[n].rule(*a, **k) if tier == "fast" else "reference"](*a, **k)
+                return go
+            t = interleaved({"fast": run("fast"), "reference": run("reference")}, rounds, 1)
+            f, r = t["fast"], t["reference"]
+            share = lambda s_, f_, r_: 100 * (r_ - f_) / (s_ + r_ - f_)  # noqa: E731
+            print(f"  {group:<24} {len(mine):3d} calls: fast {median(f) * 1e3:7.2f} ms ({min(f) * 1e3:6.2f}), "
+                  f"reference {median(r) * 1e3:7.2f} ms ({min(r) * 1e3:6.2f}): buys "
+                  f"{share(median(steps), median(f), median(r)):5.1f}% of the step "
+                  f"(best: {share(min(steps), min(f), min(r)):5.1f}%)", flush=True)
 
 
 def main(argv=None):
@@ -194,6 +243,10 @@ def main(argv=None):
     parser.add_argument("--per-round", type=int, default=2)
     parser.add_argument("--tiers", nargs="+", default=["fast", "reference"])
     parser.add_argument("--ablation", action="store_true", help="what each group of fast kernels buys")
+    parser.add_argument("--replay", action="store_true", help="what each function-kernel group buys, "
+                        "by replaying one step's calls")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS),
+                        help="--ablation: the groups to pin to their references, one at a time")
     args = parser.parse_args(argv)
     torch = try_import_torch()
     has_tiers = hasattr(kernels, "use")
@@ -206,9 +259,13 @@ def main(argv=None):
     blas = kernels.runtime.blas if hasattr(kernels, "runtime") else __import__("minidl.kernels.blas").kernels.blas
     print(f"CPU: {cpu_name()}, {threads} cores; NumPy BLAS: {blas.describe()}; OpenBLAS overrides: {overrides}")
     print(f"minidl at {os.path.dirname(md.__file__)}; PyTorch {torch.__version__ if torch else 'not installed'}")
-    print(f"{args.rounds} interleaved rounds of {args.per_round} calls each, after 2 warm-up calls; ms")
+    print(f"{args.rounds} interleaved rounds of {1 if args.replay else args.per_round} call(s) each, "
+          f"after 2 warm-up calls; ms")
+    if args.replay:
+        return replay([w for w in args.work if w in SHAPES], args.rounds,
+                      [g for g in args.groups if g not in ("conv2d (im2col, fft)", "pool2d (cpu)")])
     if args.ablation:
-        return ablation([w for w in args.work if w in SHAPES], args.rounds, args.per_round)
+        return ablation([w for w in args.work if w in SHAPES], args.rounds, args.per_round, args.groups)
     header = f"{'work':<14}" + "".join(f"{'minidl ' + t:>22}" for t in tiers) + (f"{'PyTorch':>18}" if torch else "")
     print(header + "   ratios to PyTorch (median / best)")
     rng = numpy.random.default_rng(0)

@@ -269,20 +269,6 @@ def test_for_each_item_propagates_errors_and_restores_blas(threads):
 
 
 @settings(max_examples=20, deadline=None)
-@given(shape=st.sampled_from([(), (1,), (7, 3), (33, 2, 5)]), k=st.integers(1, 4), piece=st.integers(1, 64))
-def test_elementwise_matches_one_call(shape, k, piece):
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
-    old, parallel.ELEMENTWISE_BYTES = parallel.ELEMENTWISE_BYTES, piece  # pieces of one or a few rows
-    try:
-        with forced_split(k):
-            out = parallel.elementwise(lambda o, a, b: np.multiply(a, b > 0, out=o), np.empty(shape), a, b)
-    finally:
-        parallel.ELEMENTWISE_BYTES = old
-    assert np.array_equal(out, a * (b > 0))
-
-
-@settings(max_examples=20, deadline=None)
 @given(cfg=conv_configs(max_batch=7), layout=st.sampled_from(["cnhw", "chwn", "nhwc"]), k=st.integers(2, 4),
        need=st.sampled_from([(True, True), (True, False), (False, True)]))
 def test_conv_chunks_on_several_threads_match_one_thread(cfg, layout, k, need):
@@ -311,17 +297,17 @@ def test_conv_chunks_on_several_threads_match_one_thread(cfg, layout, k, need):
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
-    """Batch norm's per-chunk partial sums are added in chunk order and ReLU's pieces are
-    independent, so forward and backward are bitwise the same on one thread and on k."""
+def test_batch_norm_does_not_depend_on_the_thread_count(k):
+    """Batch norm's per-chunk partial sums are added in chunk order, so forward and backward are
+    bitwise the same on one thread and on k."""
     from minidl import Tensor
     import minidl.functional as F
     from minidl.kernels import batch_norm_cpu
     rng = np.random.default_rng(1)
     x0 = rng.standard_normal((9, 3, 4, 5)) * 2 + 1
     g0 = rng.standard_normal(x0.shape)
-    old_bn, old_ew = batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES
-    batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = 2 * x0[0].nbytes, x0[0].nbytes
+    old_bn = batch_norm_cpu.CHUNK_BYTES
+    batch_norm_cpu.CHUNK_BYTES = 2 * x0[0].nbytes
     try:
         results = []
         for n in (1, k):
@@ -331,7 +317,7 @@ def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
                 y.backward(g0)
                 results.append([y.array, x.grad.array, gamma.grad.array, beta.grad.array])
     finally:
-        batch_norm_cpu.CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
+        batch_norm_cpu.CHUNK_BYTES = old_bn
     for serial, threaded in zip(*results):
         assert np.array_equal(serial, threaded)
 
@@ -387,27 +373,3 @@ def test_split_products_inside_conv_algorithms_match_reference(algorithm):
     rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
     np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-10)
-
-
-@settings(max_examples=15, deadline=None)
-@given(shape=st.sampled_from([(1,), (7, 3), (33, 2, 5), (3, 4, 6, 6)]), k=st.integers(1, 3),
-       piece=st.sampled_from([8, 64, 1 << 12, 1 << 22]), dtype=st.sampled_from([np.float32, np.float64]))
-def test_relu_forward_for_any_piece_size(shape, k, piece, dtype):
-    """ReLU's forward takes the maximum against a shared buffer of zeros sized for the pieces: it
-    stays exact when the piece size changes between calls (the buffer must not be too small) and
-    for a call larger than a piece (one thread: no pieces)."""
-    from minidl.kernels import elementwise_cpu
-    from minidl.ops import activation
-    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    old = parallel.ELEMENTWISE_BYTES
-    elementwise_cpu._ZEROS.clear()
-    try:
-        parallel.ELEMENTWISE_BYTES = 8  # the shared zeros first sized for tiny pieces
-        assert np.array_equal(activation.ReLU().forward(np.array([-1.0, 2.0], dtype)), [0, 2])
-        for size in (8, piece):
-            parallel.ELEMENTWISE_BYTES = size
-            with forced_split(k):
-                y = activation.ReLU().forward(x)
-            assert y.dtype == dtype and np.array_equal(y, np.maximum(x, 0))
-    finally:
-        parallel.ELEMENTWISE_BYTES = old

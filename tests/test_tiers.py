@@ -2,8 +2,8 @@
 reference, and the whole engine (training, an attack) on both tiers.
 
 * Each fast implementation of a function kernel is a property test against ``reference.py``
-  with the public strategies, its splitting forced (pieces, chunks and blocks even for tiny
-  arrays, several threads), so that the pieces are what is tested. (Convolution and pooling's
+  with the public strategies, its splitting forced (chunks and blocks even for tiny arrays,
+  several threads), so that the pieces are what is tested. (Convolution and pooling's
   fast implementations have theirs in ``test_kernels.py``.)
 * ``use("reference")`` and ``MINIDL_KERNELS=reference`` run every kernel on its reference: a
   small CNN trained a few steps, and PGD, never reach a fast implementation, and agree with the
@@ -23,7 +23,7 @@ import minidl as md
 import minidl.functional as F
 from minidl import kernels, nn
 from minidl.adversarial import pgd
-from minidl.kernels import batch_norm_cpu, elementwise_cpu, reference
+from minidl.kernels import batch_norm_cpu, reference
 from minidl.kernels.runtime import parallel
 from minidl.testing.strategies import conv_configs, pool_configs, shapes, tensors
 
@@ -43,47 +43,18 @@ def close(got, want, dtype):
 
 @contextlib.contextmanager
 def small_pieces():
-    """Elementwise pieces, batch-norm chunks and matmul blocks of a few bytes, on 3 threads (a
-    context manager: hypothesis tests cannot use fixtures per example)."""
-    old = parallel.ELEMENTWISE_BYTES, batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS
-    parallel.ELEMENTWISE_BYTES, batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS = 16, 16, 0
+    """Batch-norm chunks and matmul blocks of a few bytes, on 3 threads (a context manager:
+    hypothesis tests cannot use fixtures per example)."""
+    old = batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS
+    batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS = 16, 0
     try:
         with forced_split(3):
             yield
     finally:
-        parallel.ELEMENTWISE_BYTES, batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS = old
+        batch_norm_cpu.CHUNK_BYTES, parallel.MATMUL_SPLIT_MACS = old
 
 
 # --- each fast implementation against its reference -------------------------------------------
-@examples(30)
-@given(data=st.data(), dtype=FLOATS)
-def test_relu_threads_is_the_reference(data, dtype):
-    x = data.draw(tensors(shape=shapes(min_dims=1, max_dims=4, max_side=5), dtype=dtype)).array
-    g = data.draw(tensors(shape=x.shape, dtype=dtype)).array
-    with small_pieces():
-        y = elementwise_cpu.relu_forward(x)
-        gx = elementwise_cpu.relu_backward(g, y)
-    assert y.dtype == x.dtype and np.array_equal(y, reference.relu_forward(x))
-    assert np.array_equal(gx, reference.relu_backward(g, y))
-
-
-@examples(30)
-@given(data=st.data(), dtype=FLOATS, momentum=st.sampled_from([0.0, 0.9]), nesterov=st.booleans(),
-       wd=st.sampled_from([0.0, 5e-4]), steps=st.integers(1, 3))
-def test_sgd_threads_is_the_reference(data, dtype, momentum, nesterov, wd, steps):
-    nesterov = nesterov and momentum > 0
-    p0 = data.draw(tensors(shape=shapes(min_dims=1, max_dims=3, max_side=6), dtype=dtype)).array
-    grads = [data.draw(tensors(shape=p0.shape, dtype=dtype)).array for _ in range(steps)]
-    results = []
-    for update in (reference.sgd_update, elementwise_cpu.sgd_update):
-        p, v = p0.copy(), np.empty_like(p0)
-        with small_pieces():
-            for i, g in enumerate(grads):
-                update(p, g, v, 0.1, momentum, nesterov, wd, i == 0)
-        results.append(p)
-    assert np.array_equal(results[0], results[1])   # the same ufuncs on every element
-
-
 @examples(30)
 @given(data=st.data(), dtype=FLOATS, spatial=st.booleans())
 def test_batch_norm_chunks_match_the_reference(data, dtype, spatial):
@@ -120,7 +91,7 @@ def test_every_kernel_has_a_reference_and_its_rule_names_a_real_implementation()
     x = np.ones((2, 3, 4, 4), np.float32)
     for name, k in kernels.KERNELS.items():
         assert "reference" in k.implementations, name
-    for name in ("relu_forward", "batch_norm_stats", "channel_affine", "matmul"):
+    for name in ("batch_norm_stats", "channel_affine", "matmul"):
         assert kernels.KERNELS[name].choose(x) in kernels.KERNELS[name].implementations
     assert kernels.KERNELS["conv2d"].choose(x, np.ones((2, 3, 3, 3), np.float32), (1, 1)) == "im2col"
     assert kernels.KERNELS["pool2d"].choose(x) == "cpu"
@@ -239,11 +210,11 @@ def test_use_and_force_check_their_arguments():
         kernels.use("plain")
     with pytest.raises(ValueError, match="kernels.force: unknown kernel 'gelu'"):
         kernels.force("gelu", "reference")
-    with pytest.raises(ValueError, match="kernels.force: kernel 'relu_forward' has no implementation 'simd'"):
-        kernels.force("relu_forward", "simd")
-    with kernels.force("relu_forward", "reference"):
-        assert kernels.KERNELS["relu_forward"].choose(np.ones(3)) == "reference"
-    assert kernels.KERNELS["relu_forward"].choose(np.ones(3)) == "threads"
+    with pytest.raises(ValueError, match="kernels.force: kernel 'matmul' has no implementation 'simd'"):
+        kernels.force("matmul", "simd")
+    with kernels.force("matmul", "reference"):
+        assert kernels.KERNELS["matmul"].choose(np.ones(3)) == "reference"
+    assert kernels.KERNELS["matmul"].choose(np.ones(3)) == "blocks"
     previous = kernels.use("reference")
     assert kernels.tier() == "reference"
     previous.__exit__(None, None, None)

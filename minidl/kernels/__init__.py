@@ -7,9 +7,12 @@ optimizers and the layers call the kernels below and never see how they run:
 * convolution and pooling (``conv2d_forward``/``conv2d_backward``, ``max_pool2d_*``,
   ``avg_pool2d_*``; NCHW arrays; a forward returns ``(output, cache)`` and the opaque cache goes
   back unchanged to the matching backward);
-* ``relu_forward``, ``relu_backward``; batch normalisation's per-channel passes
-  (``batch_norm_stats``, ``channel_affine``, ``batch_norm_sums``, ``batch_norm_input_grad``);
-  ``matmul``; ``sgd_update``.
+* batch normalisation's per-channel passes (``batch_norm_stats``, ``channel_affine``,
+  ``batch_norm_sums``, ``batch_norm_input_grad``) and ``matmul``.
+
+Only what earns its place is a kernel: a fast implementation stays if it buys at least 3% of a
+``madry_mnist`` or ``cifar_cnn`` training step (``benchmarks/README.md``). ReLU and the optimizer
+updates measured no gain from threads and are plain code in ``ops`` and ``optim``.
 
 Two tiers: ``reference`` runs ``reference.py`` everywhere (the plain code, the tests' oracle);
 ``fast`` (the default) runs each kernel's fixed, shape-based rule. ``MINIDL_KERNELS=reference``
@@ -17,13 +20,13 @@ or ``minidl.kernels.use("reference")`` selects the plain tier for the whole engi
 
 Reading order: ``reference.py``; ``registry.py`` (the table and the tiers); then ``conv.py`` and
 ``pool.py`` (checks and dispatch) and the fast implementations: ``conv_im2col.py``,
-``conv_fft.py``, ``pool_cpu.py``, ``elementwise_cpu.py``, ``batch_norm_cpu.py`` (with the
+``conv_fft.py``, ``pool_cpu.py``, ``batch_norm_cpu.py`` (with the
 machinery in ``runtime/``) and the CUDA ones, ``conv_cuda.py`` and ``pool_cuda.py`` (kernel
 sources in ``cuda_sources.py``).
 """
 import numpy
 
-from . import batch_norm_cpu, elementwise_cpu, reference
+from . import batch_norm_cpu, reference
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from .registry import KERNELS, Kernel, describe, force, tier, use
@@ -35,11 +38,6 @@ def _on_cpu(name):
     """A rule: implementation ``name`` for NumPy arrays, the reference for CuPy ones."""
     return lambda a, *args, **kwargs: name if isinstance(a, numpy.ndarray) else "reference"
 
-
-relu_forward = Kernel("relu_forward", reference.relu_forward, rule=_on_cpu("threads"))
-relu_forward.add("threads", elementwise_cpu.relu_forward)
-relu_backward = Kernel("relu_backward", reference.relu_backward, rule=_on_cpu("threads"))
-relu_backward.add("threads", elementwise_cpu.relu_backward)
 
 batch_norm_stats = Kernel("batch_norm_stats", reference.batch_norm_stats, rule=_on_cpu("chunks"))
 batch_norm_stats.add("chunks", batch_norm_cpu.batch_norm_stats)
@@ -53,15 +51,11 @@ batch_norm_input_grad.add("chunks", batch_norm_cpu.batch_norm_input_grad)
 matmul = Kernel("matmul", reference.matmul, rule=_on_cpu("blocks"))
 matmul.add("blocks", parallel.matmul)
 
-sgd_update = Kernel("sgd_update", reference.sgd_update, rule=_on_cpu("threads"))
-sgd_update.add("threads", elementwise_cpu.sgd_update)
-
 __all__ = [
     "KERNELS", "Kernel", "use", "tier", "force", "describe",
     "conv_output_size", "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-    "relu_forward", "relu_backward",
     "batch_norm_stats", "channel_affine", "batch_norm_sums", "batch_norm_input_grad",
-    "matmul", "sgd_update",
+    "matmul",
     "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
 ]

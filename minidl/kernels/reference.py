@@ -3,8 +3,8 @@ engine on the ``reference`` tier (``MINIDL_KERNELS=reference``, ``minidl.kernels
 
 Everything else in ``minidl/kernels`` computes the same numbers faster; the tests use these
 functions as the oracle of every fast path. NumPy or CuPy arrays (``xp``), NCHW images, no
-buffers, no threads. Convolution and pooling come first, then the elementwise kernels, batch
-normalisation's per-channel passes, the matrix product and the optimizer updates.
+buffers, no threads. Convolution and pooling come first, then batch normalisation's
+per-channel passes and the matrix product.
 
 A window is what one output pixel reads. With stride (sh, sw) and xpad the padded input::
 
@@ -112,17 +112,6 @@ def avg_pool2d_backward(x, grad_y, kernel, stride, padding):
     return crop(col2im(gwin, xpad_shape, stride), padding)
 
 
-# --- elementwise ----------------------------------------------------------------------------
-def relu_forward(x):
-    """y = max(x, 0)."""
-    return get_array_module(x).maximum(x, 0)
-
-
-def relu_backward(g, y):
-    """dL/dx = g * [y > 0] for y = relu(x) (y > 0 exactly where x > 0)."""
-    return g * (y > 0)
-
-
 # --- batch normalisation's per-channel passes ------------------------------------------------
 def _channel_axes(x):
     """Every axis but the channel axis 1 of x (N, C, ...)."""
@@ -163,24 +152,3 @@ def batch_norm_input_grad(g, x, mu, a, b, c):
 def matmul(a, b):
     """a @ b with NumPy's rules."""
     return a @ b
-
-
-# --- optimizer updates ------------------------------------------------------------------------
-def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay, first):
-    """One SGD step, in place in p (and in the velocity v, a buffer shaped like p when
-    momentum > 0; ``first``: v holds nothing yet)::
-
-        g <- g + weight_decay * p
-        v <- g (first step)  or  momentum * v + g
-        p <- p - lr * (g + momentum * v) (Nesterov)  or  p - lr * v  (or p - lr * g, no momentum)
-    """
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        if first:
-            v[...] = g
-        else:
-            v *= momentum
-            v += g
-        g = g + momentum * v if nesterov else v
-    p -= lr * g

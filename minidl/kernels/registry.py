@@ -1,6 +1,6 @@
 """The kernel table: every kernel has a plain reference and, possibly, faster implementations.
 
-A kernel is a named computation on arrays (``relu_forward``, ``conv2d``, ``sgd_update``, ...).
+A kernel is a named computation on arrays (``conv2d``, ``batch_norm_stats``, ``matmul``, ...).
 Its ``reference`` implementation is plain array code on ``xp`` (NumPy or CuPy), written to be
 read; the others compute the same function faster on some device and are registered beside
 it by name. Which one runs is decided in one place, :meth:`Kernel.choose`:

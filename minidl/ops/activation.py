@@ -1,5 +1,4 @@
 """Activations and (log-)softmax, written to stay finite for large |x|."""
-from .. import kernels
 from ..autograd import Function
 from ..backend import get_array_module
 
@@ -10,11 +9,11 @@ class ReLU(Function):
     reads_output = True
 
     def forward(self, x):
-        self.y = kernels.relu_forward(x)      # reference: xp.maximum(x, 0)
+        self.y = get_array_module(x).maximum(x, 0)
         return self.y
 
     def backward(self, g):
-        return (kernels.relu_backward(g, self.y),)   # reference: g * (y > 0)
+        return (g * (self.y > 0),)
 
 
 class Sigmoid(Function):

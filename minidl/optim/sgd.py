@@ -1,5 +1,4 @@
 """Stochastic gradient descent with momentum, Nesterov momentum and weight decay."""
-from .. import kernels
 from ..backend import get_array_module
 from ..validation import check_number
 from .optimizer import Optimizer
@@ -23,4 +22,14 @@ class SGD(Optimizer):
         first = mu and v is None
         if first:
             v = state["velocity"] = get_array_module(g).empty_like(g)
-        kernels.sgd_update(p.array, g, v, lr, mu, nesterov, wd, first)
+        w = p.array
+        if wd:
+            g = g + wd * w
+        if mu:
+            if first:
+                v[...] = g
+            else:
+                v *= mu
+                v += g
+            g = g + mu * v if nesterov else v
+        w -= lr * g
