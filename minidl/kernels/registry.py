@@ -50,8 +50,7 @@ class Kernel:
         KERNELS[name] = self
 
     def add(self, name, implementation):
-        """Register a faster implementation under ``name``; returns it (usable as a decorator
-        through ``functools.partial``)."""
+        """Register a faster implementation under ``name``; returns it."""
         self.implementations[name] = implementation
         return implementation
 
