@@ -22,7 +22,8 @@ The header names the CPU, the BLAS and its OpenBLAS overrides.
 
 ``--ablation`` measures instead what each group of fast implementations buys on a training step:
 the fast tier against the fast tier with that group pinned to its reference
-(``minidl.kernels.force``), interleaved; "buys" is the share of the step without it that it saves.
+(``minidl.kernels.force``), interleaved, one untimed call before each contender's timed ones;
+"buys" is the share of the step without it that it saves.
 On a loaded machine a step's spread hides a few percent, so ``--replay`` measures the function
 kernels more finely: it records every call one training step makes to them, then replays the
 calls of each group with the fast and with the reference implementation, interleaved, and gives
@@ -146,9 +147,11 @@ def torch_work(torch, work, rng):
     return queries
 
 
-def interleaved(fns, rounds, per_round, before=None):
+def interleaved(fns, rounds, per_round, before=None, settle=0):
     """Every call's time per contender ({name: fn}), rounds interleaved after 2 warm-up calls
-    each; ``before(name)`` runs (untimed) before each contender's calls."""
+    each; ``before(name)`` runs (untimed) before each contender's calls, and so do ``settle``
+    untimed calls of it (after a contender that allocates a lot, such as a reference convolution,
+    the allocator's first calls pay page faults that are not the next contender's own cost)."""
     times = {name: [] for name in fns}
 
     def run(name, calls, keep):
@@ -163,6 +166,8 @@ def interleaved(fns, rounds, per_round, before=None):
         run(name, 2, False)
     for _ in range(rounds):
         for name in fns:
+            if settle:
+                run(name, settle, False)
             run(name, per_round, True)
     return times
 
@@ -179,7 +184,7 @@ def ablation(works, rounds, per_round, groups):
                 pins.pop().__exit__(None, None, None)
             for kernel in GROUPS.get(name, []):
                 pins.append(kernels.force(kernel, "reference"))
-        times = interleaved({name: step for name in contenders}, rounds, per_round, before=pin)
+        times = interleaved({name: step for name in contenders}, rounds, per_round, before=pin, settle=1)
         pin("all fast")
         fast = times["all fast"]
         print(f"{work}: all fast {median(fast) * 1e3:.1f} ms median ({min(fast) * 1e3:.1f} best)")
