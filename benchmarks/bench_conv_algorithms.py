@@ -51,7 +51,7 @@ def main(argv=None):
         w = rng.standard_normal((F, C, k, k), dtype=numpy.float32) * 0.1
         im2col, fft = paired_best_times(pass_by("im2col", x, w, pad, need_x), pass_by("fft", x, w, pad, need_x),
                                         rounds=args.repeat)
-        pick = "fft" if conv.use_fft(args.batch, C, F, (k, k), (1, 1)) else "im2col"
+        pick = "fft" if conv.use_fft(args.batch, C, F, (k, k), (1, 1), (side + 2 * pad - k + 1,) * 2) else "im2col"
         print(f"{name:<32}{im2col * 1e3:9.1f}{fft * 1e3:9.1f}{fft / im2col:11.2f}x  {pick}")
 
 

@@ -93,10 +93,10 @@ def test_every_kernel_has_a_reference_and_its_rule_names_a_real_implementation()
         assert "reference" in k.implementations, name
     for name in ("batch_norm_stats", "channel_affine", "matmul"):
         assert kernels.KERNELS[name].choose(x) in kernels.KERNELS[name].implementations
-    assert kernels.KERNELS["conv2d"].choose(x, np.ones((2, 3, 3, 3), np.float32), (1, 1)) == "im2col"
+    assert kernels.KERNELS["conv2d"].choose(x, np.ones((2, 3, 3, 3), np.float32), (1, 1), (1, 1)) == "im2col"
     assert kernels.KERNELS["pool2d"].choose(x) == "cpu"
     with kernels.use("reference"):
-        assert all(k.choose(x, x, (1, 1)) == "reference" for k in kernels.KERNELS.values())
+        assert all(k.choose(x, x, (1, 1), (1, 1)) == "reference" for k in kernels.KERNELS.values())
     assert kernels.tier() == "fast"
 
 

@@ -81,9 +81,9 @@ class Reference:
         return (xp.ascontiguousarray(gx) if need_x_grad else None), (gw if need_w_grad else None)
 
 
-def _rule(x, w, stride):
+def _rule(x, w, stride, padding):
     """The fast tier's algorithm: ``choose_algorithm``."""
-    return choose_algorithm(x, w, stride)
+    return choose_algorithm(x, w, stride, padding)
 
 
 conv2d = Kernel("conv2d", Algorithm({"cpu": Reference, "cuda": Reference}), rule=_rule)
@@ -95,25 +95,29 @@ ALGORITHMS = conv2d.implementations
 FFT_MIN_BATCH = 32
 
 
-def use_fft(N, C, F, kernel, stride):
+def use_fft(N, C, F, kernel, stride, out_hw):
     """Whether the CPU forward takes the FFT path (``conv_fft``) rather than im2col.
 
-    Only stride 1, only where the im2col GEMMs are expensive per output pixel (a kernel of
-    at least 5x5 and C*kh*kw >= 400 products per output), and only for batches of at least
-    ``FFT_MIN_BATCH``. The measurements behind this rule (``python
-    benchmarks/bench_conv_algorithms.py``) are in ``benchmarks/README.md``; 3x3 convolutions
-    stay on im2col for now, their margin having been measured on one machine only.
+    Only stride 1, only where the im2col GEMMs are expensive per output pixel (C*kh*kw >= 400
+    products per output), only for batches of at least ``FFT_MIN_BATCH``, and only for a kernel
+    of at least 5x5 or small maps (at most 16x16 outputs): there the per-frequency products are
+    few, where on large maps a 3x3 layer's spectra are large and slow to transform. The
+    measurements behind this rule (``python benchmarks/bench_layouts.py``,
+    ``bench_conv_algorithms.py``) are in ``benchmarks/README.md``.
     """
     kh, kw = kernel
-    return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
+    Ho, Wo = out_hw
+    return (tuple(stride) == (1, 1) and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
+            and (kh * kw >= 25 or Ho * Wo <= 256))
 
 
-def choose_algorithm(x, w, stride):
+def choose_algorithm(x, w, stride, padding):
     """The fixed rule's algorithm for these arrays: FFT where ``use_fft`` says so, else im2col."""
-    N, C = x.shape[:2]
+    N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     on_cpu = get_array_module(x, w) is numpy
-    return "fft" if on_cpu and use_fft(N, C, F, (kh, kw), stride) else "im2col"
+    out_hw = conv_output_size((H, W), (kh, kw), stride, padding)
+    return "fft" if on_cpu and use_fft(N, C, F, (kh, kw), stride, out_hw) else "im2col"
 
 
 def conv2d_forward(x, w, stride, padding, *, layout=None, algorithm=None, grads=(True, True)):
@@ -186,7 +190,7 @@ def _default_name(x, w, stride, padding, out_hw, dtype, device, grads):
     """The candidate name (``_cpu_candidates``, or an algorithm with its layout left to the rule)
     that runs when the caller forces nothing: the ``conv2d`` kernel's choice (the tier and the
     fixed rule), unless ``autotune``'s mode says otherwise on the fast tier."""
-    rule = conv2d.choose(x, w, stride)
+    rule = conv2d.choose(x, w, stride, padding)
     mode = autotune.get_conv_algorithm()
     if device != "cpu" or rule == "reference" or mode == "rule":
         return rule
