@@ -98,17 +98,17 @@ FFT_MIN_BATCH = 32
 def use_fft(N, C, F, kernel, stride, out_hw):
     """Whether the CPU forward takes the FFT path (``conv_fft``) rather than im2col.
 
-    Only stride 1, only where the im2col GEMMs are expensive per output pixel (C*kh*kw >= 400
-    products per output), only for batches of at least ``FFT_MIN_BATCH``, and only for a kernel
-    of at least 5x5 or small maps (at most 16x16 outputs): there the per-frequency products are
-    few, where on large maps a 3x3 layer's spectra are large and slow to transform. The
-    measurements behind this rule (``python benchmarks/bench_layouts.py``,
-    ``bench_conv_algorithms.py``) are in ``benchmarks/README.md``.
+    Only stride 1, only where the im2col GEMMs are expensive per output pixel (a kernel of at
+    least 5x5 and C*kh*kw >= 400 products per output), and only for batches of at least
+    ``FFT_MIN_BATCH``. 3x3 layers stay on im2col even where FFT wins the layer alone: on
+    cifar_cnn's 48- and 96-channel layers it measured faster layer by layer but made the
+    training step slower (its spectra are kept for the backward pass). ``out_hw`` (Ho, Wo) is
+    part of the signature for rules that need it. The measurements behind this rule (``python
+    benchmarks/bench_layouts.py``, ``bench_conv_algorithms.py``, ``bench_revisions.py``) are in
+    ``benchmarks/README.md``.
     """
     kh, kw = kernel
-    Ho, Wo = out_hw
-    return (tuple(stride) == (1, 1) and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
-            and (kh * kw >= 25 or Ho * Wo <= 256))
+    return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
 
 
 def choose_algorithm(x, w, stride, padding):
