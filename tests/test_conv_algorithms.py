@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 import minidl as md
 import minidl.functional as F
 from minidl.kernels import conv, conv2d_backward, conv2d_forward, conv_im2col
-from minidl.kernels.runtime import autotune, blas, parallel
-from minidl.testing import gradcheck
+from minidl.kernels.runtime import autotune, blas
 
 from conftest import examples
 

@@ -19,7 +19,7 @@ import minidl as md
 import minidl.functional as F
 from minidl.autograd import Function
 from minidl.kernels import batch_norm_cpu, reference
-from minidl.ops import activation, arithmetic, loss, matmul, normalization, reduce, select, shape, unary
+from minidl.ops import activation, arithmetic, loss, matmul, reduce, select, shape, unary
 from minidl.ops import pad as pad_op
 from minidl.ops import conv as conv_op
 from minidl.ops import pool as pool_op

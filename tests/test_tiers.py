@@ -25,7 +25,7 @@ from minidl import kernels, nn
 from minidl.adversarial import pgd
 from minidl.kernels import batch_norm_cpu, reference
 from minidl.kernels.runtime import parallel
-from minidl.testing.strategies import conv_configs, pool_configs, shapes, tensors
+from minidl.testing.strategies import conv_configs, pool_configs, tensors
 
 from conftest import examples
 from test_parallel import forced_split
