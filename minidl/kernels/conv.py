@@ -99,16 +99,18 @@ def use_fft(N, C, F, kernel, stride, out_hw):
     """Whether the CPU forward takes the FFT path (``conv_fft``) rather than im2col.
 
     Only stride 1, only where the im2col GEMMs are expensive per output pixel (a kernel of at
-    least 5x5 and C*kh*kw >= 400 products per output), and only for batches of at least
-    ``FFT_MIN_BATCH``. 3x3 layers stay on im2col even where FFT wins the layer alone: on
-    cifar_cnn's 48- and 96-channel layers it measured faster layer by layer but made the
-    training step slower (its spectra are kept for the backward pass). ``out_hw`` (Ho, Wo) is
-    part of the signature for rules that need it. The measurements behind this rule (``python
+    least 5x5 and C*kh*kw >= 400 products per output, or any kernel with C*kh*kw >= 800 on maps
+    of at most 8x8 outputs, where the per-frequency products are few), and only for batches of at
+    least ``FFT_MIN_BATCH``. Other 3x3 layers stay on im2col even where FFT wins the layer alone:
+    on cifar_cnn's 48-channel layers it measured faster layer by layer but made the training step
+    slower (its spectra are kept for the backward pass). The measurements behind this rule (``python
     benchmarks/bench_layouts.py``, ``bench_conv_algorithms.py``, ``bench_revisions.py``) are in
     ``benchmarks/README.md``.
     """
     kh, kw = kernel
-    return tuple(stride) == (1, 1) and kh * kw >= 25 and C * kh * kw >= 400 and N >= FFT_MIN_BATCH
+    Ho, Wo = out_hw
+    return (tuple(stride) == (1, 1) and N >= FFT_MIN_BATCH
+            and ((kh * kw >= 25 and C * kh * kw >= 400) or (C * kh * kw >= 800 and Ho * Wo <= 64)))
 
 
 def choose_algorithm(x, w, stride, padding):
