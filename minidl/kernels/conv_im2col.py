@@ -227,9 +227,11 @@ def choose_layout(C, F, kh, kw, Wo, sw):
     """The layout of the fixed rule. The copies scale with the cols size K*M = kh*kw*C*M, the
     transposes with the x/y/dy sizes (C + 2F)*M (about), so batch-innermost (``chwn``) pays off
     when K is large relative to C + F, and only when cnhw rows are short: fewer than 32
-    elements, or not contiguous at all (sw > 1). Measurements in ``benchmarks/README.md``."""
+    elements, or not contiguous at all (sw > 1). With stride 1 on maps of at most 16 columns the
+    channels-last layout's single strided copy does better still (the tuner's choice on
+    cifar_cnn's 16x16 and 8x8 layers). Measurements in ``benchmarks/README.md``."""
     if kh * kw * C >= 2 * (C + F) and (Wo < 32 or sw > 1):
-        return LAYOUTS["chwn"]
+        return LAYOUTS["nhwc"] if sw == 1 and Wo <= 16 else LAYOUTS["chwn"]
     return LAYOUTS["cnhw"]
 
 
