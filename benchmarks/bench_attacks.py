@@ -31,7 +31,7 @@ import numpy
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minidl import backend  # noqa: E402
 from minidl.adversarial import pgd  # noqa: E402
-from minidl.kernels import blas, parallel  # noqa: E402
+from minidl.kernels.runtime import blas, parallel  # noqa: E402
 from minidl.models import madry_mnist  # noqa: E402
 
 from common import (benchmark_parser, best_time, median, paired_best_times, paired_run_times, paired_times,  # noqa: E402

@@ -1,14 +1,13 @@
 """The CPU kernels' work-piece sizes, on the CIFAR-10 network's layers: im2col's chunk
-(``conv_im2col.CHUNK_BYTES``), batch norm's chunk (``normalization._CHUNK_BYTES``) and the
-elementwise pieces (``parallel.ELEMENTWISE_BYTES``, ReLU's forward and backward).
+(``conv_im2col.CHUNK_BYTES``) and batch norm's chunk (``batch_norm_cpu.CHUNK_BYTES``).
 
-    python benchmarks/bench_chunks.py [--knob im2col bn elementwise] [--mib 0.25 1 2 4 8]
+    python benchmarks/bench_chunks.py [--knob im2col bn] [--mib 0.25 1 2 4 8]
                                       [--batch 128] [--repeat 6]
 
 For each knob, each ``cifar_cnn`` layer of that kind runs forward and backward once per size in
 every round (rounds alternate the sizes, so a slow spell of a shared machine hits all of them):
 the convolutions by im2col in the layout the fixed rule picks (the first layer without the
-input gradient, as in training), batch norm in training mode, ReLU. Prints the median ms per
+input gradient, as in training), batch norm in training mode. Prints the median ms per
 layer and their sum. The pieces are handed out to the kernel threads, so the best size depends
 on the thread count (``MINIDL_NUM_THREADS``) as well as on the caches.
 """
@@ -20,13 +19,13 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minidl.kernels import conv_im2col, parallel  # noqa: E402
-from minidl.ops import activation, normalization  # noqa: E402
+from minidl.kernels import batch_norm_cpu, conv_im2col  # noqa: E402
+from minidl.kernels.runtime import parallel  # noqa: E402
+from minidl.ops import normalization  # noqa: E402
 
 CONVS = [(3, 24, 32), (24, 24, 32), (24, 48, 16), (48, 48, 16), (48, 96, 8), (96, 96, 8)]  # C, F, side
-MAPS = [(24, 32), (48, 16), (96, 8)]  # channels, side of the batch-norm and ReLU inputs
-KNOBS = {"im2col": (conv_im2col, "CHUNK_BYTES"), "bn": (normalization, "_CHUNK_BYTES"),
-         "elementwise": (parallel, "ELEMENTWISE_BYTES")}
+MAPS = [(24, 32), (48, 16), (96, 8)]  # channels, side of the batch-norm inputs
+KNOBS = {"im2col": (conv_im2col, "CHUNK_BYTES"), "bn": (batch_norm_cpu, "CHUNK_BYTES")}
 
 
 def layers(knob, batch, rng):
@@ -54,12 +53,7 @@ def layers(knob, batch, rng):
             f.needs_grad = (True, True, True)
             f.forward(x, gamma, beta)
             f.backward(g)
-
-        def relu(x=x, g=g):
-            f = activation.ReLU()
-            f.forward(x)
-            f.backward(g)
-        out.append((f"{C}x{S}x{S}", bn if knob == "bn" else relu))
+        out.append((f"{C}x{S}x{S}", bn))
     return out
 
 

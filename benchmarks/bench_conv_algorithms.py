@@ -1,11 +1,11 @@
-"""Convolution algorithms on the CPU: im2col against FFT and Winograd, forward + backward, per layer shape.
+"""Convolution algorithms on the CPU: im2col against FFT, forward + backward, per layer shape.
 
     python benchmarks/bench_conv_algorithms.py [--batch 128] [--threads N] [--repeat 5]
 
 The figures behind the FFT rule (``use_fft`` in minidl/kernels/conv.py, the ``rule`` mode): for
 each shape, the best time of a forward and backward pass by each algorithm (im2col and FFT timed
-in alternating rounds, then Winograd against im2col for 3x3 kernels), and which one the rule picks. Backward computes what training needs: the weight
-gradient always, the input gradient except for a network's first layer.
+in alternating rounds), and which one the rule picks. Backward computes what training needs:
+the weight gradient always, the input gradient except for a network's first layer.
 """
 import os
 import sys
@@ -13,7 +13,8 @@ import sys
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minidl.kernels import blas, conv, parallel  # noqa: E402
+from minidl.kernels import conv  # noqa: E402
+from minidl.kernels.runtime import blas, parallel  # noqa: E402
 
 from common import benchmark_parser, paired_best_times  # noqa: E402
 
@@ -44,19 +45,14 @@ def main(argv=None):
     rng = numpy.random.default_rng(0)
     print(f"batch {args.batch}, float32, stride 1; best of {args.repeat} alternating rounds; ms, forward+backward")
     print(f"NumPy BLAS: {blas.describe()}")
-    print(f"{'':<32}{'im2col':>9}{'fft':>9}{'fft/im2col':>12}{'winograd':>10}{'w/im2col':>10}  rule picks")
+    print(f"{'':<32}{'im2col':>9}{'fft':>9}{'fft/im2col':>12}  rule picks")
     for name, C, F, k, pad, side, need_x in SHAPES:
         x = rng.standard_normal((args.batch, C, side, side), dtype=numpy.float32)
         w = rng.standard_normal((F, C, k, k), dtype=numpy.float32) * 0.1
         im2col, fft = paired_best_times(pass_by("im2col", x, w, pad, need_x), pass_by("fft", x, w, pad, need_x),
                                         rounds=args.repeat)
-        wino = ""
-        if k == 3:
-            im2col_w, winograd = paired_best_times(pass_by("im2col", x, w, pad, need_x),
-                                                   pass_by("winograd", x, w, pad, need_x), rounds=args.repeat)
-            wino = f"{winograd * 1e3:10.1f}{winograd / im2col_w:9.2f}x"
-        pick = "fft" if conv.use_fft(args.batch, C, F, (k, k), (1, 1)) else "im2col"
-        print(f"{name:<32}{im2col * 1e3:9.1f}{fft * 1e3:9.1f}{fft / im2col:11.2f}x{wino or ' ' * 20}  {pick}")
+        pick = "fft" if conv.use_fft(args.batch, C, F, (k, k), (1, 1), (side + 2 * pad - k + 1,) * 2) else "im2col"
+        print(f"{name:<32}{im2col * 1e3:9.1f}{fft * 1e3:9.1f}{fft / im2col:11.2f}x  {pick}")
 
 
 if __name__ == "__main__":

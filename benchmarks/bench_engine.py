@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minidl as md  # noqa: E402
 import minidl.functional as F  # noqa: E402
 from minidl import backend  # noqa: E402
-from minidl.kernels import autotune, blas, parallel  # noqa: E402
+from minidl.kernels.runtime import autotune, blas, parallel  # noqa: E402
 from minidl.models import get_model  # noqa: E402
 
 import bench_models  # noqa: E402

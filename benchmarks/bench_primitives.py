@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minidl as md  # noqa: E402
-from minidl.kernels import blas, conv_im2col  # noqa: E402
+from minidl.kernels import conv_im2col  # noqa: E402
+from minidl.kernels.runtime import blas  # noqa: E402
 from minidl.models import get_model  # noqa: E402
 from minidl.kernels.arrays import channel_sum, per_channel  # noqa: E402
 

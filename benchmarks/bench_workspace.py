@@ -1,4 +1,4 @@
-"""Does the CPU buffer pool (``minidl/kernels/workspace.py``) pay? A training step with the pool
+"""Does the CPU buffer pool (``minidl/kernels/runtime/workspace.py``) pay? A training step with the pool
 on and off, timed in alternating rounds in one process, and (``--memory``) the peak memory of a
 step with the pool as it is, with reuse only of buffers of exactly the requested size (the pool
 before commit 630ed28: ``FIT_FACTOR = 1``), and off.
@@ -26,7 +26,7 @@ if "--threads" in sys.argv:  # BLAS thread counts are read when NumPy loads
 import numpy  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minidl.kernels import parallel, workspace  # noqa: E402
+from minidl.kernels.runtime import parallel, workspace  # noqa: E402
 
 from bench_engine import memory_child, minidl_step  # noqa: E402
 from common import benchmark_parser  # noqa: E402

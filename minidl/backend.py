@@ -200,6 +200,17 @@ def as_generator(seed_or_rng=None):
                     f"got {type(seed_or_rng).__name__}")
 
 
+def seeded_generator(seed, xp=numpy):
+    """A fresh generator of the array module ``xp`` from an integer seed: a NumPy ``Generator``
+    on the CPU, a CuPy ``RandomState`` with the Philox counter-based cuRAND generator on the GPU
+    (cheap to create, unlike the XORWOW states behind ``cupy.random.default_rng``). Both have
+    ``standard_normal(size, dtype)``."""
+    if xp is numpy:
+        return numpy.random.default_rng(seed)
+    from cupy.cuda import curand
+    return xp.random.RandomState(seed, method=curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+
+
 def get_rng_state():
     """Serializable state of the CPU generator (for checkpoints)."""
     return _np_rng.bit_generator.state

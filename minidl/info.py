@@ -3,8 +3,8 @@ import platform
 
 import numpy
 
-from . import __version__, backend, functional
-from .kernels import autotune, blas, parallel
+from . import __version__, backend, functional, kernels
+from .kernels.runtime import autotune, blas, parallel
 from .models import get_model
 from .tensor import tensor
 from .validation import check_number
@@ -39,6 +39,7 @@ def describe():
     lines.append(f"backend cpu (numpy): available; kernel threads: {parallel.get_num_threads()} "
                  f"(MINIDL_NUM_THREADS, else OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else the cores)")
     lines.append(f"BLAS at run time (threadpoolctl): {blas.describe()}")
+    lines.append(kernels.describe()[0])
     lines.append(autotune.describe()[0])
     lines.append(cuda_line())
     return "\n".join(lines)

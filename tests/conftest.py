@@ -12,16 +12,12 @@ runs on, and helpers and small models that several test files use (put new share
 """
 import os
 
-# Convolution algorithms are chosen by timing in the default "auto" mode; the suite uses the
-# fixed rule instead so that no result depends on a timing. Tests of "auto" set it explicitly.
-os.environ.setdefault("MINIDL_CONV_ALGO", "rule")
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-from minidl import backend, nn  # noqa: E402
-from minidl.tensor import Tensor  # noqa: E402
+from minidl import backend, nn
+from minidl.tensor import Tensor
 
 settings.register_profile("minidl", deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

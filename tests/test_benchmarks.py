@@ -14,6 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("bench_workspace.py", ["--batch", "4", "--repeat", "1"]),
     ("bench_engine.py", ["--model", "madry_mnist", "--batch", "4", "--repeat", "1", "--no-layers", "--no-memory"]),
     ("bench_gradalign.py", ["--batch", "4", "--repeat", "1", "--threads", "1"]),
+    ("bench_tiers.py", ["--work", "fwd1", "--rounds", "1", "--per-round", "1"]),
+    ("bench_layouts.py", ["--batch", "2", "--rounds", "1"]),
 ])
 def test_benchmark_runs(script, args):
     env = dict(os.environ, MINIDL_CONV_ALGO="rule")

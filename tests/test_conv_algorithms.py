@@ -1,8 +1,9 @@
-"""The CPU convolution algorithms (im2col in three layouts, FFT, Winograd F(2x2, 3x3)) against a
-plain-loop reference and each other, and the measured algorithm choice (``kernels.autotune``).
+"""The CPU convolution algorithms (im2col in three layouts, FFT) against a plain-loop reference
+and each other; the default choice, a fixed rule that no timing can move; and the opt-in
+measured choice (``kernels.runtime.autotune``).
 
-No assertion depends on a timing: tests force an algorithm, or check that whatever ``auto``
-picks agrees with the reference and is cached.
+No assertion depends on a timing: tests force an algorithm, feed the tuner's clock adversarial
+values, or check that whatever ``auto`` picks agrees with the reference and is cached.
 """
 import os
 import subprocess
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 
 import minidl as md
 import minidl.functional as F
-from minidl.kernels import autotune, blas, conv, conv2d_backward, conv2d_forward, conv_im2col, parallel
-from minidl.testing import gradcheck
+from minidl.kernels import conv, conv2d_backward, conv2d_forward, conv_im2col
+from minidl.kernels.runtime import autotune, blas
 
 from conftest import examples
 
@@ -70,87 +71,58 @@ def by(name, x, w, padding):
     return conv2d_forward(x, w, (1, 1), padding, algorithm=name)
 
 
-class TestWinograd:
-    @examples(40)
-    @given(cfg=configs(kernel=(3, 3)))
-    def test_matches_reference_float64(self, cfg):
-        x, w, gy = data(cfg)
-        y, cache = conv2d_forward(x, w, (1, 1), cfg["padding"], algorithm="winograd")
-        assert cache.algorithm == "winograd" and y.dtype == np.float64 and y.flags.c_contiguous
-        ry, rgx, rgw = ref_conv_and_grads(x, w, gy, cfg["padding"])
-        np.testing.assert_allclose(y, ry, **TOL64)
+class TestDefaultChoice:
+    """The default (``rule``) never times anything: the algorithm chosen for a shape, and so the
+    output bits, are the same whatever the clock says (an idle or a busy machine)."""
+
+    def run(self, x, w, gy, stride, padding):
+        y, cache = conv2d_forward(x, w, stride, padding)
         gx, gw = conv2d_backward(gy, cache)
-        np.testing.assert_allclose(gx, rgx, **TOL64)
-        np.testing.assert_allclose(gw, rgw, **TOL64)
-        assert gx.flags.c_contiguous and gw.flags.c_contiguous
-        # each gradient alone is the same as both together
-        assert conv2d_backward(gy, cache, need_x_grad=False)[0] is None
-        np.testing.assert_array_equal(conv2d_backward(gy, cache, need_x_grad=False)[1], gw)
-        np.testing.assert_array_equal(conv2d_backward(gy, cache, need_w_grad=False)[0], gx)
+        name = cache.algorithm + ("_" + cache.layout.name if cache.algorithm == "im2col" else "")
+        return name, y, gx, gw
 
-    def test_pooled_buffers_are_not_shared_between_live_calls(self):
-        """The transformed input V (2 MiB here, poolable) is kept for backward: two forward
-        passes alive at once, their backward passes in the other order, against im2col."""
-        rng = np.random.default_rng(6)
-        xs = [rng.standard_normal((8, 32, 16, 16)) for _ in range(2)]
-        w = rng.standard_normal((16, 32, 3, 3)) * 0.1
-        gys = [rng.standard_normal((8, 16, 16, 16)) for _ in range(2)]
-        caches = [conv2d_forward(x, w, (1, 1), (1, 1), algorithm="winograd")[1] for x in xs]
-        for i in (1, 0):
-            gx, gw = conv2d_backward(gys[i], caches[i])
-            _, ref = conv2d_forward(xs[i], w, (1, 1), (1, 1), algorithm="im2col")
-            rgx, rgw = conv2d_backward(gys[i], ref)
-            np.testing.assert_allclose(gx, rgx, **TOL64)
-            np.testing.assert_allclose(gw, rgw, **TOL64)
+    @pytest.mark.parametrize("shape", [((8, 32, 14, 14), (64, 32, 5, 5), 2, 1),    # the rule's FFT layer
+                                       ((4, 8, 12, 12), (8, 8, 3, 3), 1, 1),
+                                       ((4, 16, 12, 12), (32, 16, 4, 4), 1, 2)])
+    def test_the_clock_cannot_move_the_choice(self, monkeypatch, shape):
+        x_shape, w_shape, pad, stride = shape
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+        Ho = (x_shape[2] + 2 * pad - w_shape[2]) // stride + 1
+        gy = rng.standard_normal((x_shape[0], w_shape[0], Ho, Ho)).astype(np.float32)
+        monkeypatch.setattr(conv, "FFT_MIN_BATCH", 8)
+        monkeypatch.setattr(autotune, "MIN_TUNE_FLOPS", 0)   # every shape would be worth timing
+        assert autotune.get_conv_algorithm() == "rule"
+        autotune.clear_cache()
+        first = self.run(x, w, gy, (stride, stride), (pad, pad))
+        for clock in (lambda: 0.0, iter(np.random.default_rng(1).random(10_000) * 1e3).__next__):
+            monkeypatch.setattr(time, "perf_counter", clock)   # adversarial timings
+            again = self.run(x, w, gy, (stride, stride), (pad, pad))
+            assert again[0] == first[0]
+            for a, b in zip(first[1:], again[1:]):
+                assert np.array_equal(a, b)
+        assert autotune.cache_items() == []                     # nothing was timed
 
-    def test_gradcheck_through_functional(self):
-        rng = np.random.default_rng(1)
-        x = md.tensor(rng.standard_normal((2, 2, 5, 4)), requires_grad=True)
-        w = md.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-        b = md.tensor(rng.standard_normal(3), requires_grad=True)
-        with autotune.conv_algorithm("winograd"):
-            assert gradcheck(lambda u, v, c: F.conv2d(u, v, c, padding=1), x, w, b)
-
-    def test_deterministic_and_independent_of_threads(self):
-        rng = np.random.default_rng(2)
-        x = rng.standard_normal((4, 16, 12, 12), dtype=np.float32)   # large enough to be split
-        w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
-        gy = rng.standard_normal((4, 16, 12, 12), dtype=np.float32)
-
-        def run():
-            y, cache = conv2d_forward(x, w, (1, 1), (1, 1), algorithm="winograd")
-            return (y,) + conv2d_backward(gy, cache)
-        first = run()
-        previous = parallel.set_num_threads(1)
-        try:
-            serial = run()
-        finally:
-            parallel.set_num_threads(previous)
-        for a, b, c in zip(first, run(), serial):
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(a, c)
-
-    def test_errors(self):
-        x = np.zeros((1, 1, 5, 5))
-        with pytest.raises(ValueError, match="winograd algorithm needs CPU arrays, a 3x3 kernel and stride 1.*"
-                                             "kernel \\(5, 5\\)"):
-            conv2d_forward(x, np.zeros((1, 1, 5, 5)), (1, 1), (0, 0), algorithm="winograd")
-        with pytest.raises(ValueError, match="stride \\(2, 2\\)"):
-            conv2d_forward(x, np.zeros((1, 1, 3, 3)), (2, 2), (0, 0), algorithm="winograd")
-        with pytest.raises(ValueError, match="layout='cnhw' applies to the im2col algorithm on the CPU, not to winograd"):
-            conv2d_forward(x, np.zeros((1, 1, 3, 3)), (1, 1), (0, 0), algorithm="winograd", layout="cnhw")
-        with pytest.raises(ValueError, match="layout must be one of 'cnhw', 'chwn', 'nhwc', got 'nchw'"):
-            conv2d_forward(x, np.zeros((1, 1, 3, 3)), (1, 1), (0, 0), layout="nchw")
+    def test_auto_is_opt_in_and_the_default_is_the_rule(self):
+        env = {k: v for k, v in os.environ.items() if k != "MINIDL_CONV_ALGO"}
+        out = subprocess.run([sys.executable, "-c", "from minidl.kernels.runtime import autotune; "
+                              "print(autotune.get_conv_algorithm())"], env=env, capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert out.stdout.strip() == "rule", out.stderr
+        out = subprocess.run([sys.executable, "-c", "from minidl.kernels.runtime import autotune; "
+                              "print(autotune.get_conv_algorithm())"], env=dict(env, MINIDL_CONV_ALGO="auto"),
+                             capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert out.stdout.strip() == "auto", out.stderr
 
 
 @examples(25)
-@given(cfg=st.one_of(configs(), configs(kernel=(3, 3))))
+@given(cfg=configs())
 def test_every_candidate_agrees_in_float32(cfg):
     """Every algorithm the tuner may pick gives the same forward and gradients (float32 rounding)."""
     x, w, gy = data(cfg, np.float32)
     names = conv._cpu_candidates(cfg["kernel"], (1, 1))
-    assert names[:4] == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"]
-    assert ("winograd" in names) == (cfg["kernel"] == (3, 3))
+    assert names == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"]
     ry, rgx, rgw = ref_conv_and_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64),
                                       cfg["padding"])
     scale = max(1.0, np.abs(ry).max())
@@ -184,8 +156,8 @@ class TestAutotune:
         with autotune.conv_algorithm("auto"):
             y, cache = conv2d_forward(x, w, (1, 1), (1, 1), grads=(True, False))
             (key, winner, times), = autotune.cache_items()
-            assert set(times) == {"im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft", "winograd"}
-            rule = "im2col_" + conv_im2col._choose_layout(8, 8, 3, 3, 12, 1).name
+            assert set(times) == {"im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"}
+            rule = "im2col_" + conv_im2col.choose_layout(8, 8, 3, 3, 12, 1).name
             assert winner == autotune.choose(times, prefer=rule)
             assert key[1:5] == ((4, 8, 12, 12), (8, 8, 3, 3), (1, 1), (1, 1)) and key[-1] == (True, False)
             assert cache.algorithm == winner.split("_")[0]
@@ -205,7 +177,7 @@ class TestAutotune:
                 conv2d_forward(x, w, (1, 1), (1, 1), grads=(False, False))
 
     def test_choose_keeps_the_rules_choice_unless_clearly_beaten(self):
-        times = {"im2col_cnhw": 1.0, "fft": 0.95, "winograd": 1.2}
+        times = {"im2col_cnhw": 1.0, "fft": 0.95, "im2col_nhwc": 1.2}
         assert autotune.choose(times, prefer="im2col_cnhw") == "im2col_cnhw"      # 5% faster: noise
         assert autotune.choose(times, prefer="im2col_cnhw", margin=0.01) == "fft"
         assert autotune.choose({**times, "fft": 0.5}, prefer="im2col_cnhw") == "fft"
@@ -224,14 +196,14 @@ class TestAutotune:
 
     def test_what_each_algorithm_keeps_for_backward(self):
         """im2col keeps a reference to x (and its small weight matrix), FFT the input's spectrum,
-        Winograd 4x the input: only the last is over ``MAX_KEPT_RATIO``."""
+        under ``MAX_KEPT_RATIO``."""
         rng = np.random.default_rng(3)
         x = rng.standard_normal((16, 8, 32, 32), dtype=np.float32)
         w = rng.standard_normal((8, 8, 3, 3), dtype=np.float32)
         kept = {name: conv.kept_bytes(by(name, x, w, (1, 1))[1], x, w) / x.nbytes
                 for name in conv._cpu_candidates((3, 3), (1, 1))}
         assert kept["im2col_cnhw"] == kept["im2col_chwn"] == kept["im2col_nhwc"] == w.nbytes / x.nbytes
-        assert 1 < kept["fft"] < conv.MAX_KEPT_RATIO < 4 <= kept["winograd"]
+        assert 1 < kept["fft"] < conv.MAX_KEPT_RATIO
 
     def test_functional_keys_follow_the_gradients_needed(self):
         x, w = self.big_case()
@@ -245,7 +217,7 @@ class TestAutotune:
         text = "\n".join(autotune.describe())
         assert "[dx+dw]" in text and "[forward only]" in text and "[dw]" in text
 
-    def test_strided_and_small_convolutions_are_not_offered_fft_or_winograd(self):
+    def test_strided_and_small_convolutions_are_not_offered_fft(self):
         assert conv._cpu_candidates((3, 3), (2, 2)) == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc"]
         assert conv._cpu_candidates((5, 5), (1, 1)) == ["im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft"]
         x = np.ones((1, 1, 4, 4))
@@ -255,28 +227,26 @@ class TestAutotune:
 
     def test_forced_modes(self):
         x, w = self.big_case(kernel=3)
-        with autotune.conv_algorithm("winograd"):
-            assert conv2d_forward(x, w, (1, 1), (1, 1))[1].algorithm == "winograd"
-            # where it does not apply, the rule decides
-            assert conv2d_forward(x, w, (2, 2), (1, 1))[1].algorithm == "im2col"
         with autotune.conv_algorithm("fft"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].algorithm == "fft"
+            # where it does not apply, the rule decides
+            assert conv2d_forward(x, w, (2, 2), (1, 1))[1].algorithm == "im2col"
         with autotune.conv_algorithm("im2col_chwn"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].layout.name == "chwn"
         with autotune.conv_algorithm("im2col_nhwc"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].layout.name == "nhwc"
         with autotune.conv_algorithm("rule"):
             assert conv2d_forward(x, w, (1, 1), (1, 1))[1].algorithm == "im2col"
-        assert autotune.get_conv_algorithm() == "rule"  # conftest's default, restored
+        assert autotune.get_conv_algorithm() == "rule"  # the default, restored
         assert autotune.cache_items() == []
 
     def test_bad_modes(self):
-        with pytest.raises(ValueError, match="set_conv_algorithm: expected one of auto, rule, .*got 'fastest'"):
+        with pytest.raises(ValueError, match="set_conv_algorithm: expected one of rule, auto, .*got 'fastest'"):
             autotune.set_conv_algorithm("fastest")
         env = dict(os.environ, MINIDL_CONV_ALGO="gemm")
         out = subprocess.run([sys.executable, "-c", "import minidl"], env=env, capture_output=True, text=True,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        assert out.returncode != 0 and "MINIDL_CONV_ALGO: expected one of auto" in out.stderr
+        assert out.returncode != 0 and "MINIDL_CONV_ALGO: expected one of rule, auto" in out.stderr
 
     def test_info_warm_up_prints_the_cache(self):
         from minidl.info import warm_up

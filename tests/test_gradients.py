@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import minidl as md
 import minidl.functional as F
 from minidl.autograd import Function
-from minidl.kernels import reference
-from minidl.ops import activation, arithmetic, loss, matmul, normalization, reduce, select, shape, unary
+from minidl.kernels import batch_norm_cpu, reference
+from minidl.ops import activation, arithmetic, loss, matmul, reduce, select, shape, unary
 from minidl.ops import pad as pad_op
 from minidl.ops import conv as conv_op
 from minidl.ops import pool as pool_op
@@ -398,13 +398,13 @@ def test_pools_with_overlapping_windows(device, stride, data):
        scale=st.floats(0.5, 3.0))
 def test_batch_norm(device, training, chunk_bytes, seed, shape, scale):
     """Against the formula and finite differences, also with the CPU passes over several
-    chunks of the batch (``_CHUNK_BYTES``, a shorter last chunk included)."""
-    old = normalization._CHUNK_BYTES
-    normalization._CHUNK_BYTES = chunk_bytes or old
+    chunks of the batch (``batch_norm_cpu.CHUNK_BYTES``, a shorter last chunk included)."""
+    old = batch_norm_cpu.CHUNK_BYTES
+    batch_norm_cpu.CHUNK_BYTES = chunk_bytes or old
     try:
         _batch_norm_case(device, training, seed, shape, scale)
     finally:
-        normalization._CHUNK_BYTES = old
+        batch_norm_cpu.CHUNK_BYTES = old
 
 
 @pytest.mark.parametrize("chunk_images", [1, 3, 64])
@@ -415,15 +415,16 @@ def test_batch_norm_statistics_merge_chunks_stably(chunk_images):
     lose every digit (its rounding error, ~1e8 * 6e-8, is above the variance of 1)."""
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((64, 3, 5, 5)) + 1e4).astype(np.float32)
-    old = normalization._CHUNK_BYTES
-    normalization._CHUNK_BYTES = chunk_images * x[0].nbytes
+    old = batch_norm_cpu.CHUNK_BYTES
+    batch_norm_cpu.CHUNK_BYTES = chunk_images * x[0].nbytes
     try:
-        mu, var = normalization._batch_mean_var(normalization._batch_chunks(x, np), x, np)
+        mu, var = batch_norm_cpu.batch_norm_stats(x)
     finally:
-        normalization._CHUNK_BYTES = old
+        batch_norm_cpu.CHUNK_BYTES = old
     x64 = x.astype(np.float64)
-    np.testing.assert_allclose(mu, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
-    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-3)
+    for mu, var in ((mu, var), reference.batch_norm_stats(x)):  # the reference's two passes too
+        np.testing.assert_allclose(mu, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
+        np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-3)
     naive = (x * x).mean(axis=(0, 2, 3), dtype=np.float32) - x.mean(axis=(0, 2, 3), dtype=np.float32) ** 2
     assert np.abs(naive - x64.var(axis=(0, 2, 3))).max() > 0.1  # the test can tell a naive formula
 
@@ -555,13 +556,13 @@ def test_shape_and_loss_functions_keep_their_contract(op, params, n, data, dtype
     assert check_backward(op, *xs, params=params, **TOL)
 
 
-@pytest.mark.parametrize("algorithm", ["im2col_cnhw", "im2col_nhwc", "fft", "winograd"])
+@pytest.mark.parametrize("algorithm", ["im2col_cnhw", "im2col_nhwc", "fft"])
 @examples(5)
 @given(data=st.data(), dtype=FLOATS)
 def test_conv_keeps_its_contract_in_every_cpu_algorithm(algorithm, data, dtype):
-    """Conv2d reads its input only where the algorithm keeps it (im2col); under FFT and Winograd
-    it declares that it reads none, which check_backward verifies by overwriting the inputs."""
-    from minidl.kernels import autotune
+    """Conv2d reads its input only where the algorithm keeps it (im2col); under FFT it declares
+    that it reads none, which check_backward verifies by overwriting the inputs."""
+    from minidl.kernels.runtime import autotune
     x = data.draw(tensors(shape=(2, 3, 5, 5), dtype=dtype))
     w, b = data.draw(tensors(shape=(4, 3, 3, 3), dtype=dtype)), data.draw(tensors(shape=(4,), dtype=dtype))
     with autotune.conv_algorithm(algorithm):

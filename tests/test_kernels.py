@@ -28,7 +28,7 @@ from minidl.kernels import cuda_sources
 from minidl.kernels import pool_cuda
 from minidl.kernels import reference
 from minidl.kernels.arrays import Cache
-from minidl.kernels import workspace
+from minidl.kernels.runtime import workspace
 from minidl.testing.strategies import conv_configs as public_conv_configs
 from minidl.testing.strategies import pool_configs as public_pool_configs
 
@@ -241,7 +241,7 @@ class TestConvNumpy:
 
 
 class TestConvDispatch:
-    """``conv.ALGORITHMS`` is the one table the dispatcher reads: a new row is a new algorithm."""
+    """``conv.ALGORITHMS`` (the conv2d kernel's implementations) is the one table the dispatcher reads: a new row is a new algorithm."""
 
     def test_a_new_algorithm_plugs_in(self, monkeypatch):
         calls = []
@@ -267,7 +267,7 @@ class TestConvDispatch:
         rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
         np.testing.assert_allclose(gx, 2 * rgx, **TOL64)
         assert calls == ["forward", "backward"]
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd' or 'doubled'"):
+        with pytest.raises(ValueError, match="algorithm must be 'reference' or 'im2col' or 'fft' or 'doubled'"):
             conv2d_forward(x, w, (1, 1), (1, 1), algorithm="direct")
 
     def test_layout_is_checked(self):
@@ -335,9 +335,14 @@ class TestConvFFT:
 
     def test_madry_conv2_shape_is_auto_selected_and_exact(self, monkeypatch):
         # The Madry network's second conv (scaled down in size): 5x5, C*k*k = 800.
-        assert conv_mod.use_fft(128, 32, 3, (5, 5), (1, 1)) and conv_mod.use_fft(32, 32, 3, (5, 5), (1, 1))
-        assert not conv_mod.use_fft(128, 32, 3, (5, 5), (2, 2)) and not conv_mod.use_fft(128, 1, 32, (5, 5), (1, 1))
-        assert not conv_mod.use_fft(128, 64, 64, (3, 3), (1, 1)) and not conv_mod.use_fft(16, 32, 3, (5, 5), (1, 1))
+        big, small = (28, 28), (8, 8)
+        assert conv_mod.use_fft(128, 32, 3, (5, 5), (1, 1), big) and conv_mod.use_fft(32, 32, 3, (5, 5), (1, 1), big)
+        assert not conv_mod.use_fft(128, 32, 3, (5, 5), (2, 2), big) and not conv_mod.use_fft(128, 1, 32, (5, 5), (1, 1), big)
+        assert not conv_mod.use_fft(128, 64, 64, (3, 3), (1, 1), big) and not conv_mod.use_fft(16, 32, 3, (5, 5), (1, 1), big)
+        # 3x3 layers stay on im2col but for many channels on small maps (cifar_cnn's last layer)
+        assert conv_mod.use_fft(128, 96, 96, (3, 3), (1, 1), small)
+        assert not conv_mod.use_fft(128, 48, 96, (3, 3), (1, 1), small)
+        assert not conv_mod.use_fft(128, 96, 96, (3, 3), (1, 1), (9, 8))
         rng = np.random.default_rng(0)
         x, w = rng.standard_normal((2, 32, 7, 6)), rng.standard_normal((3, 32, 5, 5))
         assert conv2d_forward(x, w, (1, 1), (2, 2))[1].algorithm == "im2col"   # batch 2 < FFT_MIN_BATCH
@@ -355,7 +360,7 @@ class TestConvFFT:
 
     def test_errors(self):
         x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 2, 2))
-        with pytest.raises(ValueError, match="algorithm must be 'im2col' or 'fft' or 'winograd', got 'direct'"):
+        with pytest.raises(ValueError, match="algorithm must be 'reference' or 'im2col' or 'fft', got 'direct'"):
             conv2d_forward(x, w, (1, 1), (0, 0), algorithm="direct")
         with pytest.raises(ValueError, match="fft algorithm needs CPU arrays and stride 1.*stride \\(2, 1\\)"):
             conv2d_forward(x, w, (2, 1), (0, 0), algorithm="fft")

@@ -1,4 +1,4 @@
-"""The CPU kernels' thread splitting (``minidl.kernels.parallel``): results must not depend
+"""The CPU kernels' thread splitting (``minidl.kernels.runtime.parallel``): results must not depend
 on the thread count, every index is visited exactly once, and errors propagate."""
 import contextlib
 import os
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minidl.kernels import conv2d_backward, conv2d_forward, max_pool2d_backward, max_pool2d_forward
-from minidl.kernels import parallel, workspace
+from minidl.kernels.runtime import parallel, workspace
 
 from test_kernels import conv_configs, conv_data, pool_configs, pool_data, ref_conv, ref_conv_grads, ref_pool
 
@@ -222,7 +222,7 @@ def test_max_pool_is_identical_for_any_thread_count(cfg, k):
 def test_for_each_item_visits_every_item_once_with_one_state_per_thread(n, k):
     """Items are handed out dynamically; each thread enters its worker context once, and BLAS
     runs single-threaded while the items run on several threads (restored afterwards)."""
-    from minidl.kernels import blas
+    from minidl.kernels.runtime import blas
     seen, entered, blas_counts = np.zeros(n, int), [], set()
     lock = threading.Lock()
 
@@ -253,7 +253,7 @@ def test_for_each_item_visits_every_item_once_with_one_state_per_thread(n, k):
 
 
 def test_for_each_item_propagates_errors_and_restores_blas(threads):
-    from minidl.kernels import blas
+    from minidl.kernels.runtime import blas
     threads(3)
     before = blas.set_num_threads(2)
 
@@ -266,20 +266,6 @@ def test_for_each_item_propagates_errors_and_restores_blas(threads):
         assert blas.get_num_threads() == 2
     finally:
         blas.set_num_threads(before)
-
-
-@settings(max_examples=20, deadline=None)
-@given(shape=st.sampled_from([(), (1,), (7, 3), (33, 2, 5)]), k=st.integers(1, 4), piece=st.integers(1, 64))
-def test_elementwise_matches_one_call(shape, k, piece):
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
-    old, parallel.ELEMENTWISE_BYTES = parallel.ELEMENTWISE_BYTES, piece  # pieces of one or a few rows
-    try:
-        with forced_split(k):
-            out = parallel.elementwise(lambda o, a, b: np.multiply(a, b > 0, out=o), np.empty(shape), a, b)
-    finally:
-        parallel.ELEMENTWISE_BYTES = old
-    assert np.array_equal(out, a * (b > 0))
 
 
 @settings(max_examples=20, deadline=None)
@@ -311,17 +297,17 @@ def test_conv_chunks_on_several_threads_match_one_thread(cfg, layout, k, need):
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
-    """Batch norm's per-chunk partial sums are added in chunk order and ReLU's pieces are
-    independent, so forward and backward are bitwise the same on one thread and on k."""
+def test_batch_norm_does_not_depend_on_the_thread_count(k):
+    """Batch norm's per-chunk partial sums are added in chunk order, so forward and backward are
+    bitwise the same on one thread and on k."""
     from minidl import Tensor
     import minidl.functional as F
-    from minidl.ops import normalization
+    from minidl.kernels import batch_norm_cpu
     rng = np.random.default_rng(1)
     x0 = rng.standard_normal((9, 3, 4, 5)) * 2 + 1
     g0 = rng.standard_normal(x0.shape)
-    old_bn, old_ew = normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES
-    normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = 2 * x0[0].nbytes, x0[0].nbytes
+    old_bn = batch_norm_cpu.CHUNK_BYTES
+    batch_norm_cpu.CHUNK_BYTES = 2 * x0[0].nbytes
     try:
         results = []
         for n in (1, k):
@@ -331,7 +317,7 @@ def test_batch_norm_and_relu_do_not_depend_on_the_thread_count(k):
                 y.backward(g0)
                 results.append([y.array, x.grad.array, gamma.grad.array, beta.grad.array])
     finally:
-        normalization._CHUNK_BYTES, parallel.ELEMENTWISE_BYTES = old_bn, old_ew
+        batch_norm_cpu.CHUNK_BYTES = old_bn
     for serial, threaded in zip(*results):
         assert np.array_equal(serial, threaded)
 
@@ -367,11 +353,11 @@ def test_matmul_blocks_match_numpy(shapes, k, transposed, out, complex_):
     np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("algorithm", ["fft", "winograd"])
+@pytest.mark.parametrize("algorithm", ["fft"])
 def test_split_products_inside_conv_algorithms_match_reference(algorithm):
-    """The FFT and Winograd convolutions' per-frequency (per-tile-position) products go through
-    ``parallel.matmul``, into transposed output views; forced to split on 3 threads they still
-    give the reference's outputs and gradients."""
+    """The FFT convolution's per-frequency products go through ``parallel.matmul``, into
+    transposed output views; forced to split on 3 threads they still give the reference's
+    outputs and gradients."""
     from minidl.kernels import conv_im2col  # noqa: F401  (the layouts' module, loaded as in use)
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((3, 4, 6, 5)), rng.standard_normal((5, 4, 3, 3))
@@ -387,26 +373,3 @@ def test_split_products_inside_conv_algorithms_match_reference(algorithm):
     rgx, rgw = ref_conv_grads(x, w, gy, (1, 1), (1, 1))
     np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-10)
-
-
-@settings(max_examples=15, deadline=None)
-@given(shape=st.sampled_from([(1,), (7, 3), (33, 2, 5), (3, 4, 6, 6)]), k=st.integers(1, 3),
-       piece=st.sampled_from([8, 64, 1 << 12, 1 << 22]), dtype=st.sampled_from([np.float32, np.float64]))
-def test_relu_forward_for_any_piece_size(shape, k, piece, dtype):
-    """ReLU's forward takes the maximum against a shared buffer of zeros sized for the pieces: it
-    stays exact when the piece size changes between calls (the buffer must not be too small) and
-    for a call larger than a piece (one thread: no pieces)."""
-    from minidl.ops import activation
-    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    old = parallel.ELEMENTWISE_BYTES
-    activation._ZEROS.clear()
-    try:
-        parallel.ELEMENTWISE_BYTES = 8  # the shared zeros first sized for tiny pieces
-        assert np.array_equal(activation.ReLU().forward(np.array([-1.0, 2.0], dtype)), [0, 2])
-        for size in (8, piece):
-            parallel.ELEMENTWISE_BYTES = size
-            with forced_split(k):
-                y = activation.ReLU().forward(x)
-            assert y.dtype == dtype and np.array_equal(y, np.maximum(x, 0))
-    finally:
-        parallel.ELEMENTWISE_BYTES = old

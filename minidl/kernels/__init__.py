@@ -1,23 +1,61 @@
-"""Array-level kernels (no Tensor, no autograd): convolution and pooling.
+"""Array-level kernels (no Tensor, no autograd), each a plain reference plus faster
+implementations, chosen through one table (``registry``).
 
-Every function takes and returns plain NumPy or CuPy arrays in NCHW layout and
-dispatches on the array module of its inputs (:func:`minidl.backend.get_array_module`).
-Forward functions return ``(output, cache)``; the cache is opaque and is handed back
-unchanged to the matching backward function.
+Every kernel takes and returns plain NumPy or CuPy arrays. The ops (``minidl/ops``), the
+optimizers and the layers call the kernels below and never see how they run:
 
-Reading order: ``reference.py`` (plain NumPy, the oracle of the tests), then ``conv.py`` and
-``pool.py`` (the array checks of ``arrays.py`` and the dispatch), then the fast paths:
-``conv_im2col.py``, ``conv_fft.py``, ``pool_cpu.py`` (with ``workspace.py`` and ``parallel.py``)
-and the CUDA ones, ``conv_cuda.py`` and ``pool_cuda.py`` (kernel sources in ``cuda_sources.py``).
+* convolution and pooling (``conv2d_forward``/``conv2d_backward``, ``max_pool2d_*``,
+  ``avg_pool2d_*``; NCHW arrays; a forward returns ``(output, cache)`` and the opaque cache goes
+  back unchanged to the matching backward);
+* batch normalisation's per-channel passes (``batch_norm_stats``, ``channel_affine``,
+  ``batch_norm_sums``, ``batch_norm_input_grad``) and ``matmul``.
+
+Only what earns its place is a kernel: a fast implementation stays if it buys at least 3% of a
+``madry_mnist`` or ``cifar_cnn`` training step (``benchmarks/README.md``). ReLU and the optimizer
+updates measured no gain from threads and are plain code in ``ops`` and ``optim``.
+
+Two tiers: ``reference`` runs ``reference.py`` everywhere (the plain code, the tests' oracle);
+``fast`` (the default) runs each kernel's fixed, shape-based rule. ``MINIDL_KERNELS=reference``
+or ``minidl.kernels.use("reference")`` selects the plain tier for the whole engine.
+
+Reading order: ``reference.py``; ``registry.py`` (the table and the tiers); then ``conv.py`` and
+``pool.py`` (checks and dispatch) and the fast implementations: ``conv_im2col.py``,
+``conv_fft.py``, ``pool_cpu.py``, ``batch_norm_cpu.py`` (with the
+machinery in ``runtime/``) and the CUDA ones, ``conv_cuda.py`` and ``pool_cuda.py`` (kernel
+sources in ``cuda_sources.py``).
 """
+import numpy
+
+from . import batch_norm_cpu, reference
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
-from .autotune import conv_algorithm, get_conv_algorithm, set_conv_algorithm
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from .registry import KERNELS, Kernel, describe, force, tier, use
+from .runtime import parallel
+from .runtime.autotune import conv_algorithm, get_conv_algorithm, set_conv_algorithm
+
+
+def _on_cpu(name):
+    """A rule: implementation ``name`` for NumPy arrays, the reference for CuPy ones."""
+    return lambda a, *args, **kwargs: name if isinstance(a, numpy.ndarray) else "reference"
+
+
+batch_norm_stats = Kernel("batch_norm_stats", reference.batch_norm_stats, rule=_on_cpu("chunks"))
+batch_norm_stats.add("chunks", batch_norm_cpu.batch_norm_stats)
+channel_affine = Kernel("channel_affine", reference.channel_affine, rule=_on_cpu("chunks"))
+channel_affine.add("chunks", batch_norm_cpu.channel_affine)
+batch_norm_sums = Kernel("batch_norm_sums", reference.batch_norm_sums, rule=_on_cpu("chunks"))
+batch_norm_sums.add("chunks", batch_norm_cpu.batch_norm_sums)
+batch_norm_input_grad = Kernel("batch_norm_input_grad", reference.batch_norm_input_grad, rule=_on_cpu("chunks"))
+batch_norm_input_grad.add("chunks", batch_norm_cpu.batch_norm_input_grad)
+
+matmul = Kernel("matmul", reference.matmul, rule=_on_cpu("blocks"))
+matmul.add("blocks", parallel.matmul)
 
 __all__ = [
-    "conv_output_size",
-    "conv2d_forward", "conv2d_backward",
-    "max_pool2d_forward", "max_pool2d_backward",
-    "avg_pool2d_forward", "avg_pool2d_backward",
+    "KERNELS", "Kernel", "use", "tier", "force", "describe",
+    "conv_output_size", "conv2d_forward", "conv2d_backward",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "batch_norm_stats", "channel_affine", "batch_norm_sums", "batch_norm_input_grad",
+    "matmul",
     "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
 ]

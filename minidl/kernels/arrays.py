@@ -76,8 +76,8 @@ class Cache:
 
 def per_channel(v, like):
     """The per-channel values ``v`` (C,) shaped to broadcast against ``like`` (N, C, ...), in its
-    dtype. On the CPU they are spread over one whole image, (1, C, H, W), contiguous: NumPy runs
-    a binary ufunc about twice as fast when no operand has a zero stride inside the image
+    dtype. On the CPU they are spread over one whole image, (1, C, H, W), contiguous: NumPy takes
+    a faster loop for a binary ufunc when no operand has a zero stride inside the image
     (``benchmarks/bench_primitives.py``), and the copy is one image, small next to a batch."""
     v = v.astype(like.dtype, copy=False).reshape((1, -1) + (1,) * (like.ndim - 2))
     if not isinstance(like, numpy.ndarray):
@@ -87,6 +87,6 @@ def per_channel(v, like):
 
 def channel_sum(a):
     """sum over all axes but 1, per channel: one pass (``a.sum(axis=(0, 2, 3))`` reduces over
-    non-contiguous axes and runs several times slower)."""
+    non-contiguous axes, a slower loop: ``benchmarks/bench_primitives.py``)."""
     n, c = a.shape[:2]
     return get_array_module(a).einsum("nci->c", a.reshape(n, c, -1))

@@ -37,7 +37,7 @@ import functools
 import numpy
 import scipy.fft
 
-from . import parallel, workspace
+from .runtime import parallel, workspace
 
 
 class FFTConvCache:

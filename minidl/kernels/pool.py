@@ -22,17 +22,52 @@ Padding must be at most half the kernel (``ph <= kh // 2``), as in PyTorch, so t
 window contains at least one real input.
 
 Read ``reference.py`` first (each window reduced, the window gradients folded back). This
-module checks the arrays and dispatches on their device: ``pool_cpu`` (NumPy: loops over the
-window offsets only, pooled buffers, threads, the bit-mask max backward) or ``pool_cuda``
-(CUDA gather kernels).
+module checks the arrays and dispatches through the ``pool2d`` kernel (``registry``): on the
+reference tier ``Reference`` (``reference.py``, NumPy or CuPy); on the fast tier by device,
+``pool_cpu`` (NumPy: loops over the window offsets only, pooled buffers, threads, the bit-mask
+max backward) or ``pool_cuda`` (CUDA gather kernels). Each implementation has max_forward,
+max_backward, avg_forward and avg_backward, and its cache names it.
 """
-from ..backend import device_of
-from . import pool_cpu, pool_cuda
-from .arrays import check_nchw, conv_output_size, float_dtype
+from ..backend import device_of, get_array_module
+from . import pool_cpu, pool_cuda, reference
+from .arrays import Cache, check_nchw, conv_output_size, float_dtype
+from .registry import Kernel
 
-# The implementation per device; each module has max_forward, max_backward, avg_forward and
-# avg_backward, and its cache records the device.
-MODULES = {"cpu": pool_cpu, "cuda": pool_cuda}
+
+class Reference:
+    """The plain implementation: ``reference.py``'s pooling; the max cache holds a copy of x
+    (the caller may change x after the forward pass: MaxPool2d does not keep its input)."""
+
+    @staticmethod
+    def max_forward(x, kernel, stride, padding, out_hw):
+        y = reference.max_pool2d_forward(x, kernel, stride, padding)
+        return y, _cache(x, kernel, stride, padding, out_hw, x_copy=x.copy())
+
+    @staticmethod
+    def max_backward(grad_y, cache):
+        return reference.max_pool2d_backward(cache.x_copy, grad_y, cache.kernel, cache.stride, cache.padding)
+
+    @staticmethod
+    def avg_forward(x, kernel, stride, padding, out_hw):
+        return reference.avg_pool2d_forward(x, kernel, stride, padding), _cache(x, kernel, stride, padding, out_hw)
+
+    @staticmethod
+    def avg_backward(grad_y, cache):
+        xp = get_array_module(grad_y)
+        like_x = xp.broadcast_to(xp.zeros((), cache.dtype), cache.x_shape)  # only its shape is read
+        return reference.avg_pool2d_backward(like_x, grad_y.astype(cache.dtype, copy=False), cache.kernel,
+                                             cache.stride, cache.padding)
+
+
+def _cache(a, kernel, stride, padding, out_hw, **fields):
+    return Cache(device=device_of(a), implementation="reference", x_shape=tuple(a.shape), kernel=kernel,
+                 stride=stride, padding=padding, out_hw=out_hw, dtype=a.dtype, **fields)
+
+
+pool2d = Kernel("pool2d", Reference, rule=device_of)
+pool2d.add("cpu", pool_cpu)
+pool2d.add("cuda", pool_cuda)
+MODULES = pool2d.implementations
 
 
 def _validate(x, kernel, stride, padding, what):
@@ -56,23 +91,23 @@ def _check_grad_shape(grad_y, cache, what):
 def max_pool2d_forward(x, kernel, stride, padding):
     """Max pooling; returns ``(y, cache)``. x: (N, C, H, W) -> y: (N, C, Ho, Wo)."""
     kernel, stride, padding, out_hw = _validate(x, kernel, stride, padding, "max_pool2d")
-    return MODULES[device_of(x)].max_forward(x, kernel, stride, padding, out_hw)
+    return MODULES[pool2d.choose(x)].max_forward(x, kernel, stride, padding, out_hw)
 
 
 def max_pool2d_backward(grad_y, cache):
     """Gradient of ``max_pool2d_forward``: grad_y (N, C, Ho, Wo) -> grad_x (N, C, H, W)."""
     _check_grad_shape(grad_y, cache, "max_pool2d")
-    return MODULES[cache.device].max_backward(grad_y, cache)
+    return MODULES[cache.implementation].max_backward(grad_y, cache)
 
 
 def avg_pool2d_forward(x, kernel, stride, padding):
     """Average pooling (zero padding counted); returns ``(y, cache)``.
     x: (N, C, H, W) -> y: (N, C, Ho, Wo)."""
     kernel, stride, padding, out_hw = _validate(x, kernel, stride, padding, "avg_pool2d")
-    return MODULES[device_of(x)].avg_forward(x, kernel, stride, padding, out_hw)
+    return MODULES[pool2d.choose(x)].avg_forward(x, kernel, stride, padding, out_hw)
 
 
 def avg_pool2d_backward(grad_y, cache):
     """Gradient of ``avg_pool2d_forward``: grad_y (N, C, Ho, Wo) -> grad_x (N, C, H, W)."""
     _check_grad_shape(grad_y, cache, "avg_pool2d")
-    return MODULES[cache.device].avg_backward(grad_y, cache)
+    return MODULES[cache.implementation].avg_backward(grad_y, cache)

@@ -8,7 +8,7 @@ backward pass selects gradients with a bit mask instead of a multiply (exact for
 """
 import numpy
 
-from . import parallel, workspace
+from .runtime import parallel, workspace
 from .arrays import Cache, window, window_mean
 
 
@@ -84,7 +84,7 @@ def max_forward(x, kernel, stride, padding, out_hw):
                 numpy.multiply(ws, adt.type(k), out=kw_s)
                 numpy.maximum(am, kw_s, out=am)
         parallel.parallel_for(N, run, xpad.nbytes)
-    cache = Cache(device="cpu", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
+    cache = Cache(device="cpu", implementation="cpu", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
                   stride=stride, padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache
 
@@ -129,7 +129,7 @@ def avg_forward(x, kernel, stride, padding, out_hw):
     with workspace.Scratch() as scratch:
         xpad = _pad(x, padding, 0, scratch)
         y = window_mean(xpad, kernel, stride, numpy.empty(x.shape[:2] + tuple(out_hw), x.dtype))
-    cache = Cache(device="cpu", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
+    cache = Cache(device="cpu", implementation="cpu", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
                   padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache
 

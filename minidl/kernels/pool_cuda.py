@@ -23,7 +23,7 @@ def max_forward(x, kernel, stride, padding, out_hw, *, xp=None, launch=cuda_sour
     total = N * C * Ho * Wo
     launch("minidl_maxpool_fwd", wdt, total,
            x, y, argmax, total, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, float("-inf"))
-    cache = Cache(device="cuda", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
+    cache = Cache(device="cuda", implementation="cuda", argmax=argmax, x_shape=tuple(x.shape), kernel=kernel,
                   stride=stride, padding=padding, out_hw=out_hw, dtype=dtype)
     return y.astype(dtype, copy=False), cache
 
@@ -49,7 +49,7 @@ def avg_forward(x, kernel, stride, padding, out_hw, *, xp=None):
     (ph, pw) = padding
     xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
     y = window_mean(xpad, kernel, stride, xp.empty(x.shape[:2] + tuple(out_hw), x.dtype))
-    cache = Cache(device="cuda", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
+    cache = Cache(device="cuda", implementation="cuda", x_shape=tuple(x.shape), kernel=kernel, stride=stride,
                   padding=padding, out_hw=out_hw, dtype=y.dtype)
     return y, cache
 

@@ -1,7 +1,10 @@
-"""The reference kernels: plain NumPy conv2d and pooling, written to be read first.
+"""The reference kernels: plain array code, written to be read first, and run by the whole
+engine on the ``reference`` tier (``MINIDL_KERNELS=reference``, ``minidl.kernels.use``).
 
 Everything else in ``minidl/kernels`` computes the same numbers faster; the tests use these
-functions as the oracle of every fast path. NCHW arrays, CPU only, no buffers, no threads.
+functions as the oracle of every fast path. NumPy or CuPy arrays (``xp``), NCHW images, no
+buffers, no threads. Convolution and pooling come first, then batch normalisation's
+per-channel passes and the matrix product.
 
 A window is what one output pixel reads. With stride (sh, sw) and xpad the padded input::
 
@@ -20,19 +23,21 @@ row-major (p, q) order) or mean over kh*kw (zero padding counted). Its backward 
 the gradient of every window and fold them back with the same col2im.
 """
 import numpy
-from numpy.lib.stride_tricks import sliding_window_view
+
+from ..backend import get_array_module
 
 
 def pad(x, padding, value=0.0):
     """x (N, C, H, W) with ``padding`` = (ph, pw) rows/columns of ``value`` on each side."""
     (ph, pw) = padding
-    return numpy.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    return get_array_module(x).pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
 def windows(xpad, kernel, stride):
     """All windows of xpad (N, C, Hp, Wp) as a read-only view (N, C, Ho, Wo, kh, kw)."""
     (sh, sw) = stride
-    return sliding_window_view(xpad, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
+    xp = get_array_module(xpad)
+    return xp.lib.stride_tricks.sliding_window_view(xpad, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
 
 
 def col2im(gwin, xpad_shape, stride):
@@ -40,7 +45,7 @@ def col2im(gwin, xpad_shape, stride):
     onto the input positions it was read from; returns the gradient of xpad."""
     N, C, Ho, Wo, kh, kw = gwin.shape
     (sh, sw) = stride
-    gxpad = numpy.zeros(xpad_shape, gwin.dtype)
+    gxpad = get_array_module(gwin).zeros(xpad_shape, gwin.dtype)
     for p in range(kh):
         for q in range(kw):  # one offset: the windows read distinct positions, so += is safe
             gxpad[:, :, p:p + sh * (Ho - 1) + 1:sh, q:q + sw * (Wo - 1) + 1:sw] += gwin[..., p, q]
@@ -89,7 +94,7 @@ def max_pool2d_backward(x, grad_y, kernel, stride, padding):
     xpad = pad(x, padding, -numpy.inf)
     win = windows(xpad, kernel, stride)
     flat = win.reshape(win.shape[:4] + (-1,))                          # (N, C, Ho, Wo, kh*kw)
-    first_max = flat.argmax(axis=4)[..., None] == numpy.arange(flat.shape[4])
+    first_max = flat.argmax(axis=4)[..., None] == get_array_module(x).arange(flat.shape[4])
     gwin = (first_max * grad_y[..., None]).reshape(win.shape)
     return crop(col2im(gwin, xpad.shape, stride), padding)
 
@@ -103,5 +108,47 @@ def avg_pool2d_backward(x, grad_y, kernel, stride, padding):
     """dL/dx: every input of a window receives grad_y / (kh*kw)."""
     xpad_shape = pad(x, padding).shape
     (kh, kw) = kernel
-    gwin = numpy.broadcast_to((grad_y / (kh * kw))[..., None, None], grad_y.shape + (kh, kw))
+    gwin = get_array_module(grad_y).broadcast_to((grad_y / (kh * kw))[..., None, None], grad_y.shape + (kh, kw))
     return crop(col2im(gwin, xpad_shape, stride), padding)
+
+
+# --- batch normalisation's per-channel passes ------------------------------------------------
+def _channel_axes(x):
+    """Every axis but the channel axis 1 of x (N, C, ...)."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, x):
+    """Per-channel values v (C,) shaped (1, C, 1, ...) to broadcast against x, in x's dtype."""
+    return v.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_stats(x):
+    """Per-channel mean and biased variance of x (N, C, ...): mean over every axis but 1."""
+    axes = _channel_axes(x)
+    mu = x.mean(axis=axes)
+    xc = x - _per_channel(mu, x)
+    return mu, (xc * xc).mean(axis=axes)
+
+
+def channel_affine(x, scale, shift=None):
+    """y = x * scale + shift with per-channel scale and shift (C,) (shift None: no shift)."""
+    y = x * _per_channel(scale, x)
+    return y if shift is None else y + _per_channel(shift, x)
+
+
+def batch_norm_sums(g, x, mu):
+    """The two per-channel sums of batch norm's backward pass: sum(g) and sum(g * (x - mu))."""
+    axes = _channel_axes(x)
+    return g.sum(axis=axes), (g * (x - _per_channel(mu, x))).sum(axis=axes)
+
+
+def batch_norm_input_grad(g, x, mu, a, b, c):
+    """dL/dx = a * g + b * (x - mu) + c with per-channel a, b, c (C,)."""
+    return _per_channel(a, g) * g + _per_channel(b, g) * (x - _per_channel(mu, x)) + _per_channel(c, g)
+
+
+# --- matrix product ---------------------------------------------------------------------------
+def matmul(a, b):
+    """a @ b with NumPy's rules."""
+    return a @ b

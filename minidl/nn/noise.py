@@ -38,14 +38,8 @@ def replica_seeds(n):
 
 
 def replica_generators(seeds, xp=numpy):
-    """One generator of the array module ``xp`` per seed: a NumPy ``Generator`` on the CPU, a
-    CuPy ``RandomState`` with the Philox counter-based cuRAND generator on the GPU (cheap to
-    create, unlike the XORWOW states behind ``cupy.random.default_rng``). Both have
-    ``standard_normal(size, dtype)``."""
-    if xp is numpy:
-        return [numpy.random.default_rng(s) for s in seeds]
-    from cupy.cuda import curand
-    return [xp.random.RandomState(s, method=curand.CURAND_RNG_PSEUDO_PHILOX4_32_10) for s in seeds]
+    """One generator of the array module ``xp`` per seed (``backend.seeded_generator``)."""
+    return [backend.seeded_generator(s, xp) for s in seeds]
 
 
 @contextlib.contextmanager

@@ -21,9 +21,9 @@ class Conv2d(Function):
         # Which gradients backward will need is part of the algorithm-tuning key.
         grads = tuple(self.needs_grad[:2]) if is_grad_enabled() else (False, False)
         y, self.cache = kernels.conv2d_forward(x, weight, self.stride, self.padding, grads=grads)
-        # Only CPU im2col keeps x for the backward pass (it rebuilds cols from it); the FFT,
-        # Winograd and CUDA caches hold transforms or cols (and the weights in their own
-        # form), so there autograd need not keep or version the inputs.
+        # Only CPU im2col and the reference keep x for the backward pass; the FFT and CUDA
+        # caches hold transforms or cols (and the weights in their own form), so there
+        # autograd need not keep or version the inputs.
         self.reads_inputs = getattr(self.cache, "x", None) is not None
         if bias is not None:  # None: the layer has no bias
             y += per_channel(bias, y)

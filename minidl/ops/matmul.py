@@ -1,6 +1,6 @@
 """Matrix products: ``a @ b`` and the fused dense layer ``x W^T + b``."""
+from .. import kernels
 from ..autograd import Function
-from ..kernels import parallel
 from .arithmetic import unbroadcast
 
 
@@ -18,7 +18,7 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
         self.a, self.b = a, b
-        return parallel.matmul(a, b)
+        return kernels.matmul(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -31,10 +31,10 @@ class MatMul(Function):
             g2 = g2[..., None, :]
         ga = gb = None
         if self.needs_grad[0]:
-            ga = parallel.matmul(g2, b2.swapaxes(-1, -2))
+            ga = kernels.matmul(g2, b2.swapaxes(-1, -2))
             ga = unbroadcast(ga, a2.shape).reshape(a.shape) if ga.ndim >= a2.ndim else ga.reshape(a.shape)
         if self.needs_grad[1]:
-            gb = parallel.matmul(a2.swapaxes(-1, -2), g2)
+            gb = kernels.matmul(a2.swapaxes(-1, -2), g2)
             gb = unbroadcast(gb, b2.shape).reshape(b.shape)
         return ga, gb
 
@@ -65,15 +65,14 @@ class Linear(Function):
 
     def forward(self, x, weight, bias):
         self.x, self.w = x, weight
-        # The large products are split over the kernel threads (``parallel.matmul``).
-        y = parallel.matmul(x, weight.T)
+        y = kernels.matmul(x, weight.T)
         if bias is not None:  # None: the layer has no bias
             y += bias
         return y
 
     def backward(self, g):
-        gx = parallel.matmul(g, self.w) if self.needs_grad[0] else None
-        gw = parallel.matmul(g.T, self.x) if self.needs_grad[1] else None
+        gx = kernels.matmul(g, self.w) if self.needs_grad[0] else None
+        gw = kernels.matmul(g.T, self.x) if self.needs_grad[1] else None
         gb = g.sum(axis=0) if self.needs_grad[2] else None
         return gx, gw, gb
 

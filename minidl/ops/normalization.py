@@ -1,13 +1,8 @@
 """Batch normalisation and dropout."""
-import contextlib
-import math
-
-import numpy
-
+from .. import kernels
 from ..autograd import Function
 from ..backend import get_array_module
-from ..kernels import parallel, workspace
-from ..kernels.arrays import channel_sum, per_channel
+from ..kernels.arrays import channel_sum
 
 
 class BatchNorm(Function):
@@ -26,13 +21,8 @@ class BatchNorm(Function):
         dL/dx = a * g + b * xc + c,  a = gamma * s,  b = -a * s^2 * sum(g * xc) / m,  c = -a * sum(g) / m
         dL/dgamma = s * sum(g * xc),  dL/dbeta = sum(g)
 
-    So each pass over the data computes a whole per-channel quantity: the sums, one einsum for
-    each dot product, the output as y = x * (gamma s) + (beta - mu gamma s). Nothing of x's size
-    is kept for backward (x itself is held by autograd as the input): on the CPU the passes run
-    over chunks of the batch (``_CHUNK_BYTES``), and xc is recomputed per chunk into a small
-    buffer that stays in cache, which costs less than reading a stored xc back from memory.
-    The chunks are spread over the kernel threads and their per-channel partial sums added in
-    chunk order, so the result does not depend on the thread count.
+    and the output is y = x * (gamma s) + (beta - mu gamma s). Nothing of x's size is kept for
+    backward but x itself (held by autograd as the input).
     """
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -42,9 +32,8 @@ class BatchNorm(Function):
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
         m = x.size // x.shape[1]
-        chunks = _batch_chunks(x, xp)
         if self.training:
-            mu, var = _batch_mean_var(chunks, x, xp)
+            mu, var = kernels.batch_norm_stats(x)
             if self.running_mean is not None:
                 self.running_mean *= 1 - self.momentum
                 self.running_mean += self.momentum * mu
@@ -56,51 +45,26 @@ class BatchNorm(Function):
         self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
         self.gamma = gamma
         scale = (gamma * self.inv_std).astype(x.dtype, copy=False)
-        shift = per_channel(beta - self.mu * scale, x)
-        scale = per_channel(scale, x)
-        y = xp.empty(x.shape, x.dtype)  # an output: an ordinary array
-
-        def affine(i, _):
-            n0, n1 = chunks[i]
-            yc = y[n0:n1]
-            xp.multiply(x[n0:n1], scale, out=yc)
-            yc += shift
-        parallel.for_each_item(len(chunks), affine, x.nbytes)
-        return y
+        return kernels.channel_affine(x, scale, beta - self.mu * scale)
 
     def backward(self, g):
-        xp = get_array_module(g)
         m = g.size // g.shape[1]
         s, gamma, x, mu = self.inv_std, self.gamma, self.x, self.mu
         need_gx, need_gamma, need_beta = self.needs_grad
-        need_sum_gxc = need_gamma or (need_gx and self.training)
-        need_sum_g = need_beta or (need_gx and self.training)
-        chunks = _batch_chunks(g, xp)
         sum_g = sum_gxc = None
-        mu_x = per_channel(mu, x) if need_sum_gxc else None
-        if need_sum_gxc:  # both sums in one pass over g
-            sum_g, sum_gxc = _sum_over_chunks(
-                chunks, lambda sl, centre: xp.stack([channel_sum(g[sl]), _channel_dot(g[sl], centre(mu_x), xp)]), x, xp,
-                shape=(2, g.shape[1]))
-        elif need_sum_g:
-            sum_g = _sum_over_chunks(chunks, lambda sl, centre: channel_sum(g[sl]), g, xp)
+        if need_gamma or (need_gx and self.training):
+            sum_g, sum_gxc = kernels.batch_norm_sums(g, x, mu)     # sum(g), sum(g * xc)
+        elif need_beta:
+            sum_g = channel_sum(g)
         gx = None
         if need_gx:
-            a = per_channel(gamma * s, g)
-            gx = xp.empty(g.shape, g.dtype)
+            a = (gamma * s).astype(g.dtype, copy=False)
             if self.training:
-                b = per_channel(-gamma * s * s * s * sum_gxc / m, g)
-                c = per_channel(-gamma * s * sum_g / m, g)
-
-                def input_grad(i, sl, centre):
-                    gxc, xc = gx[sl], centre(mu_x)
-                    xp.multiply(g[sl], a, out=gxc)
-                    xc *= b
-                    gxc += xc
-                    gxc += c
-                _over_chunks(chunks, input_grad, x, xp)
+                b = -a * s * s * sum_gxc / m
+                c = -a * sum_g / m
+                gx = kernels.batch_norm_input_grad(g, x, mu, a, b, c)   # a g + b xc + c
             else:
-                xp.multiply(g, a, out=gx)
+                gx = kernels.channel_affine(g, a)                         # a g
         ggamma = sum_gxc * s if need_gamma else None
         gbeta = sum_g if need_beta else None
         return gx, ggamma, gbeta
@@ -126,96 +90,6 @@ class BatchNorm(Function):
         return (gx if need_gx else None,
                 (g * xhat).sum(axis=axes) if need_gamma else None,
                 g.sum(axis=axes) if need_beta else None)
-
-
-# On the CPU the per-channel passes run over chunks of the batch of about this many bytes, so
-# that a chunk and its centred copy stay in the core's cache between the ufuncs of one pass;
-# the chunks are shared out to the kernel threads (``parallel.for_each_item``).
-_CHUNK_BYTES = 2 << 20
-
-
-def _batch_chunks(x, xp):
-    """Ranges (n0, n1) of the batch axis; the whole batch at once on a GPU."""
-    N = x.shape[0]
-    if xp is not numpy:
-        return [(0, N)] if N else []
-    return parallel.batch_chunks(N, x[0].nbytes if N else 1, _CHUNK_BYTES)
-
-
-def _over_chunks(chunks, body, x, xp):
-    """Call ``body(i, sl, centre)`` for every chunk i, sl = slice(n0, n1) of the batch, the
-    chunks spread over the kernel threads. ``centre(m)`` returns x[sl] - m (m per channel,
-    shaped to broadcast: ``kernels.arrays.per_channel``) in a buffer of the calling thread's own, valid
-    until its next call in that thread."""
-    n = chunks[0][1] if chunks else 0
-
-    @contextlib.contextmanager
-    def thread_buffer():
-        with workspace.Scratch() as scratch:
-            yield scratch.empty((n * math.prod(x.shape[1:]),), x.dtype) if xp is numpy else None
-
-    def run(i, flat):
-        sl = slice(*chunks[i])
-        k = sl.stop - sl.start
-
-        def centre(m):
-            out = flat[:k * x[0].size].reshape((k,) + x.shape[1:]) if flat is not None else None
-            return xp.subtract(x[sl], m, out=out)
-        body(i, sl, centre)
-    parallel.for_each_item(len(chunks), run, x.nbytes, thread_buffer)
-
-
-def _sum_over_chunks(chunks, term, x, xp, shape=None):
-    """sum over the chunks of ``term(sl, centre)`` (per-channel values of ``shape``, (C,) by
-    default; ``_over_chunks``), added in chunk order whichever thread computed each term, so the
-    sum does not depend on the thread count. Zeros for an empty batch."""
-    parts = [None] * len(chunks)
-
-    def keep(i, sl, centre):
-        parts[i] = term(sl, centre)
-    _over_chunks(chunks, keep, x, xp)
-    total = xp.zeros(shape or (x.shape[1],), x.dtype)
-    for part in parts:
-        total += part
-    return total
-
-
-def _batch_mean_var(chunks, x, xp):
-    """Per-channel mean and biased variance of x in one pass over memory.
-
-    Each chunk i (k_i values per channel) gets its own mean mu_i and sum of squared deviations
-    M2_i = sum (x - mu_i)^2 while it is in cache; the chunks are then merged in chunk order
-    (Chan, Golub and LeVeque's pairwise update, as stable as two passes over the data):
-
-        mu = sum_i k_i mu_i / m,   var = (sum_i M2_i + sum_i k_i (mu_i - mu)^2) / m
-    """
-    per_image = x[0].size // x.shape[1] if x.shape[0] else 0
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    parts = [None] * len(chunks)
-
-    def stats(i, sl, centre):
-        k = (sl.stop - sl.start) * per_image
-        mu_i = channel_sum(x[sl]) / k
-        # a chunk holds only a few images, so spreading mu_i over an image would cost as much
-        # as it saves: a broadcast
-        xc = centre(mu_i.astype(x.dtype, copy=False).reshape(shape))
-        parts[i] = (k, mu_i, _channel_dot(xc, xc, xp))
-    _over_chunks(chunks, stats, x, xp)
-    m = sum(k for k, _, _ in parts)
-    mu = xp.zeros(x.shape[1], x.dtype)
-    for k, mu_i, _ in parts:
-        mu += mu_i * (k / m)
-    m2 = xp.zeros(x.shape[1], x.dtype)
-    for k, mu_i, m2_i in parts:
-        m2 += m2_i
-        m2 += k * (mu_i - mu) ** 2
-    return mu, m2 / m
-
-
-def _channel_dot(a, b, xp):
-    """sum over all axes but 1 of a * b, per channel (one pass, no temporary)."""
-    n, c = a.shape[:2]
-    return xp.einsum("nci,nci->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
 
 
 class Dropout(Function):

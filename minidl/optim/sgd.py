@@ -1,24 +1,7 @@
 """Stochastic gradient descent with momentum, Nesterov momentum and weight decay."""
-import numpy
-
 from ..backend import get_array_module
-from ..kernels import parallel
 from ..validation import check_number
 from .optimizer import Optimizer
-
-
-def _sgd_piece(p, g, v, lr, mu, nesterov, wd, first):
-    """The update of one piece of a parameter, in place in p (and the velocity v)."""
-    if wd:
-        g = g + wd * p
-    if mu:
-        if first:
-            v[...] = g
-        else:
-            v *= mu
-            v += g
-        g = g + mu * v if nesterov else v
-    p -= lr * g
 
 
 class SGD(Optimizer):
@@ -39,10 +22,14 @@ class SGD(Optimizer):
         first = mu and v is None
         if first:
             v = state["velocity"] = get_array_module(g).empty_like(g)
-        if get_array_module(g) is numpy:
-            # a piece at a time over the kernel threads: each piece's temporaries stay in
-            # cache, where whole-array expressions would stream a parameter-sized temporary
-            parallel.elementwise(lambda pp, gp, vp: _sgd_piece(pp, gp, vp, lr, mu, nesterov, wd, first),
-                                 p.array, g, v if mu else g)
-        else:
-            _sgd_piece(p.array, g, v, lr, mu, nesterov, wd, first)
+        w = p.array
+        if wd:
+            g = g + wd * w
+        if mu:
+            if first:
+                v[...] = g
+            else:
+                v *= mu
+                v += g
+            g = g + mu * v if nesterov else v
+        w -= lr * g

@@ -1,7 +1,11 @@
-"""Choosing a kernel's algorithm by timing the candidates, like cuDNN's benchmark mode.
+"""Choosing a convolution's algorithm by timing the candidates: opt-in, like
+``torch.backends.cudnn.benchmark = True``.
 
-Fixed size thresholds encode one machine's trade-offs (its BLAS kernel, cores, caches). In
-``auto`` mode, the first call for a key (op, shapes, stride, padding, dtype, device, thread
+By default (``rule``) the algorithm is a fixed function of the shapes (``conv.choose_algorithm``),
+so the same command on the same machine runs the same code and gives the same bits whether the
+machine is idle or busy. Fixed size thresholds encode one machine's trade-offs, though (its BLAS
+kernel, cores, caches); ``auto`` measures instead, at the price of results (float rounding) that
+depend on the machine's load at the moment of tuning. In ``auto`` mode, the first call for a key (op, shapes, stride, padding, dtype, device, thread
 counts, which gradients will be needed) runs every applicable candidate on the real
 arguments, twice in alternation (the first run of each pays for fresh buffers), keeps the
 fastest by its better run (unless it beats the fixed rule's choice by less than ``MARGIN``;
@@ -14,11 +18,15 @@ beyond rounding.
 The mode comes from ``MINIDL_CONV_ALGO`` (read when this module loads) or
 :func:`set_conv_algorithm` / the :class:`conv_algorithm` context manager:
 
-* ``auto`` (default): measure, as above. Problems below ``MIN_TUNE_FLOPS`` use the rule,
-  because their timings are noise and tuning would cost more than it saves.
-* ``rule``: the fixed rule from the shapes (``use_fft`` and ``_choose_layout`` in ``conv.py``).
-* an algorithm name (``im2col``, ``im2col_cnhw``, ``im2col_chwn``, ``im2col_nhwc``, ``fft``, ``winograd``): that
-  algorithm wherever it applies (fft: stride 1; winograd: 3x3, stride 1), the rule elsewhere.
+* ``rule`` (default): the fixed rule from the shapes (``use_fft`` in ``conv.py``,
+  ``choose_layout`` in ``conv_im2col.py``).
+* ``auto``: measure, as above. Problems below ``MIN_TUNE_FLOPS`` use the rule, because their
+  timings are noise and tuning would cost more than it saves.
+* an algorithm name (``im2col``, ``im2col_cnhw``, ``im2col_chwn``, ``im2col_nhwc``, ``fft``): that
+  algorithm wherever it applies (fft: stride 1), the rule elsewhere.
+
+All of this is the fast tier's business: on the reference tier (``registry``) every convolution
+runs ``reference.py``.
 
 :func:`cache_items` lists the decisions so far (``python -m minidl info --warm-up`` prints them).
 """
@@ -27,7 +35,7 @@ import os
 import threading
 import time
 
-MODES = ("auto", "rule", "im2col", "im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft", "winograd")
+MODES = ("rule", "auto", "im2col", "im2col_cnhw", "im2col_chwn", "im2col_nhwc", "fft")
 
 # Below this many multiply-adds x 2 (forward), a convolution is not worth timing.
 MIN_TUNE_FLOPS = 20e6
@@ -39,7 +47,7 @@ def _check_mode(mode, what):
     return mode
 
 
-_mode = _check_mode(os.environ.get("MINIDL_CONV_ALGO", "auto").strip() or "auto", "MINIDL_CONV_ALGO")
+_mode = _check_mode(os.environ.get("MINIDL_CONV_ALGO", "rule").strip() or "rule", "MINIDL_CONV_ALGO")
 _cache = {}
 _over_limit = {}           # key -> names that kept more than the memory limit
 _lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""Running the CPU kernels' copies and elementwise loops on several cores.
+"""Running the CPU kernels' copies and loops on several cores.
 
 OpenBLAS spreads every matrix product over all cores, but a NumPy copy or ufunc call runs
 on one, and in a training step these single-core loops (im2col and col2im, the layout
@@ -9,8 +9,7 @@ from a few Python threads uses the other cores.
 :func:`parallel_for` splits an index range ``range(n)`` (an axis of the arrays) into
 contiguous chunks and calls ``body(start, stop)`` for each, the first chunk on the calling
 thread. :func:`for_each_item` hands out whole items (a convolution's chunks of images) one at a
-time to whichever thread is free, :func:`elementwise` runs a few ufuncs over cache-sized pieces,
-and :func:`matmul` cuts a large product into blocks. The kernels own the cores: while they run
+time to whichever thread is free, and :func:`matmul` cuts a large product into blocks. The kernels own the cores: while they run
 on several threads, BLAS is single-threaded (set through ``blas``), because an idle OpenBLAS
 worker busy-waits after each product on a core the next copy needs. Each chunk does exactly the arithmetic a serial call would do on its slice and
 writes only its own part of the outputs, so results never depend on the thread count.
@@ -178,27 +177,6 @@ def for_each_item(n, body, nbytes, worker_context=contextlib.nullcontext):
                 body(i, state)
     with blas.num_threads(1):
         parallel_for(k, worker, k * MIN_BYTES_PER_THREAD)
-
-
-# Pieces of about this many bytes of the output for ``elementwise``: small enough that a
-# piece's inputs and temporaries stay in a core's cache between the ufuncs of one call.
-ELEMENTWISE_BYTES = 2 << 20
-
-
-def elementwise(fn, out, *inputs):
-    """``fn(out_piece, *input_pieces)`` over pieces of axis 0 of arrays shaped like ``out``,
-    the pieces spread over the kernel threads: for memory-bound loops of several ufuncs (an
-    activation's gradient, say) whose temporaries then stay small. ``fn`` writes its result
-    into ``out_piece``; pieces are independent, so results never depend on the thread count."""
-    if out.ndim == 0 or _num_threads <= 1 or out.nbytes < 2 * MIN_BYTES_PER_THREAD:
-        fn(out, *inputs)  # one thread would do it all: one call, no pieces
-        return out
-    N = out.shape[0]
-    per_row = out[0].nbytes if N else 1
-    rows = max(1, ELEMENTWISE_BYTES // max(1, per_row))
-    pieces = [slice(a, min(N, a + rows)) for a in range(0, N, rows)]
-    for_each_item(len(pieces), lambda i, _: fn(out[pieces[i]], *(a[pieces[i]] for a in inputs)), out.nbytes)
-    return out
 
 
 # Products with fewer multiply-adds than this run as one BLAS call, as NumPy would run them.

@@ -45,9 +45,45 @@ def describe():
     return "; ".join(lines) or "no BLAS found by threadpoolctl"
 
 
+class _Library:
+    """One loaded BLAS: its thread count read and set through its own C functions where
+    threadpoolctl can name them (OpenBLAS), looked up once. threadpoolctl looks the symbol up on
+    every call, which costs more than a small matrix product, and the kernels switch the count
+    around their products on every call (a forward pass at batch 1 is mostly such calls)."""
+
+    def __init__(self, controller):
+        self.controller = controller
+        self.get = self.set = None
+        if controller.internal_api == "openblas":
+            try:  # threadpoolctl's own symbol lookup (prefixes such as scipy_openblas_...)
+                self.get = controller._get_symbol("openblas_get_num_threads")
+                self.set = controller._get_symbol("openblas_set_num_threads")
+            except Exception:  # another threadpoolctl: its public setter below
+                self.get = self.set = None
+
+    def num_threads(self):
+        return self.get() if self.get is not None else self.controller.num_threads
+
+    def set_num_threads(self, n):
+        if self.set is not None:
+            self.set(n)
+        else:
+            self.controller.set_num_threads(n)
+
+
+_libraries = None
+
+
+def _libs():
+    global _libraries
+    if _libraries is None:
+        _libraries = [_Library(c) for c in _blas().lib_controllers]
+    return _libraries
+
+
 def get_num_threads():
     """The BLAS thread count (the largest, if several BLAS libraries are loaded); 1 if none."""
-    return max((lib.num_threads for lib in _blas().lib_controllers), default=1)
+    return max((lib.num_threads() for lib in _libs()), default=1)
 
 
 def set_num_threads(n):
@@ -55,8 +91,8 @@ def set_num_threads(n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"blas.set_num_threads: n must be an integer >= 1, got {n!r}")
     previous = get_num_threads()
-    for lib in _blas().lib_controllers:
-        if lib.num_threads != n:  # each library on its own: they may differ
+    for lib in _libs():
+        if lib.num_threads() != n:  # each library on its own: they may differ
             lib.set_num_threads(n)
     return previous
 
