@@ -24,7 +24,7 @@ import minidl as md  # noqa: E402
 import minidl.functional as F  # noqa: E402
 from minidl.adversarial import fgsm_random_start  # noqa: E402
 from minidl.adversarial.gradalign import grad_align_penalty  # noqa: E402
-from minidl.kernels import blas, parallel  # noqa: E402
+from minidl.kernels.runtime import blas, parallel  # noqa: E402
 from minidl.models import wong_mnist  # noqa: E402
 
 from common import TIMES_HEADER, benchmark_parser, fmt_times_row, paired_times, try_import_torch  # noqa: E402

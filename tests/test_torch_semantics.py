@@ -313,7 +313,7 @@ def test_cuda_namespace_and_device():
 
 
 def test_cudnn_benchmark_maps_onto_the_conv_algorithm_mode():
-    from minidl.kernels import autotune
+    from minidl.kernels.runtime import autotune
     before = autotune.get_conv_algorithm()
     try:
         md.backends.cudnn.benchmark = True

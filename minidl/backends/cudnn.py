@@ -1,7 +1,7 @@
 """``md.backends.cudnn``: PyTorch's cuDNN switches mapped onto minidl's own kernels.
 
 ``benchmark = True`` makes convolutions choose their algorithm by timing the candidates on
-the first call of each shape (minidl's ``auto`` mode, :mod:`minidl.kernels.autotune`);
+the first call of each shape (minidl's ``auto`` mode, :mod:`minidl.kernels.runtime.autotune`);
 ``benchmark = False`` uses the fixed rule from the shapes (``rule``), which gives the same
 result on every run. Reading it says whether the current mode times. ``deterministic`` and
 ``enabled`` are accepted and kept: minidl's kernels are deterministic whatever they say.
@@ -12,7 +12,7 @@ It is a module (``import torch.backends.cudnn as cudnn`` renames to an import of
 import sys
 import types
 
-from ..kernels import autotune
+from ..kernels.runtime import autotune
 
 deterministic = False
 enabled = True

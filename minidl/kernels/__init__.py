@@ -26,7 +26,7 @@ sources in ``cuda_sources.py``).
 """
 import numpy
 
-from . import batch_norm_cpu, reference
+from . import batch_norm_cpu, conv_transpose, pool_gather, reference
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from .registry import KERNELS, Kernel, describe, force, tier, use
@@ -51,11 +51,18 @@ batch_norm_input_grad.add("chunks", batch_norm_cpu.batch_norm_input_grad)
 matmul = Kernel("matmul", reference.matmul, rule=_on_cpu("blocks"))
 matmul.add("blocks", parallel.matmul)
 
+# The second-derivative kernels (a convolution's input gradient as a transposed convolution,
+# its weight gradient as a convolution, max pooling's gather): plain code on NumPy and CuPy,
+# run only by ``backward_graph``; a faster implementation would be registered here beside them.
+conv2d_transpose = Kernel("conv2d_transpose", conv_transpose.conv2d_transpose)
+conv2d_weight = Kernel("conv2d_weight", conv_transpose.conv2d_weight)
+max_pool2d_gather = Kernel("max_pool2d_gather", pool_gather.max_pool2d_gather)
+
 __all__ = [
     "KERNELS", "Kernel", "use", "tier", "force", "describe",
     "conv_output_size", "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "batch_norm_stats", "channel_affine", "batch_norm_sums", "batch_norm_input_grad",
-    "matmul",
+    "matmul", "conv2d_transpose", "conv2d_weight", "max_pool2d_gather",
     "set_conv_algorithm", "get_conv_algorithm", "conv_algorithm",
 ]

@@ -17,7 +17,7 @@ windows ``cols`` (C*kh*kw, N*Ho*Wo), and a loop over the kh*kw window offsets th
 offset's strided slice into or out of ``cols``.
 """
 from ..backend import get_array_module
-from . import parallel
+from .runtime import parallel
 from .arrays import check_nchw, conv_output_size, float_dtype, window
 
 

@@ -1,7 +1,7 @@
 """2-D convolution as an autograd Function; the array kernels live in ``minidl.kernels.conv``."""
 from ..autograd import Function, is_grad_enabled
 from ..kernels import conv as kernels
-from ..kernels import conv_transpose
+from ..kernels import conv2d_transpose, conv2d_weight
 from ..kernels.arrays import channel_sum, per_channel
 
 
@@ -57,12 +57,12 @@ class Conv2dTranspose(Function):
 
     def forward(self, g, w):
         self.g, self.w = g, w
-        return conv_transpose.conv2d_transpose(g, w, self.x_hw, self.stride, self.padding)
+        return conv2d_transpose(g, w, self.x_hw, self.stride, self.padding)
 
     def backward(self, h):
         return (kernels.conv2d_forward(h, self.w, self.stride, self.padding, grads=(False, False))[0]
                 if self.needs_grad[0] else None,
-                conv_transpose.conv2d_weight(h, self.g, self.w.shape[2:], self.stride, self.padding)
+                conv2d_weight(h, self.g, self.w.shape[2:], self.stride, self.padding)
                 if self.needs_grad[1] else None)
 
     def backward_graph(self, h):
@@ -85,10 +85,10 @@ class Conv2dWeight(Function):
 
     def forward(self, x, g):
         self.x, self.g = x, g
-        return conv_transpose.conv2d_weight(x, g, self.kernel, self.stride, self.padding)
+        return conv2d_weight(x, g, self.kernel, self.stride, self.padding)
 
     def backward(self, k):
-        return (conv_transpose.conv2d_transpose(self.g, k, self.x.shape[2:], self.stride, self.padding)
+        return (conv2d_transpose(self.g, k, self.x.shape[2:], self.stride, self.padding)
                 if self.needs_grad[0] else None,
                 kernels.conv2d_forward(self.x, k, self.stride, self.padding, grads=(False, False))[0]
                 if self.needs_grad[1] else None)

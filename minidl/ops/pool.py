@@ -1,7 +1,7 @@
 """Max and average pooling as autograd Functions; array kernels live in ``minidl.kernels.pool``."""
 from ..autograd import Function
 from ..kernels import pool as kernels
-from ..kernels.pool_gather import max_pool2d_gather
+from ..kernels import max_pool2d_gather
 
 
 class MaxPool2d(Function):
