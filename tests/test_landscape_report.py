@@ -223,6 +223,8 @@ def test_the_report_renders_the_curvature_row(tmp_path):
     text = "\n".join(landscape_section(ls))
     assert "| `input_hessian` | at the image | 2 (2) | 1 (1) | -1 (0.1) | reproduces |" in text
     assert "Moosavi-Dezfooli et al., CVPR 2019" in text and "20 power iterations" in text
+    definition = next(line for line in text.splitlines() if line.startswith("| `input_hessian` | largest"))
+    assert definition.replace("\\|", "").count("|") == 4 and "\\|lambda_1\\|" in definition   # escaped bars
     lines = definition_summary(rows)
     assert _summary_line(lines, "input_hessian") == ("- `input_hessian`: one row, taken at the image (no ball, no "
                                                       "radius) (at the image: adversarial smoother).")

@@ -544,7 +544,9 @@ def landscape_section(ls):
     for row in ls["rows"]:
         if row["measure"] not in seen:
             seen.append(row["measure"])
-            lines.append(f"| `{row['measure']}` | {st['definitions'][row['measure']]} | {row['smoother']} |")
+            # a definition's "|x|" would end its table cell
+            cell = st["definitions"][row["measure"]].replace("|", "\\|")
+            lines.append(f"| `{row['measure']}` | {cell} | {row['smoother']} |")
     lines += ["", f"A row's verdict compares the per-image difference adversarial - natural with {LANDSCAPE_Z:g} "
               "standard errors of its mean (`LANDSCAPE_Z` in `minidl/study/report.py`): *reproduces* when the "
               "adversarial model is smoother by more, *does not reproduce* when the natural one is.", "",
