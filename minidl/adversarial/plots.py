@@ -240,7 +240,12 @@ def plot_landscape_measures(rows, path, models=("natural", "adversarial")):
                             color=colours.get(model), capsize=2,
                             label=f"{model}, at the image" if norm == "-" else f"{model}, L{norm}")
         ax.set_title(f"{measure} ({mine[0]['smoother']} = smoother)", fontsize=8)
-        ax.set_xlabel("radius / full radius", fontsize=8)
+        if all(r["norm"] == "-" for r in mine):
+            # no ball and no radius: the x axis carries nothing but the models' two points
+            ax.set_xticks([1.0], ["at the image"])
+            ax.legend(fontsize=6)
+        else:
+            ax.set_xlabel("radius / full radius", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(measures):]:
