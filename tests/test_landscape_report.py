@@ -141,10 +141,14 @@ def test_landscape_analysis_rows_on_two_tiny_models(tmp_path):
     data = (rng.random((4, 1, 4, 4)).astype(np.float32), np.array([0, 1, 2, 0]))
     p = get_preset("mnist", "quick", landscape_n=3, landscape_steps=3, cos_points=3, landscape_directions=1)
     out = analyses.landscape_analysis(p, models, data, str(tmp_path), seed=0)
-    assert len(out["rows"]) == len(MEASURES) * 2 * 3
+    assert len(out["rows"]) == len(MEASURES) * 2 * 3 + 1        # and one curvature row
     assert {(r["norm"], r["radius"]) for r in out["rows"]} == {("inf", 0.075), ("inf", 0.15), ("inf", 0.3),
-                                                               ("2", 0.5), ("2", 1.0), ("2", 2.0)}
-    for r in out["rows"]:
+                                                               ("2", 0.5), ("2", 1.0), ("2", 2.0), ("-", None)}
+    curv = out["rows"][-1]
+    assert (curv["measure"], curv["smoother"], curv["fraction"]) == ("input_hessian", "lower", 1.0)
+    assert curv["natural"]["n"] == 3 and curv["natural"]["mean"] > 0
+    assert out["settings"]["hessian_iters"] == analyses.HESSIAN_ITERS and "input_hessian" in out["settings"]["definitions"]
+    for r in out["rows"][:-1]:
         assert r["smoother"] == MEASURES[r["measure"]][0]
         if r["natural"]["n"] == r["adversarial"]["n"] == r["difference"]["n"] == 3:
             assert r["difference"]["mean"] == pytest.approx(r["adversarial"]["mean"] - r["natural"]["mean"], abs=1e-12)
@@ -155,3 +159,77 @@ def test_landscape_analysis_rows_on_two_tiny_models(tmp_path):
         assert out[name]["straightness_mean"] == pytest.approx(straight[name]["mean"])
     for f in out["figures"]:
         assert (tmp_path / f).stat().st_size > 1000, f
+
+
+# --- the input-Hessian curvature row ------------------------------------------------------------
+def _linear(scale, seed=3):
+    """A linear classifier z = s (W x + b) on 4x4 images: the input Hessian of its cross-entropy
+    is H = s^2 W^T (diag p - p p^T) W with p = softmax(z), known in closed form."""
+    import minidl
+    from minidl import nn
+    minidl.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    for prm in net.parameters():
+        prm.array = (prm.array * scale).astype(np.float64)
+    return net
+
+
+def _closed_form_top(net, images):
+    w, b = (prm.array for prm in net.parameters())
+    out = []
+    for x in images.reshape(len(images), -1):
+        z = w @ x + b
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        out.append(np.abs(np.linalg.eigvalsh(w.T @ (np.diag(p) - np.outer(p, p)) @ w)).max())
+    return np.array(out)
+
+
+def test_curvature_row_matches_the_closed_form_and_judges_both_ways():
+    """Natural and adversarial swapped: the flatter model (weights x 0.1, its curvature ~100 times
+    smaller) is found smoother whichever role it plays; the row's means equal the closed form."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((6, 1, 4, 4)), np.array([0, 1, 2, 0, 1, 2])
+    sharp, flat = _linear(1.0), _linear(0.1)
+    row_ = analyses.curvature_row({"natural": {"model": sharp}, "adversarial": {"model": flat}}, images, labels,
+                                  seed=0, iters=100)
+    want_sharp, want_flat = _closed_form_top(sharp, images), _closed_form_top(flat, images)
+    assert row_["natural"]["mean"] == pytest.approx(want_sharp.mean(), rel=1e-6)
+    assert row_["adversarial"]["mean"] == pytest.approx(want_flat.mean(), rel=1e-6)
+    assert row_["difference"]["mean"] == pytest.approx((want_flat - want_sharp).mean(), rel=1e-6)
+    assert (row_["norm"], row_["radius"], row_["smoother"]) == ("-", None, "lower")
+    assert row_verdict(row_) == "reproduces"
+    swapped = analyses.curvature_row({"natural": {"model": flat}, "adversarial": {"model": sharp}}, images, labels,
+                                     seed=0, iters=100)
+    assert row_verdict(swapped) == LANDSCAPE_WORDS["natural"]
+    same = analyses.curvature_row({"natural": {"model": sharp}, "adversarial": {"model": sharp}}, images, labels,
+                                  seed=0)
+    assert same["difference"]["mean"] == 0.0 and row_verdict(same) == LANDSCAPE_WORDS["neither"]
+
+
+def _curvature(difference, nat=2.0, se=0.1):
+    summary = lambda v: {"mean": v, "median": v, "se": se, "n": 20}
+    return {"measure": "input_hessian", "norm": "-", "radius": None, "fraction": 1.0, "smoother": "lower",
+            "natural": summary(nat), "adversarial": summary(nat + difference),
+            "difference": {"mean": difference, "se": se, "n": 20}}
+
+
+def test_the_report_renders_the_curvature_row(tmp_path):
+    rows = [row(measure, n, f, 0.1) for measure in MEASURES for n in ("inf", "2") for f in (0.5, 1.0)]
+    rows.append(_curvature(-1.0))
+    ls = _landscape(rows)
+    ls["settings"]["definitions"]["input_hessian"] = analyses.CURVATURE_DEFINITION
+    ls["settings"].update(hessian_k=1, hessian_iters=20)
+    text = "\n".join(landscape_section(ls))
+    assert "| `input_hessian` | at the image | 2 (2) | 1 (1) | -1 (0.1) | reproduces |" in text
+    assert "Moosavi-Dezfooli et al., CVPR 2019" in text and "20 power iterations" in text
+    definition = next(line for line in text.splitlines() if line.startswith("| `input_hessian` | largest"))
+    assert definition.replace("\\|", "").count("|") == 4 and "\\|lambda_1\\|" in definition   # escaped bars
+    lines = definition_summary(rows)
+    assert _summary_line(lines, "input_hessian") == ("- `input_hessian`: one row, taken at the image (no ball, no "
+                                                      "radius) (at the image: adversarial smoother).")
+    assert "`input_hessian`" in lines[-3]
+    assert "`input_hessian`" in definition_summary([_curvature(1.0)])[-2]       # natural smoother
+    from minidl.adversarial.plots import plot_landscape_measures
+    plot_landscape_measures(rows[-3:], str(tmp_path / "m.png"))      # a ball measure and the curvature point
+    assert (tmp_path / "m.png").stat().st_size > 1000

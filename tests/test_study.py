@@ -386,8 +386,8 @@ from minidl.study import seeds as seeds_mod
 def _seed_metrics(s15, straight, extra=0.1):
     m = _metrics(s15=s15, straight=straight)
     m["preset"] = "quick"
-    # a landscape measure the report does not know (as the input-Hessian one will be) is aggregated too
-    m["landscape"]["rows"].append({"measure": "input_hessian", "norm": "2", "radius": 2.0, "fraction": 1.0,
+    # the input-Hessian curvature row (no ball: norm "-", radius None) is aggregated as the others
+    m["landscape"]["rows"].append({"measure": "input_hessian", "norm": "-", "radius": None, "fraction": 1.0,
                                    "smoother": "lower", "natural": {"mean": 1.0, "median": 1.0, "se": 0.01, "n": 20},
                                    "adversarial": {"mean": extra, "median": extra, "se": 0.01, "n": 20},
                                    "difference": {"mean": extra - 1.0, "median": extra - 1.0, "se": 0.01, "n": 20}})
@@ -437,13 +437,18 @@ def test_seeds_report_and_printed_table(tmp_path, capsys):
     seeds_mod.write_seeds_report(path, agg, "python -m minidl study --seeds 0,1", 90.0,
                                  {0: str(tmp_path / "seed-0" / "report.md"), 1: str(tmp_path / "seed-1" / "report.md")})
     text = open(path).read()
-    assert "[seed 0](seed-0/report.md)" in text and "1 of 2 seeds" in text and "input_hessian" in text
+    assert "[seed 0](seed-0/report.md)" in text and "1 of 2 seeds" in text
+    assert "| `input_hessian` | at the image | 2 of 2 | reproduces: 2 | -0.900 |" in text
+    assert ("Curvature (`input_hessian`, at the image; lower is smoother): the adversarial model is smoother in 2 of "
+            "2 seeds; mean over images natural 1, adversarial 0.1, difference -0.9 (mean [min, max] over seeds)."
+            in text)
     assert "| natural: clean | 92.3% [91.5%, 93.0%] |" in text
     seeds_mod.print_verdicts(agg, path)
     printed = capsys.readouterr().out
     assert "verdicts (mnist, preset quick, seeds 0, 1)" in printed and printed.rstrip().endswith(f"report: {path}")
     assert "reproduces in" in printed and "1 of 2 seeds" in printed
     assert seeds_mod.mean_range({"mean": 2.0, "min": 1.0, "max": 3.0, "n": 3}) == "2 [1, 3]"
+    assert seeds_mod._g3({"mean": 0.002, "min": 0.001, "max": 0.003, "n": 3}) == "0.002 [0.001, 0.003]"
     assert seeds_mod.mean_range({"mean": 0.5, "min": 0.25, "max": 0.75, "n": 2}, percent=True) == "50.0% [25.0%, 75.0%]"
 
 

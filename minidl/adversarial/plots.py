@@ -215,7 +215,8 @@ def plot_fooling_rates(rates, path, title="fooling rate", ylabel="fooling rate")
 
 def plot_landscape_measures(rows, path, models=("natural", "adversarial")):
     """One panel per measure: its mean over the images (bars: one standard error) against the
-    radius as a fraction of the full radius, a line per model and norm (solid L-inf, dashed L2).
+    radius as a fraction of the full radius, a line per model and norm (solid L-inf, dashed L2;
+    a measure of norm "-", taken at the image, is one square at fraction 1).
     ``rows`` are the dicts of :func:`minidl.study.analyses.landscape_analysis`: measure, norm,
     fraction, smoother and per model a summary with mean and se (None where not measured)."""
     plt = _pyplot()
@@ -229,15 +230,22 @@ def plot_landscape_measures(rows, path, models=("natural", "adversarial")):
     for ax, measure in zip(axes.ravel(), measures):
         mine = [r for r in rows if r["measure"] == measure]
         for model in models:
-            for norm, style in (("inf", "-"), ("2", "--")):
+            # norm "-": a measure with no ball (the input-Hessian curvature), one point at fraction 1
+            for norm, style, marker in (("inf", "-", "o"), ("2", "--", "o"), ("-", "none", "s")):
                 line = sorted((r["fraction"], r[model]["mean"], r[model]["se"]) for r in mine if r["norm"] == norm)
                 if not line:
                     continue
                 f, m, e = (numpy.array([numpy.nan if v is None else v for v in col], dtype=float) for col in zip(*line))
-                ax.errorbar(f, m, yerr=numpy.nan_to_num(e), fmt=style, marker="o", ms=3, color=colours.get(model),
-                            capsize=2, label=f"{model}, L{norm}")
+                ax.errorbar(f, m, yerr=numpy.nan_to_num(e), linestyle=style, marker=marker, ms=3,
+                            color=colours.get(model), capsize=2,
+                            label=f"{model}, at the image" if norm == "-" else f"{model}, L{norm}")
         ax.set_title(f"{measure} ({mine[0]['smoother']} = smoother)", fontsize=8)
-        ax.set_xlabel("radius / full radius", fontsize=8)
+        if all(r["norm"] == "-" for r in mine):
+            # no ball and no radius: the x axis carries nothing but the models' two points
+            ax.set_xticks([1.0], ["at the image"])
+            ax.legend(fontsize=6)
+        else:
+            ax.set_xlabel("radius / full radius", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(measures):]:

@@ -111,7 +111,14 @@ def row_verdict(row):
     return LANDSCAPE_WORDS[_row_smoother(row)]
 
 
+# A landscape row with this norm has no ball: the input-Hessian curvature, taken at the image
+# (minidl/study/analyses.py, CURVATURE_NORM).
+NO_BALL = "-"
+
+
 def _ball(row):
+    if row["norm"] == NO_BALL:
+        return "at the image"
     return f"L-{row['norm']} r = {row['radius']:.3g}" if row["norm"] == "inf" else f"L2 r = {row['radius']:.3g}"
 
 
@@ -129,7 +136,9 @@ def definition_summary(rows):
         by_norm = {norm: [_row_smoother(r) for r in mine if r["norm"] == norm]
                    for norm in dict.fromkeys(r["norm"] for r in mine)}
         verdicts = [v for vs in by_norm.values() for v in vs]
-        if len(set(verdicts)) == 1:
+        if all(r["norm"] == NO_BALL for r in mine):
+            how = "one row, taken at the image (no ball, no radius)"
+        elif len(set(verdicts)) == 1:
             how = "the same at every radius and in both balls"
         else:
             radius_changes = any(len(set(vs)) > 1 for vs in by_norm.values())
@@ -526,13 +535,18 @@ def landscape_section(ls):
              f"Cosines in the ball: {st['cos_points']} uniform random points per image (clipped to [0, 1]); PGD paths: "
              f"{st['steps']} steps from the clean image, {st['alpha_rule']}; random directions: {st['directions']} "
              "random points of the ball's surface, each with its opposite. A loss that is linear in the ball scores 1 "
-             "on the cosines and the straightness and 0 on the rest.", "",
+             "on the cosines and the straightness and 0 on the rest."
+             + (f" Curvature (`input_hessian`, one row at the image): the top {st['hessian_k']} eigenvalue(s) of "
+                f"each image's input Hessian by {st['hessian_iters']} power iterations on Hessian-vector products, "
+                "its magnitude averaged over the images." if "hessian_iters" in st else ""), "",
              "| measure | definition | smoother if |", "| --- | --- | --- |"]
     seen = []
     for row in ls["rows"]:
         if row["measure"] not in seen:
             seen.append(row["measure"])
-            lines.append(f"| `{row['measure']}` | {st['definitions'][row['measure']]} | {row['smoother']} |")
+            # a definition's "|x|" would end its table cell
+            cell = st["definitions"][row["measure"]].replace("|", "\\|")
+            lines.append(f"| `{row['measure']}` | {cell} | {row['smoother']} |")
     lines += ["", f"A row's verdict compares the per-image difference adversarial - natural with {LANDSCAPE_Z:g} "
               "standard errors of its mean (`LANDSCAPE_Z` in `minidl/study/report.py`): *reproduces* when the "
               "adversarial model is smoother by more, *does not reproduce* when the natural one is.", "",
@@ -549,7 +563,9 @@ def landscape_section(ls):
               "points around one image); the other rows are stricter or looser readings of \"smoother\": the centre "
               "cosine and the path cosines ask whether the gradient at the image predicts the gradients the attack "
               "meets; the random/adversarial ratio and the Taylor remainders measure curvature directly (Qin et al. "
-              "2019). The Taylor remainder is in nats, so a model whose loss is flat everywhere scores low on it; "
+              "2019); `input_hessian` is the curvature at the image itself, the largest eigenvalue magnitude of the "
+              "loss's Hessian in input space (Moosavi-Dezfooli et al., CVPR 2019, who find it small after adversarial "
+              "training and regularise it to gain robustness). The Taylor remainder is in nats, so a model whose loss is flat everywhere scores low on it; "
               "the relative remainder and the ratio are free of that scale.", "",
               "**How the verdict changes with the definition and the radius.**", ""]
     lines += definition_summary(ls["rows"])

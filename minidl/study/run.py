@@ -7,7 +7,7 @@ from .. import backend
 from ..distributed import world
 from ..experiment import load_arrays
 from ..io import write_json
-from .analyses import accuracy_table, landscape_analysis, rse_table, uap_analysis
+from .analyses import HESSIAN_ITERS, HESSIAN_K, accuracy_table, landscape_analysis, rse_table, uap_analysis
 from .presets import get_preset, spectrum_settings
 from .report import write_report
 from .seeds import aggregate, print_verdicts, seed_folder, write_seeds_report
@@ -60,7 +60,8 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
                                        "settings": spectrum_settings(p)},
                           lambda: spectrum_analysis(p, base, models, uap_train, uap_test, out_dir, stages, progress,
                                                     seed))
-    landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models)},
+    landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models),
+                                         "curvature": {"k": HESSIAN_K, "iters": HESSIAN_ITERS}},
                            lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
     metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
                "training": {k: v["history"] for k, v in models.items()},

@@ -7,15 +7,16 @@ finished before, see ``stages.py``); ``<out>/report.md`` and ``<out>/metrics.jso
 aggregate. Aggregating only reads the seeds' metrics, so it is tested on constructed ones.
 
 The landscape rows are aggregated by (measure, norm, fraction) whatever the measures are: a measure
-that joins ``minidl.adversarial.landscape.MEASURES`` (the input-Hessian curvature of the
-higher-order-gradients issue is the next one) gets the same per-seed treatment here with no change.
+that joins ``minidl.adversarial.landscape.MEASURES`` gets the same per-seed treatment here with no
+change, and so does the input-Hessian curvature (norm "-", one row taken at the image), which the
+report also states on a line of its own.
 """
 import os
 
 import numpy
 
 from ..io import atomic_write
-from .report import (NOT_JUDGED, _ball, _num, _pct, claims, definition_key, definition_label, definition_outcome,
+from .report import (NO_BALL, NOT_JUDGED, _ball, _num, _pct, claims, definition_key, definition_label, definition_outcome,
                      row_verdict, verdict)
 
 SPLIT = "depends on the seed"
@@ -148,6 +149,14 @@ def mean_range(s, digits=2, percent=False):
     return f(s["mean"]) if s["n"] <= 1 or s["min"] == s["max"] else f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]"
 
 
+def _g3(s):
+    """"mean [min, max]" of a :func:`spread` to 3 significant digits (curvatures span decades)."""
+    if s is None or s["mean"] is None:
+        return "-"
+    same = s["n"] <= 1 or s["min"] == s["max"]
+    return f"{s['mean']:.3g}" if same else f"{s['mean']:.3g} [{s['min']:.3g}, {s['max']:.3g}]"
+
+
 def k_of_n(t):
     """"k of n seeds" for a tally, followed by the other outcomes unless every other seed plainly
     does not reproduce (so "0 of 3 seeds" never hides seeds that could not judge the claim)."""
@@ -234,6 +243,12 @@ def write_seeds_report(path, agg, command, seconds, reports):
         never = sum(1 for r in agg["landscape"] if r["reproduces"] == 0)
         lines += ["", f"{len(agg['landscape'])} rows: the adversarial model is smoother in every seed in {ok}, in no "
                       f"seed in {never}, in some seeds in {len(agg['landscape']) - ok - never}."]
+        for r in agg["landscape"]:
+            if r["norm"] == NO_BALL:
+                lines += ["", f"Curvature (`{r['measure']}`, at the image; lower is smoother): the adversarial model is "
+                              f"smoother in {k_of_n(r)}; mean over images natural {_g3(r['natural'])}, adversarial "
+                              f"{_g3(r['adversarial'])}, difference {_g3(r['difference'])} (mean [min, max] over "
+                              "seeds)."]
     if agg.get("accuracy"):
         lines += ["", "## Accuracy over seeds", "", "| model / attack | accuracy, mean [min, max] over seeds |",
                   "| --- | --- |"]
