@@ -60,7 +60,8 @@ class Attack:
         self._normalization = None
 
     def set_normalization_used(self, mean, std):
-        """Feed the model (x - mean) / std, mean and std one value per channel."""
+        """From now on the images given to and returned by the attack are normalised,
+        (x - mean) / std with one value of mean and std per channel (torchattacks 3.5)."""
         values = []
         for arg, v in (("mean", mean), ("std", std)):
             a = numpy.asarray(backend.to_numpy(v.array) if isinstance(v, Tensor) else v, dtype=numpy.float64).ravel()
@@ -106,8 +107,10 @@ class Attack:
         if lo < -1e-5 or hi > 1 + 1e-5:  # more than rounding: the images were not normalised
             raise ValueError(f"{self.attack}: after set_normalization_used, images must be normalised, "
                              f"(x - mean) / std of x in [0, 1]; they un-normalise to [{lo:.4g}, {hi:.4g}]")
-        adv = self.forward(_Normalized(self.model, *self._normalization), Tensor(xp.clip(raw, 0, 1)), labels)
-        return Tensor((adv.array - mean) / std)
+        adv = self.forward(_Normalized(self.model, *self._normalization), Tensor(xp.clip(raw, 0, 1)), labels).array
+        # on the model's device, which may not be the one the images came from
+        mean, std = (backend.to_device(v, backend.device_of(adv)) for v in (mean, std))
+        return Tensor((adv - mean) / std)
 
     def __repr__(self):
         return f"{self.attack}(model={type(self.model).__name__}, targeted={self.targeted})"
