@@ -6,11 +6,14 @@ Only import statements change; the code keeps its names (``torch.zeros`` works b
 
     torch.nn.functional -> minidl.functional      torch.utils.data -> minidl.utils.data
     torchvision         -> minidl.vision           torch            -> minidl
+    torchattacks        -> minidl.compat.torchattacks
+    autoattack          -> minidl.compat.autoattack
 
-so ``import torch.nn as nn`` becomes ``import minidl.nn as nn`` and ``from torchvision import
-datasets, transforms`` becomes ``from minidl.vision import datasets, transforms``. A plain
-``import torch.optim`` (binding the name ``torch``) becomes ``import minidl as torch``, which
-loads every submodule. Lines that are not imports, strings and comments are left alone.
+so ``import torch.nn as nn`` becomes ``import minidl.nn as nn``, ``from torchvision import
+datasets, transforms`` becomes ``from minidl.vision import datasets, transforms`` and ``import
+torchattacks`` becomes ``import minidl.compat.torchattacks as torchattacks`` (the two attack
+libraries map onto adapters over minidl's own attacks). A plain ``import torch.optim``
+(binding the name ``torch``) becomes ``import minidl as torch``, which loads every submodule. Lines that are not imports, strings and comments are left alone.
 """
 import argparse
 import re
@@ -20,6 +23,8 @@ MODULES = [  # longest prefix first
     ("torch.nn.functional", "minidl.functional"),
     ("torch.utils.data", "minidl.utils.data"),
     ("torchvision", "minidl.vision"),
+    ("torchattacks", "minidl.compat.torchattacks"),
+    ("autoattack", "minidl.compat.autoattack"),
     ("torch", "minidl"),
 ]
 

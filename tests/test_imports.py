@@ -31,6 +31,7 @@ LAYERS = [
     ("minidl.nn", "minidl.optim", "minidl.serialization", "minidl.testing", "minidl.distributed"),
     ("minidl.data", "minidl.models", "minidl.train", "minidl.run_folder", "minidl.utils", "minidl.vision"),
     ("minidl.adversarial",),
+    ("minidl.compat",),
     ("minidl.study", "minidl.experiment", "minidl.cli", "minidl.info", "minidl.__main__", "minidl",
      "minidl.port"),
 ]

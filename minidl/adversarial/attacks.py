@@ -277,7 +277,7 @@ def noisy_fgsm(model, x, y, eps, noise=None, alpha=None, norm="inf"):
 
 
 def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=1, targeted=False, loss="ce",
-        eot_samples=1):
+        eot_samples=1, result="worst"):
     """Projected gradient descent (Madry et al. 2018), L-inf or L2.
 
     Each of ``restarts`` runs starts at a random point of the eps-ball (or at x when
@@ -287,6 +287,9 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
     for targeted). Restarts after the first re-attack only the examples not yet broken.
     ``eot_samples`` > 1 averages each gradient over that many forward passes (for randomized
     models). Returns a detached Tensor of adversarial inputs on the model's device.
+
+    result="last" returns the final iterate instead of the worst case (one restart only): the
+    rule of torchattacks' PGD and of many scripts, weaker where a late step turns back.
     """
     op = "pgd"
     norm = resolve_norm(norm, op)
@@ -297,6 +300,10 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
     check_number(f"{op}: eot_samples", eot_samples, minimum=1, integer=True)
     if loss not in ("ce", "margin"):
         raise ValueError(f"{op}: loss must be 'ce' or 'margin', got {loss!r}")
+    if result not in ("worst", "last"):
+        raise ValueError(f"{op}: result must be 'worst' or 'last', got {result!r}")
+    if result == "last" and restarts != 1:
+        raise ValueError(f"{op}: result='last' needs restarts=1 (which restart's last iterate?), got {restarts}")
     x, y = prepare_inputs(model, x, y, op)
     xp = backend.get_array_module(x.array)
     s = -1 if targeted else 1
@@ -325,6 +332,8 @@ def pgd(model, x, y, eps, alpha, steps, norm="inf", random_start=True, restarts=
                 g, logits, losses = input_gradient(model, Tensor(cur), yr, loss, eot_samples)
                 keep(cur, logits, losses, rows)
                 cur = pgd_step(cur, g, x0, eps, s * alpha, norm)
+            if result == "last":
+                return Tensor(cur)
             _, logits, losses = expected_pass(model, Tensor(cur), yr, loss, eot_samples, gradient=False)
             keep(cur, logits, losses, rows)
     return Tensor(best)

@@ -81,24 +81,32 @@ class StageLog:
         return out
 
 
-def stages(eps, norm, version, seed, progress=False):
-    """[(name, attack(model, x, y))] of an AutoAttack version, in order."""
-    if version == "standard":
-        return [
-            ("apgd-ce", lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="ce", seed=seed, progress=progress)),
-            ("apgd-t", lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="dlr", targeted=True,
-                                            n_target_classes=min(9, _classes(m, x) - 1), seed=seed,
-                                            progress=progress)),
-            ("fab-t", lambda m, x, y: fab(m, x, y, eps, norm, steps=100, n_target_classes=min(9, _classes(m, x) - 1),
-                                          seed=seed, progress=progress)),
-            ("square", lambda m, x, y: square(m, x, y, eps, norm, queries=5000, seed=seed, progress=progress)),
-        ]
-    return [
-        ("apgd-ce", lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="ce", eot_samples=EOT_SAMPLES, seed=seed,
-                                         progress=progress)),
-        ("apgd-dlr", lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="dlr", eot_samples=EOT_SAMPLES, seed=seed,
-                                          progress=progress)),
-    ]
+# The stages each version runs, in order; ``autoattack(..., attacks=[...])`` picks and orders
+# any of STAGE_NAMES instead (AutoAttack's version='custom'), with the version's settings.
+VERSION_STAGES = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+STAGE_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
+
+
+def stages(eps, norm, version, seed, progress=False, attacks=None):
+    """[(name, attack(model, x, y))] of an AutoAttack version, in order, or of the stage names
+    ``attacks`` (each gradient stage averaged over EOT_SAMPLES passes under version 'rand')."""
+    eot = EOT_SAMPLES if version == "rand" else 1
+
+    def targets(m, x):
+        return min(9, _classes(m, x) - 1)
+
+    every = {
+        "apgd-ce": lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="ce", eot_samples=eot, seed=seed,
+                                        progress=progress),
+        "apgd-dlr": lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="dlr", eot_samples=eot, seed=seed,
+                                         progress=progress),
+        "apgd-t": lambda m, x, y: apgd(m, x, y, eps, norm, steps=100, loss="dlr", targeted=True,
+                                       n_target_classes=targets(m, x), eot_samples=eot, seed=seed, progress=progress),
+        "fab-t": lambda m, x, y: fab(m, x, y, eps, norm, steps=100, n_target_classes=targets(m, x), seed=seed,
+                                     progress=progress),
+        "square": lambda m, x, y: square(m, x, y, eps, norm, queries=5000, seed=seed, progress=progress),
+    }
+    return [(name, every[name]) for name in (VERSION_STAGES[version] if attacks is None else attacks)]
 
 
 def _classes(model, x):
@@ -106,11 +114,12 @@ def _classes(model, x):
 
 
 def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=None, progress=False,
-               judge_samples=None):
+               judge_samples=None, attacks=None):
     """AutoAttack on the batch (x, y) (module docstring); each stage attacks only the examples
     still classified correctly, judged by the mean softmax of ``judge_samples`` passes (None:
     20 for a randomized model, 1 otherwise). ``log``, a ``StageLog``, receives the breakdown;
-    ``progress`` shows a bar per stage. Returns a detached Tensor of worst-case inputs (x where
+    ``progress`` shows a bar per stage. ``attacks``, a list of names from STAGE_NAMES, runs those
+    stages in that order instead of the version's own. Returns a detached Tensor of worst-case inputs (x where
     every stage failed, or the model misclassifies x already)."""
     op = "autoattack"
     norm = resolve_norm(norm, op)
@@ -120,6 +129,12 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
     check_number(f"{op}: seed", seed, minimum=0, integer=True)
     if log is not None and not isinstance(log, StageLog):
         raise TypeError(f"{op}: log must be a StageLog or None, got {type(log).__name__}")
+    if attacks is not None:
+        if isinstance(attacks, str) or not all(isinstance(a, str) for a in attacks):
+            raise TypeError(f"{op}: attacks must be a list of stage names or None, got {attacks!r}")
+        unknown = [a for a in attacks if a not in STAGE_NAMES]
+        if unknown or not attacks:
+            raise ValueError(f"{op}: attacks must be a non-empty list of {STAGE_NAMES}, got {list(attacks)!r}")
     x, y = prepare_inputs(model, x, y, op)
     samples = judge_samples_for(model, x[:PROBE_N], judge_samples, op)
     xp = backend.get_array_module(x.array)
@@ -133,7 +148,7 @@ def autoattack(model, x, y, eps, norm="inf", version="standard", seed=0, log=Non
         robust = correct(x.array, y.array)
         if log is not None:
             log.add("clean", robust.sum(), time.perf_counter() - t0, n=len(y))
-        for name, attack in stages(eps, norm, version, seed, progress):
+        for name, attack in stages(eps, norm, version, seed, progress, attacks):
             t0 = time.perf_counter()
             rows = xp.nonzero(robust)[0]
             if len(rows):
