@@ -4,7 +4,7 @@ import platform
 import numpy
 
 from . import __version__, backend, functional, kernels
-from .kernels.runtime import autotune, blas, parallel
+from .kernels.runtime import allocator, autotune, blas, parallel
 from .models import get_model
 from .tensor import tensor
 from .validation import check_number
@@ -41,6 +41,7 @@ def describe():
     lines.append(f"BLAS at run time (threadpoolctl): {blas.describe()}")
     lines.append(kernels.describe()[0])
     lines.append(autotune.describe()[0])
+    lines.append(f"C heap (glibc malloc thresholds): {allocator.state}")
     lines.append(cuda_line())
     return "\n".join(lines)
 

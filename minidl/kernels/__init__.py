@@ -30,7 +30,7 @@ from . import batch_norm_cpu, conv_transpose, pool_gather, reference
 from .conv import conv2d_backward, conv2d_forward, conv_output_size
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from .registry import KERNELS, Kernel, describe, force, tier, use
-from .runtime import parallel
+from .runtime import allocator, parallel
 from .runtime.autotune import conv_algorithm, get_conv_algorithm, set_conv_algorithm
 
 
@@ -47,6 +47,11 @@ batch_norm_sums = Kernel("batch_norm_sums", reference.batch_norm_sums, rule=_on_
 batch_norm_sums.add("chunks", batch_norm_cpu.batch_norm_sums)
 batch_norm_input_grad = Kernel("batch_norm_input_grad", reference.batch_norm_input_grad, rule=_on_cpu("chunks"))
 batch_norm_input_grad.add("chunks", batch_norm_cpu.batch_norm_input_grad)
+
+# The fast tier also fixes the C heap's thresholds (``runtime/allocator.py``): what it buys is
+# measured in benchmarks/README.md; MINIDL_MALLOC=default leaves them to glibc.
+if tier() == "fast":
+    allocator.tune()
 
 matmul = Kernel("matmul", reference.matmul, rule=_on_cpu("blocks"))
 matmul.add("blocks", parallel.matmul)
