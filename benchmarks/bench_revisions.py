@@ -2,6 +2,10 @@
 
     python benchmarks/bench_revisions.py dac65a9 HEAD [--work cifar_cnn madry_mnist pgd]
                                          [--rounds 2] [--calls 7]
+    python benchmarks/bench_revisions.py HEAD HEAD:MINIDL_MALLOC=default   # one revision, two settings
+
+A revision may carry environment variables for its processes, ``REV:VAR=VALUE[,VAR=VALUE...]``,
+so the same code can be timed with and without a setting in the same alternating rounds.
 
 Each revision is checked out into a temporary git worktree; every (round, revision, work) runs
 in a fresh Python process started in that worktree, so it imports that revision's minidl, warms
@@ -58,9 +62,22 @@ print(json.dumps(times))
 """
 
 
+def parse_spec(spec):
+    """``REV`` or ``REV:VAR=VALUE[,VAR=VALUE...]`` -> (REV, {VAR: VALUE})."""
+    rev, _, pairs = spec.partition(":")
+    extra = {}
+    for pair in filter(None, pairs.split(",")):
+        name, eq, value = pair.partition("=")
+        if not eq or not name:
+            raise SystemExit(f"bench_revisions: {spec!r}: expected REV:VAR=VALUE[,VAR=VALUE...], got {pair!r}")
+        extra[name] = value
+    return rev, extra
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("revisions", nargs="+", help="git revisions (commits, tags, HEAD)")
+    parser.add_argument("revisions", nargs="+",
+                        help="git revisions (commits, tags, HEAD), each optionally REV:VAR=VALUE[,VAR=VALUE...]")
     parser.add_argument("--work", nargs="+", default=["cifar_cnn", "madry_mnist", "pgd"],
                         choices=["cifar_cnn", "madry_mnist", "wong_mnist", "pgd"])
     parser.add_argument("--rounds", type=int, default=2)
@@ -68,30 +85,33 @@ def main(argv=None):
     args = parser.parse_args(argv)
     root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                           check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    times = {(rev, w): [] for rev in args.revisions for w in args.work}
+    specs = {spec: parse_spec(spec) for spec in args.revisions}
+    times = {(spec, w): [] for spec in args.revisions for w in args.work}
     with tempfile.TemporaryDirectory(prefix="minidl-revisions-") as tmp:
         trees = {}
         try:
-            for i, rev in enumerate(args.revisions):
-                trees[rev] = os.path.join(tmp, f"rev{i}")
-                subprocess.run(["git", "worktree", "add", "--detach", trees[rev], rev], cwd=root, check=True,
-                               capture_output=True)
+            for rev, _ in specs.values():
+                if rev not in trees:
+                    trees[rev] = os.path.join(tmp, f"rev{len(trees)}")
+                    subprocess.run(["git", "worktree", "add", "--detach", trees[rev], rev], cwd=root, check=True,
+                                   capture_output=True)
             for r in range(args.rounds):
-                for rev in args.revisions:
+                for spec, (rev, extra) in specs.items():
                     for w in args.work:
                         out = subprocess.run([sys.executable, "-c", CHILD, w, str(args.calls)], cwd=trees[rev],
                                              capture_output=True, text=True, check=True,
-                                             env=dict(os.environ, PYTHONPATH=trees[rev]))
-                        times[rev, w] += json.loads(out.stdout.strip().splitlines()[-1])
+                                             env=dict(os.environ, PYTHONPATH=trees[rev], **extra))
+                        times[spec, w] += json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=root, capture_output=True)
-    print(f"{'work':<12} {'revision':<14} {'median ms':>10} {'best ms':>9}   ({args.rounds} rounds x {args.calls} calls)")
+    width = max(14, *(len(spec) for spec in args.revisions))
+    print(f"{'work':<12} {'revision':<{width}} {'median ms':>10} {'best ms':>9}   ({args.rounds} rounds x {args.calls} calls)")
     for w in args.work:
-        for rev in args.revisions:
-            t = times[rev, w]
-            print(f"{w:<12} {rev:<14} {statistics.median(t) * 1e3:10.1f} {min(t) * 1e3:9.1f}")
+        for spec in args.revisions:
+            t = times[spec, w]
+            print(f"{w:<12} {spec:<{width}} {statistics.median(t) * 1e3:10.1f} {min(t) * 1e3:9.1f}")
 
 
 if __name__ == "__main__":

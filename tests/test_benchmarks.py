@@ -23,3 +23,16 @@ def test_benchmark_runs(script, args):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "median" in res.stdout
+
+
+def test_bench_revisions_reads_revisions_with_their_environment():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import bench_revisions
+    finally:
+        sys.path.pop(0)
+    assert bench_revisions.parse_spec("HEAD") == ("HEAD", {})
+    assert bench_revisions.parse_spec("abc123:MINIDL_MALLOC=default,A=1=2") == (
+        "abc123", {"MINIDL_MALLOC": "default", "A": "1=2"})
+    with pytest.raises(SystemExit, match="expected REV:VAR=VALUE"):
+        bench_revisions.parse_spec("HEAD:MINIDL_MALLOC")

@@ -6,11 +6,11 @@ the first write to each one (a page fault per 4 KiB) and returned to the OS at `
 requests come from the heap, which keeps freed memory for the next request and gives its top
 back to the OS only when more than ``M_TRIM_THRESHOLD`` bytes are free there.
 
-Both thresholds start at 128 KiB and 256 KiB, and glibc raises them on its own each time a
-mapped block is freed (the mmap threshold to that block's size, at most 32 MiB on 64-bit
-systems, and the trim threshold to twice that). So whether a training step's activations and
-gradients (0.1 to 30 MiB each, allocated and freed at every step) are recycled or faulted in
-afresh at every call depends on which large arrays the process happened to free earlier: the
+Both thresholds start at 128 KiB, and glibc raises them on its own each time a mapped block is
+freed (the mmap threshold to that block's size, at most 32 MiB on 64-bit systems, the trim
+threshold to twice that). So whether a training step's activations and gradients (0.1 to 30 MiB
+each, allocated and freed at every step) are recycled, or handed back to the OS and faulted in
+afresh at every step, depends on which large arrays the process happened to free earlier: the
 same step ran at two speeds in two processes (``benchmarks/README.md``, "The C heap").
 
 :func:`tune` sets the two values glibc's own rule ends at, 32 MiB and 64 MiB, from the first
