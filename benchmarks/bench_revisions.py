@@ -11,8 +11,9 @@ Each revision is checked out into a temporary git worktree; every (round, revisi
 in a fresh Python process started in that worktree, so it imports that revision's minidl, warms
 up (the algorithm tuner's first calls) and times ``--calls`` calls. Rounds alternate the
 revisions, so a slow spell of a shared machine lands on all of them. Prints the median and the
-best of each revision's calls per work. The work uses only the public API that every revision
-has: a training step (``bench_models``' step: cross-entropy, backward, SGD with momentum 0.9,
+best of each revision's calls per work, the minor page faults per timed call (median over the
+processes) and the largest peak RSS of its processes. The work uses only the public API that
+every revision has: a training step (``bench_models``' step: cross-entropy, backward, SGD with momentum 0.9,
 batch 128, float32, random data) of ``cifar_cnn`` or ``madry_mnist`` (``wong_mnist``: batch
 100, the README recipes' batch), and PGD-10 (L-inf,
 eps 0.3, step 0.01) on ``madry_mnist`` in eval mode.
@@ -53,12 +54,16 @@ else:
         opt.step()
 for _ in range(2):
     fn()
+import resource
+faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 times = []
 for _ in range(calls):
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
-print(json.dumps(times))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"times": times, "faults_per_call": (usage.ru_minflt - faults0) / calls,
+                  "peak_rss_mib": usage.ru_maxrss / 1024}))
 """
 
 
@@ -87,6 +92,8 @@ def main(argv=None):
                           check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     specs = {spec: parse_spec(spec) for spec in args.revisions}
     times = {(spec, w): [] for spec in args.revisions for w in args.work}
+    faults = {key: [] for key in times}
+    rss = {key: [] for key in times}
     with tempfile.TemporaryDirectory(prefix="minidl-revisions-") as tmp:
         trees = {}
         try:
@@ -101,17 +108,22 @@ def main(argv=None):
                         out = subprocess.run([sys.executable, "-c", CHILD, w, str(args.calls)], cwd=trees[rev],
                                              capture_output=True, text=True, check=True,
                                              env=dict(os.environ, PYTHONPATH=trees[rev], **extra))
-                        times[spec, w] += json.loads(out.stdout.strip().splitlines()[-1])
+                        result = json.loads(out.stdout.strip().splitlines()[-1])
+                        times[spec, w] += result["times"]
+                        faults[spec, w].append(result["faults_per_call"])
+                        rss[spec, w].append(result["peak_rss_mib"])
                 print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=root, capture_output=True)
     width = max(14, *(len(spec) for spec in args.revisions))
-    print(f"{'work':<12} {'revision':<{width}} {'median ms':>10} {'best ms':>9}   ({args.rounds} rounds x {args.calls} calls)")
+    print(f"{'work':<12} {'revision':<{width}} {'median ms':>10} {'best ms':>9} {'faults/call':>12} "
+          f"{'peak RSS MiB':>13}   ({args.rounds} rounds x {args.calls} calls)")
     for w in args.work:
         for spec in args.revisions:
             t = times[spec, w]
-            print(f"{w:<12} {spec:<{width}} {statistics.median(t) * 1e3:10.1f} {min(t) * 1e3:9.1f}")
+            print(f"{w:<12} {spec:<{width}} {statistics.median(t) * 1e3:10.1f} {min(t) * 1e3:9.1f} "
+                  f"{statistics.median(faults[spec, w]):12.0f} {max(rss[spec, w]):13.0f}")
 
 
 if __name__ == "__main__":
