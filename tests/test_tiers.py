@@ -246,3 +246,16 @@ def test_ops_optim_and_nn_are_plain_array_code(path):
             assert not any(m in name.split(".") for m in ("runtime", "parallel", "blas", "workspace", "autotune",
                                                           "threadpoolctl")), f"{path}:{node.lineno} imports {name}"
     assert "xp is numpy" not in text and "xp is not numpy" not in text, f"{path} branches on the array module"
+
+
+def test_the_study_runs_on_the_reference_tier(tmp_path, no_fast_implementation):
+    """The whole study (training, attacks, AutoAttack, UAPs, spectrum, landscape, curvature) on the
+    plain implementations: any fast implementation it reached would raise."""
+    from minidl.study import run_study
+    from test_study import TINY
+    from test_train import synthetic
+    with kernels.use("reference"):
+        metrics = run_study("mnist", "quick", out_dir=str(tmp_path / "study"),
+                            arrays=(synthetic(96), synthetic(40, seed=1)), overrides=TINY, progress=False)
+    assert metrics["accuracy"]["rows"]["natural"]["clean"] >= 0
+    assert os.path.getsize(tmp_path / "study" / "report.md") > 0
