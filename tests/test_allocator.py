@@ -96,3 +96,16 @@ def test_the_same_bits_with_and_without_the_thresholds():
     assert tuned == plain
     reference_state, _ = _train(MINIDL_KERNELS="reference")
     assert reference_state.startswith("left to glibc (the fast tier")
+
+
+def test_a_misspelt_choice_is_refused(fresh, monkeypatch):
+    monkeypatch.setenv("MINIDL_MALLOC", "off")
+    with pytest.raises(ValueError, match="MINIDL_MALLOC: expected one of 'tune', 'default', got 'off'"):
+        allocator.tune()
+    assert fresh.calls == []
+    monkeypatch.setenv("MINIDL_MALLOC", "tune")
+    assert allocator.tune().startswith("tuned")
+    env = {k: v for k, v in os.environ.items() if k not in USER_VARS}
+    out = subprocess.run([sys.executable, "-c", "import minidl"], env=dict(env, PYTHONPATH=ROOT, MINIDL_MALLOC="off"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "MINIDL_MALLOC: expected one of 'tune', 'default', got 'off'" in out.stderr

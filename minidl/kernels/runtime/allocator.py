@@ -16,7 +16,8 @@ same step ran at two speeds in two processes (``benchmarks/README.md``, "The C h
 :func:`tune` sets the two values glibc's own rule ends at, 32 MiB and 64 MiB, from the first
 call on. It changes how memory is reused, never what is computed. It does nothing outside
 glibc, when the user has set either threshold in the environment (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``; glibc reads them at start-up), or with ``MINIDL_MALLOC=default``.
+``MALLOC_TRIM_THRESHOLD_``; glibc reads them at start-up), or with ``MINIDL_MALLOC=default``
+(``MINIDL_MALLOC=tune``, the same as unset, asks for it).
 """
 import ctypes
 import ctypes.util
@@ -28,6 +29,7 @@ MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit system
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # what glibc sets beside it when it raises the mmap threshold
 
 USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+CHOICES = ("tune", "default")  # MINIDL_MALLOC's values; unset means "tune"
 
 state = "left to glibc (the fast tier tunes it when minidl is imported)"  # read by `minidl info`
 _done = False
@@ -49,8 +51,11 @@ def tune():
     global state, _done
     if _done:
         return state
+    choice = os.environ.get("MINIDL_MALLOC", "").strip() or "tune"
+    if choice not in CHOICES:
+        raise ValueError(f"MINIDL_MALLOC: expected one of {', '.join(map(repr, CHOICES))}, got {choice!r}")
     _done = True
-    if os.environ.get("MINIDL_MALLOC", "").strip() == "default":
+    if choice == "default":
         state = "left to glibc (MINIDL_MALLOC=default)"
     elif any(v in os.environ for v in USER_VARIABLES):
         state = "left to the environment (" + ", ".join(v for v in USER_VARIABLES if v in os.environ) + ")"
