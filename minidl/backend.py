@@ -164,7 +164,7 @@ class Device(str):
             return type
         name = str(type).lower()
         kind, _, number = name.partition(":")
-        if kind not in ("cpu", "cuda") or (number and not number.isdigit()) or (number and index is not None):
+        if kind not in ("cpu", "cuda") or (number and not number.isdecimal()) or (number and index is not None):
             raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {type!r}"
                              + (f" with index {index!r}" if index is not None else ""))
         if index is not None and (not isinstance(index, (int, numpy.integer)) or index < 0):

@@ -182,7 +182,7 @@ def cmd_study(args):
 def seed_list(text):
     """An argparse ``type`` for --seeds: distinct non-negative integers separated by commas."""
     parts = [t.strip() for t in text.split(",")]
-    if not all(t.isdigit() for t in parts):
+    if not all(t.isdecimal() for t in parts):
         raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, e.g. 0,1,2; "
                                          f"got {text!r}")
     seeds = [int(t) for t in parts]

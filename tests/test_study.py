@@ -452,11 +452,129 @@ def test_seeds_report_and_printed_table(tmp_path, capsys):
     assert seeds_mod.mean_range({"mean": 0.5, "min": 0.25, "max": 0.75, "n": 2}, percent=True) == "50.0% [25.0%, 75.0%]"
 
 
+def _landscape_counts(m, kinds):
+    """``m`` with one ball_cosine row per entry of ``kinds`` ("adversarial", "natural", "neither")."""
+    diff = {"adversarial": 0.5, "natural": -0.5, "neither": 0.0}
+    m["landscape"]["rows"] = [{"measure": "ball_cosine", "norm": "inf", "radius": 0.1 * (i + 1), "fraction": 1.0,
+                               "smoother": "higher", "natural": {"mean": 0.5, "median": 0.5, "se": 0.01, "n": 20},
+                               "adversarial": {"mean": 0.5 + diff[k], "median": 0.5, "se": 0.01, "n": 20},
+                               "difference": {"mean": diff[k], "median": diff[k], "se": 0.01, "n": 20}}
+                              for i, k in enumerate(kinds)]
+    return m
+
+
+def test_aggregate_count_claims_take_every_seeds_categories_whatever_their_order():
+    """A seed with no row of a kind lists no count for it: that is a count of 0, in either order."""
+    claim = "The landscape by every measure (rows per verdict)"
+    neither = "rows: no clear difference (within 2 standard errors)"
+    a = _landscape_counts(_seed_metrics(1.5, (0.5, 0.8)), ["adversarial", "adversarial"])
+    b = _landscape_counts(_seed_metrics(1.5, (0.5, 0.8)), ["adversarial", "neither"])
+    for order in ({0: a, 1: b}, {0: b, 1: a}):
+        c = {x["claim"]: x for x in seeds_mod.aggregate(order)["claims"]}[claim]
+        assert c["numbers"][neither] == {"mean": 0.5, "min": 0.0, "max": 1.0, "n": 2}
+        assert c["numbers"]["rows: reproduces"] == {"mean": 1.5, "min": 1.0, "max": 2.0, "n": 2}
+        assert f"{neither} 0.5 [0, 1]" in seeds_mod._claim_cells(c)[0]
+
+
+def test_aggregate_matches_claims_by_name_and_a_missing_claim_is_not_judged():
+    """A seed without the spectrum stage lacks its two claims: they count that seed as not judged,
+    and no claim after a missing one is compared with another claim."""
+    full, short = _seed_metrics(1.5, (0.5, 0.8)), _seed_metrics(1.5, (0.5, 0.8))
+    short["spectrum"] = None
+    for order in ({0: short, 1: full}, {0: full, 1: short}):
+        agg = seeds_mod.aggregate(order)
+        by = {c["claim"]: c for c in agg["claims"]}
+        assert len(by) == len(agg["claims"]) == len(report.claims(full))
+        talk = next(c for name, c in by.items() if "talk's definition" in name)
+        assert talk["n"] == 2 and talk["reproduces"] == 1 and talk["counts"][NOT_JUDGED] == 1
+        assert talk["verdict"] == "reproduces where judged (not judged in 1 of 2 seeds)"
+        assert seeds_mod.k_of_n(talk) == f"1 of 2 seeds ({NOT_JUDGED}: 1)"
+        assert talk["numbers"]["s1/s2 median natural"]["n"] == 1
+        assert seeds_mod.mean_range(talk["numbers"]["s1/s2 median natural"], of=2) == "1.20 (1 of 2 seeds)"
+        count = next(c for name, c in by.items() if name.startswith("Definitions of the matrix"))
+        assert count["kind"] == "count" and count["numbers"]["v1 beats random: natural"]["n"] == 1
+        assert "(1 of 2 seeds)" in seeds_mod._claim_cells(count)[0]
+        # every claim common to both seeds is judged by both
+        for name in by:
+            if name in {c["claim"] for c in report.claims(short)}:
+                assert by[name]["n"] == 2 and NOT_JUDGED not in by[name]["counts"]
+    assert seeds_mod.aggregate({0: short, 1: short})["spectrum"] is None
+
+
+def test_seed_verdict_words():
+    assert seeds_mod.seed_verdict(["reproduces"] * 3) == "reproduces"
+    assert seeds_mod.seed_verdict(["reproduces", "does not reproduce"]) == seeds_mod.SPLIT
+    assert seeds_mod.seed_verdict(["does not reproduce", NOT_JUDGED, "does not reproduce"]) == \
+        "does not reproduce where judged (not judged in 1 of 3 seeds)"
+    assert seeds_mod.seed_verdict(["reproduces", "does not reproduce", NOT_JUDGED]) == seeds_mod.SPLIT
+    assert seeds_mod.seed_verdict([NOT_JUDGED] * 2) == NOT_JUDGED
+    assert seeds_mod.k_of_n(seeds_mod.tally(["does not reproduce", NOT_JUDGED])) == \
+        f"0 of 2 seeds (does not reproduce: 1; {NOT_JUDGED}: 1)"
+
+
+def test_printed_verdicts_wrap_long_cells_instead_of_cutting_them(capsys):
+    agg = seeds_mod.aggregate({0: _seed_metrics(1.5, (0.5, 0.8)), 1: _seed_metrics(3.0, (0.8, 0.5))})
+    seeds_mod.print_verdicts(agg, "r.md")
+    printed = capsys.readouterr().out
+    words = " ".join(printed.split())
+    for claim, word, _ in seeds_mod.verdict_table(agg):
+        for w in (claim + " " + word).split():
+            assert w in words
+    assert "..." not in printed and "v1 beats random: adversarial" in words
+
+
+def test_spectrum_section_shows_the_judged_ratio_and_the_unjudged_definitions():
+    sp = _spectrum_metrics(1.2)
+    sp["models"]["natural"][1] = _definition("true_class", [(1.3, 2.2), (1.4, 2.4), (1.5, 2.6)])   # the talk's
+    sp["models"]["natural"].append(_definition("adversarial_label", []))
+    sp["models"]["adversarial"].append(_definition("adversarial_label", []))
+    text = "\n".join(report.spectrum_section(sp, "mnist"))
+    assert "s1/s5 <" in text and "| natural: s1/s5 |" in text
+    talks = next(line for line in text.splitlines() if "(talk's)" in line)
+    assert "| 1.40 [1.30, 1.50] | 2.40 [2.20, 2.60] |" in talks         # s1/s2, then s1/s5, median [range]
+    assert "not judged (no matrix of 10 rows)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| PGD, per adversarial label"))
+    assert row.count("| - |") >= 2                                      # no top-5, no ratios
+    assert "median s1/s2 over the classes 1.40 (natural)" in text and "median s1/s5 2.40 (natural)" in text
+
+
+def test_plot_ratios_draws_the_judged_ratio_on_mnist(tmp_path):
+    sp = {**_spectrum_metrics(1.2), "dataset": "mnist", "talk": [2.7, 2.5, 2.1, 2.0, 1.8]}
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    seen = []
+    real = plt.subplots
+    plt.subplots = lambda *a, **k: seen.append(a) or real(*a, **k)
+    try:
+        assert os.path.exists(spectrum.plot_ratios(sp, str(tmp_path / "m.png")))
+        assert os.path.exists(spectrum.plot_ratios({**sp, "dataset": "cifar10"}, str(tmp_path / "c.png")))
+    finally:
+        plt.subplots = real
+    assert [a[0] for a in seen] == [2, 1]                               # MNIST: s1/s2 and s1/s5; CIFAR-10: s1/s2
+
+
+def test_measure_definition_centring_removes_a_shared_mean():
+    """Rows that share one mean perturbation: uncentred, the mean is a dominant direction; centred,
+    what is left is noise and the spectrum is flat."""
+    from minidl import nn
+    rng = np.random.default_rng(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    images = (0.4 + 0.2 * rng.random((40, 1, 4, 4))).astype(np.float32)
+    labels = np.zeros(40, int)
+    mean = rng.standard_normal(16)
+    matrix = (3 * mean / np.linalg.norm(mean) + 0.1 * rng.standard_normal((40, 16))).astype(np.float32)
+    test = (images[:10], labels[:10])
+    run = lambda centred: spectrum.measure_definition(model, matrix, images, labels, labels, test, np.zeros(10, bool),
+                                                      "pgd", "all", centred, 0.5, 10)["groups"]["all"]
+    assert run(False)["s1_s2"] > 10 and run(True)["s1_s2"] < 1.5
+
+
 def test_study_seeds_on_the_command_line(capsys):
     from minidl.cli import build_parser, main
     args = build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", "0,1,2", "--out", "runs/x"])
     assert args.seeds == [0, 1, 2] and args.seed is None
-    for bad in ("0,,1", "a", "0,0", "-1"):
+    for bad in ("0,,1", "a", "0,0", "-1", "\u00b2", "1e3", ""):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", bad, "--out", "runs/x"])
     assert "expected distinct seeds" in capsys.readouterr().err
@@ -472,7 +590,9 @@ def test_two_seeds_end_to_end(tmp_path, capsys):
     out = str(tmp_path / "study")
     agg = run_seeds("mnist", "quick", [0, 1], out_dir=out, arrays=arrays, overrides=TINY, progress=False)
     for s in (0, 1):
-        assert os.path.getsize(os.path.join(out, f"seed-{s}", "report.md")) > 0
+        seed_report = open(os.path.join(out, f"seed-{s}", "report.md")).read()
+        assert f", seed {s}\n" in seed_report and f"--seed {s} --data-dir" in seed_report   # says which seed it is
+        assert json.load(open(os.path.join(out, f"seed-{s}", "metrics.json")))["seed"] == s
         assert os.path.getsize(os.path.join(out, f"seed-{s}", "spectrum_sensitivity.png")) > 0
     saved = json.load(open(os.path.join(out, "metrics.json")))
     assert saved["seeds"] == [0, 1] and saved["aggregate"]["claims"][0]["n"] == 2

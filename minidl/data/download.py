@@ -68,7 +68,7 @@ def _fetch_to(url, fileobj, desc, timeout, progress):
     received = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
         declared = response.headers.get("Content-Length")
-        declared = int(declared) if declared and declared.isdigit() else None
+        declared = int(declared) if declared and declared.isdecimal() else None
         bar = _progress_bar(declared, desc, progress)
         try:
             for chunk in iter(lambda: response.read(_CHUNK), b""):

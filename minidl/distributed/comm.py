@@ -45,7 +45,7 @@ def launched_by_mpi(environ=None):
     environ = os.environ if environ is None else environ
     for name in _LAUNCHER_SIZE_VARIABLES:
         value = environ.get(name, "")
-        if value.isdigit() and int(value) > 1:
+        if value.isdecimal() and int(value) > 1:
             return True
     return False
 

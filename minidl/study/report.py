@@ -232,7 +232,9 @@ def spectrum_claims(dataset, sp):
             f"- *The talk's spectrum in the talk's definition* (one matrix per true class, PGD, uncentred, L2 r "
             f"{d['natural']['radius']:.3g}; {TALK_SPECTRUM_WORDS[dataset]}): median s1/s2 over the classes "
             f"{_num(d['natural']['summary']['s1_s2']['median'], 2)} (natural), "
-            f"{_num(d['adversarial']['summary']['s1_s2']['median'], 2)} (adversarial); the talk's spectrum in "
+            f"{_num(d['adversarial']['summary']['s1_s2']['median'], 2)} (adversarial), median s1/s5 "
+            f"{_num(d['natural']['summary']['s1_s5']['median'], 2)} (natural), "
+            f"{_num(d['adversarial']['summary']['s1_s5']['median'], 2)} (adversarial); the talk's spectrum in "
             f"{o['natural']['matrices_holding']} of {o['natural']['matrices']} classes (natural) -> {outcome} for the "
             "natural model.", nums))
     counts = {name: [definition_outcome(dataset, d) for d in defs] for name, defs in sp["models"].items()}
@@ -249,12 +251,14 @@ def spectrum_claims(dataset, sp):
     return out
 
 
-def _range_cell(summary, digits=2):
+def _range_cell(summary, digits=2, percent=False):
+    """"median [min, max]" of a summary over a definition's matrices (the median alone for one)."""
     if summary["median"] is None:
         return "-"
+    f = _pct if percent else (lambda x: _num(x, digits))
     if summary["n"] <= 1:
-        return _num(summary["median"], digits)
-    return f"{_num(summary['median'], digits)} [{_num(summary['min'], digits)}, {_num(summary['max'], digits)}]"
+        return f(summary["median"])
+    return f"{f(summary['median'])} [{f(summary['min'])}, {f(summary['max'])}]"
 
 
 def spectrum_section(sp, dataset):
@@ -270,7 +274,8 @@ def spectrum_section(sp, dataset):
              f"norm (at the preset's radius, all {st['rows'][st['radii'].index(st['preset_radius'])]} images); all "
              "classes in one matrix, one matrix per true class, or one per adversarial label (the class PGD "
              "reached; images it left in their class are dropped; gradient rows take the PGD label at the preset's "
-             "radius); rows centred or not. Per-class rows give the median over the matrices and [min, max]; "
+             "radius); rows centred or not. Per-class rows give the median over the matrices and [min, max] (their "
+             "top-5: each singular value's median over the matrices; the random rate: its median); "
              f"matrices with fewer than {st['min_rows']} rows are left out. *v1 / random*: fooling rate of the top "
              "singular vector (scaled to the radius, signed to raise the loss) and of one random direction of the "
              f"same norm, on {sp['n_test']} held-out test images (a true-class v1 on that class's images, an "
@@ -279,23 +284,24 @@ def spectrum_section(sp, dataset):
              + ("s1/s2 > " + f"{DOMINANT_S1_S2:g}" if dataset == "cifar10" else "s1/s5 < " + f"{CLOSE_S1_S5:g}")
              + " of the median, with the matrices that pass alone. `metrics.json` (`spectrum`) holds every matrix's "
                "numbers.", "",
-             "| definition | " + " | ".join(f"{n}: top-5 | {n}: s1/s2 | {n}: v1 / random | {n}: verdict"
+             "| definition | " + " | ".join(f"{n}: top-5 | {n}: s1/s2 | {n}: s1/s5 | {n}: v1 / random | {n}: verdict"
                                             for n in models) + " |",
-             "| --- " * (1 + 4 * len(models)) + "|"]
+             "| --- " * (1 + 5 * len(models)) + "|"]
     for i, d0 in enumerate(sp["models"][models[0]]):
         cells = []
         for name in models:
             d = sp["models"][name][i]
             o = definition_outcome(dataset, d)
             su = d["summary"]
-            fool = f"{_pct(su['v1_fooling']['median'])} / {_pct(su['random_fooling']['median'])}"
+            fool = f"{_range_cell(su['v1_fooling'], percent=True)} / {_pct(su['random_fooling']['median'])}"
             if o["uap"]:
                 fool = f"**{fool}**"
             word = verdict(o["spectrum"])
             if d["grouping"] != "all":
                 word = (f"{word} ({o['matrices_holding']}/{o['matrices']})" if o["matrices"] else
                         f"not judged (no matrix of {st['min_rows']} rows)")
-            cells += [", ".join(f"{v:.2f}" for v in su["top"]), _range_cell(su["s1_s2"]), fool, word]
+            cells += [", ".join(f"{v:.2f}" for v in su["top"]) or "-", _range_cell(su["s1_s2"]),
+                      _range_cell(su["s1_s5"]), fool, word]
         mark = " (talk's)" if all(d0[k] == v for k, v in TALK_DEFINITION.items()) and \
             d0["radius"] == st["preset_radius"] else ""
         lines.append(f"| {definition_label(d0)}{mark} | " + " | ".join(cells) + " |")
@@ -363,9 +369,12 @@ def autoattack_lines(rows):
 def write_report(path, m):
     """``report.md`` at ``path`` from the metrics ``m`` of :func:`minidl.study.run_study`."""
     s = m["settings"]
-    cmd = (f"python -m minidl study --dataset {m['dataset']} --preset {m['preset']} --device {m['device']} "
+    # Metrics written before the study recorded its seed have none: the report then names none.
+    seed = f" --seed {m['seed']}" if "seed" in m else ""
+    cmd = (f"python -m minidl study --dataset {m['dataset']} --preset {m['preset']} --device {m['device']}{seed} "
            f"--data-dir DIR --out DIR")
-    lines = [f"# minidl robustness study: {m['dataset']}, preset {m['preset']}", "",
+    lines = [f"# minidl robustness study: {m['dataset']}, preset {m['preset']}" + (f", seed {m['seed']}" if seed else ""),
+             "",
              f"Produced by `{cmd}` in {m['total_seconds'] / 60:.1f} minutes (this run; reused stages count "
              "their original time below). Every number below comes from this run; `metrics.json` holds them all.",
              "", "## Models", "",

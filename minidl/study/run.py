@@ -63,7 +63,7 @@ def run_study(dataset, preset="quick", device="cpu", data_dir=None, out_dir="run
     landscape = stages.run("landscape", {"preset": p.to_dict(), "models": _model_ids(models),
                                          "curvature": {"k": HESSIAN_K, "iters": HESSIAN_ITERS}},
                            lambda: landscape_analysis(p, models, eval_set, out_dir, seed))
-    metrics = {"dataset": dataset, "preset": preset, "device": device, "settings": p.to_dict(),
+    metrics = {"dataset": dataset, "preset": preset, "device": device, "seed": seed, "settings": p.to_dict(),
                "training": {k: v["history"] for k, v in models.items()},
                "training_configs": {k: v["config"] for k, v in models.items()},
                "accuracy": accuracy, "rse": rse, "uap": uap, "spectrum": spectrum, "landscape": landscape,

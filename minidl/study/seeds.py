@@ -12,6 +12,7 @@ change, and so does the input-Hessian curvature (norm "-", one row taken at the 
 report also states on a line of its own.
 """
 import os
+import textwrap
 
 import numpy
 
@@ -39,9 +40,17 @@ def spread(values):
 
 
 def seed_verdict(outcomes):
-    """The words of the verdict over seeds: the common outcome when every seed agrees, else SPLIT."""
+    """The words of the verdict over seeds: the common outcome when every seed agrees; the judged
+    seeds' common outcome, with how many could not judge, when only NOT_JUDGED disagrees; else SPLIT."""
+    outcomes = list(outcomes)
     kinds = set(outcomes)
-    return kinds.pop() if len(kinds) == 1 else SPLIT
+    if len(kinds) == 1:
+        return kinds.pop()
+    judged = kinds - {NOT_JUDGED}
+    if len(judged) == 1:
+        missing = sum(1 for o in outcomes if o == NOT_JUDGED)
+        return f"{judged.pop()} where judged (not judged in {missing} of {len(outcomes)} seeds)"
+    return SPLIT
 
 
 def tally(outcomes):
@@ -77,13 +86,22 @@ def aggregate(per_seed):
     seeds = list(per_seed)
     metrics = [per_seed[s] for s in seeds]
     first = metrics[0]
-    per_claims = [claims(m) for m in metrics]
+    per_claims = [{c["claim"]: c for c in claims(m)} for m in metrics]
+    # Claims are matched by name: a seed whose run lacks a claim (say, no spectrum stage) counts
+    # as not judging it, and never shifts the claims after it onto the wrong ones.
+    names = list(dict.fromkeys(name for cs in per_claims for name in cs))
     out_claims = []
-    for i, c in enumerate(per_claims[0]):
-        same = [cs[i] for cs in per_claims if i < len(cs) and cs[i]["claim"] == c["claim"]]
-        entry = {"claim": c["claim"], "kind": c["kind"], **tally(x["outcome"] for x in same),
-                 "numbers": {k: spread([x["numbers"].get(k) for x in same]) for k in c["numbers"]}}
-        out_claims.append(entry)
+    for name in names:
+        same = [cs.get(name) for cs in per_claims]
+        c = next(x for x in same if x is not None)
+        outcomes = [NOT_JUDGED if x is None else x["outcome"] for x in same]
+        keys = list(dict.fromkeys(k for x in same if x is not None for k in x["numbers"]))
+        if c["kind"] == "count":
+            # A count a seed does not list is a count of 0 (no row of that kind), not a missing number.
+            numbers = {k: spread([x["numbers"].get(k, 0) for x in same if x is not None]) for k in keys}
+        else:
+            numbers = {k: spread([x["numbers"].get(k) if x is not None else None for x in same]) for k in keys}
+        out_claims.append({"claim": name, "kind": c["kind"], **tally(outcomes), "numbers": numbers})
     result = {"seeds": seeds, "dataset": first["dataset"], "preset": first.get("preset"), "claims": out_claims,
               "landscape": _landscape(metrics), "spectrum": _spectrum(metrics)}
     result["accuracy"] = _accuracy(metrics)
@@ -140,13 +158,16 @@ def _spectrum(metrics):
     return out
 
 
-def mean_range(s, digits=2, percent=False):
-    """"mean [min, max]" of a :func:`spread` (the mean alone for one seed, "-" for none)."""
+def mean_range(s, digits=2, percent=False, of=None):
+    """"mean [min, max]" of a :func:`spread` (the mean alone for one seed, "-" for none); with
+    ``of`` (the number of seeds) it says when fewer seeds than that had the number."""
     if s is None or s["mean"] is None:
         return "-"
-    whole = all(float(x).is_integer() for x in (s["mean"], s["min"], s["max"]))
-    f = (lambda x: _pct(x)) if percent else (lambda x: f"{x:.0f}" if whole else _num(x, digits))
-    return f(s["mean"]) if s["n"] <= 1 or s["min"] == s["max"] else f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]"
+    # Counts (whole numbers in every seed) print their range as whole numbers and their mean as it is.
+    whole = all(float(x).is_integer() for x in (s["min"], s["max"]))
+    f = (lambda x: _pct(x)) if percent else (lambda x: f"{x:.0f}" if whole and float(x).is_integer() else _num(x, digits))
+    text = f(s["mean"]) if s["n"] <= 1 or s["min"] == s["max"] else f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]"
+    return text + (f" ({s['n']} of {of} seeds)" if of is not None and s["n"] < of else "")
 
 
 def _g3(s):
@@ -173,7 +194,7 @@ def _claim_cells(c):
     if c["kind"] == "visual":
         return "visual claim, not judged", "-"
     if c["kind"] == "count":
-        return "; ".join(f"{k} {mean_range(v, 1)}" for k, v in c["numbers"].items()), "-"
+        return "; ".join(f"{k} {mean_range(v, 1, of=c['n'])}" for k, v in c["numbers"].items()), "-"
     return c["verdict"], k_of_n(c)
 
 
@@ -183,18 +204,19 @@ def verdict_table(agg):
 
 
 def print_verdicts(agg, report_path):
-    """Print the verdict table and the report's path (the study's last words)."""
+    """Print the verdict table and the report's path (the study's last words). A long claim or
+    verdict wraps onto lines of its own rather than being cut, so every word reaches the terminal."""
     rows = [("claim", "verdict", "reproduces in")] + verdict_table(agg)
     w0 = min(max(len(r[0]) for r in rows), 70)
     w1 = min(max(len(r[1]) for r in rows), 60)
     print(f"\n[study] verdicts ({agg['dataset']}, preset {agg['preset']}, seeds {', '.join(map(str, agg['seeds']))}):")
     for claim, word, k in rows:
-        print(f"  {_cut(claim, w0):<{w0}}  {_cut(word, w1):<{w1}}  {k}")
+        left, mid = textwrap.wrap(claim, w0) or [""], textwrap.wrap(word, w1) or [""]
+        for i in range(max(len(left), len(mid))):
+            a = left[i] if i < len(left) else ""
+            b = mid[i] if i < len(mid) else ""
+            print(f"  {a:<{w0}}  {b:<{w1}}  {k if i == 0 else ''}".rstrip())
     print(f"[study] report: {report_path}", flush=True)
-
-
-def _cut(text, width):
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def write_seeds_report(path, agg, command, seconds, reports):
@@ -212,22 +234,26 @@ def write_seeds_report(path, agg, command, seconds, reports):
              "| --- | --- | --- | --- |"]
     for c in agg["claims"]:
         word, k = _claim_cells(c)
-        nums = "; ".join(f"{name} {mean_range(s, 3)}" for name, s in c["numbers"].items()) if c["kind"] != "count" \
-            else ""
+        nums = "; ".join(f"{name} {mean_range(s, 3, of=n)}" for name, s in c["numbers"].items()) \
+            if c["kind"] != "count" else ""
         lines.append(f"| {c['claim']} | {word} | {k} | {nums} |")
     if agg.get("spectrum"):
         models = list(agg["spectrum"])
         lines += ["", "## Spectrum sensitivity over seeds", "",
-                  "Each definition's verdict (the talk's spectrum by the median over its matrices) in how many seeds, "
-                  "its median s1/s2 as mean [range] over seeds, and whether v1 beats a random direction.", "",
-                  "| definition | " + " | ".join(f"{m}: talk's spectrum | {m}: s1/s2 | {m}: v1 beats random"
-                                                 for m in models) + " |",
-                  "| --- " * (1 + 3 * len(models)) + "|"]
+                  "Each definition's verdict (the talk's spectrum by the median over its matrices) in how many seeds; "
+                  "its median s1/s2 and s1/s5 and the median fooling rates of v1 and of a random direction, each as "
+                  "mean [range] over seeds; and in how many seeds v1 beats the random direction.", "",
+                  "| definition | " + " | ".join(f"{m}: talk's spectrum | {m}: s1/s2 | {m}: s1/s5 | {m}: v1 / random | "
+                                                 f"{m}: v1 beats random" for m in models) + " |",
+                  "| --- " * (1 + 5 * len(models)) + "|"]
         for key in agg["spectrum"][models[0]]:
             cells = []
             for m in models:
                 e = agg["spectrum"][m].get(key)
-                cells += ["-"] * 3 if e is None else [k_of_n(e["spectrum"]), mean_range(e["s1_s2"]), k_of_n(e["uap"])]
+                cells += ["-"] * 5 if e is None else [
+                    k_of_n(e["spectrum"]), mean_range(e["s1_s2"], of=n), mean_range(e["s1_s5"], of=n),
+                    f"{mean_range(e['v1_fooling'], percent=True)} / {mean_range(e['random_fooling'], percent=True)}",
+                    k_of_n(e["uap"])]
             lines.append(f"| {agg['spectrum'][models[0]][key]['label']} | " + " | ".join(cells) + " |")
     if agg["landscape"]:
         lines += ["", "## Loss landscape over seeds", "",

@@ -29,7 +29,7 @@ import numpy
 from ..adversarial import uap
 from ..adversarial.plots import _pyplot, _save
 from .presets import spectrum_settings
-from .report import DOMINANT_S1_S2, definition_label
+from .report import CLOSE_S1_S5, DOMINANT_S1_S2, definition_label
 
 GROUPINGS = ("all", "true_class", "adversarial_label")
 # The talk's singular values (Bhat and Tsipras, MIT PRIMES 2019), drawn on the figure.
@@ -177,31 +177,40 @@ def spectrum_analysis(p, dataset, models, uap_train, uap_test, out_dir, stages=N
 
 def plot_ratios(result, path):
     """s1/s2 of every definition (median over the groups, bars: the range), one marker per
-    model, with the "dominant" threshold and the talk's own s1/s2 as horizontal lines."""
+    model, with the "dominant" threshold and the talk's own s1/s2 as horizontal lines. On MNIST,
+    whose verdict reads s1/s5 (several close directions), a second panel draws s1/s5 with its
+    threshold and the talk's s1/s5 the same way."""
     plt = _pyplot()
     models = list(result["models"])
     labels = [definition_label(d) for d in result["models"][models[0]]]
-    fig, ax = plt.subplots(figsize=(max(8, 0.42 * len(labels)), 5.5))
-    xs = numpy.arange(len(labels))
-    for j, name in enumerate(models):
-        med = numpy.array([d["summary"]["s1_s2"]["median"] or numpy.nan for d in result["models"][name]], float)
-        lo = numpy.array([d["summary"]["s1_s2"]["min"] or numpy.nan for d in result["models"][name]], float)
-        hi = numpy.array([d["summary"]["s1_s2"]["max"] or numpy.nan for d in result["models"][name]], float)
-        offset = (j - (len(models) - 1) / 2) * 0.25
-        ax.errorbar(xs + offset, med, yerr=[numpy.nan_to_num(med - lo), numpy.nan_to_num(hi - med)], fmt="o",
-                    capsize=2, label=name)
-    ax.axhline(DOMINANT_S1_S2, color="grey", linestyle="--", label=f"'dominant' threshold ({DOMINANT_S1_S2:g})")
     talk = result.get("talk") or []
-    if len(talk) > 1:
-        ax.axhline(talk[0] / talk[1], color="black", linestyle=":",
-                   label=f"the talk's s1/s2 on {result.get('dataset')} ({talk[0] / talk[1]:.2f})")
-    ax.set_yscale("log")
-    from matplotlib.ticker import ScalarFormatter   # matplotlib is imported only where a figure is drawn
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
-    ax.set_ylabel("s1 / s2 (median over the matrices; bars: range)")
-    ax.set_title("Spectrum sensitivity: s1/s2 by definition of the matrix")
-    ax.legend(fontsize=7)
+    panels = [("s1_s2", "s1 / s2", DOMINANT_S1_S2, "'dominant' threshold", 1)]
+    if result.get("dataset") == "mnist":
+        panels.append(("s1_s5", "s1 / s5", CLOSE_S1_S5, "'close' threshold (the verdict's)", 4))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.42 * len(labels)), 3.0 + 2.5 * len(panels)),
+                             sharex=True, squeeze=False)
+    xs = numpy.arange(len(labels))
+    for ax, (key, name_ratio, threshold, words, k) in zip(axes[:, 0], panels):
+        for j, name in enumerate(models):
+            su = [d["summary"][key] for d in result["models"][name]]
+            med = numpy.array([x["median"] if x["median"] is not None else numpy.nan for x in su], float)
+            lo = numpy.array([x["min"] if x["min"] is not None else numpy.nan for x in su], float)
+            hi = numpy.array([x["max"] if x["max"] is not None else numpy.nan for x in su], float)
+            offset = (j - (len(models) - 1) / 2) * 0.25
+            ax.errorbar(xs + offset, med, yerr=[numpy.nan_to_num(med - lo), numpy.nan_to_num(hi - med)], fmt="o",
+                        capsize=2, label=name)
+        ax.axhline(threshold, color="grey", linestyle="--", label=f"{words} ({threshold:g})")
+        if len(talk) > k:
+            ax.axhline(talk[0] / talk[k], color="black", linestyle=":",
+                       label=f"the talk's {name_ratio.replace(' ', '')} on {result.get('dataset')} "
+                             f"({talk[0] / talk[k]:.2f})")
+        ax.set_yscale("log")
+        from matplotlib.ticker import ScalarFormatter   # matplotlib is imported only where a figure is drawn
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.set_ylabel(f"{name_ratio} (median over the matrices; bars: range)", fontsize=8)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xticks(xs)
+    axes[-1, 0].set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
+    axes[0, 0].set_title("Spectrum sensitivity: " + " and ".join(p[1] for p in panels) + " by definition of the matrix")
     fig.tight_layout()
     return _save(fig, path, plt)

@@ -40,7 +40,7 @@ _pool_lock = threading.Lock()
 def _default_threads():
     for var in ("MINIDL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) > 0:
+        if value.isdecimal() and int(value) > 0:
             return int(value)
     try:
         return len(os.sched_getaffinity(0))
