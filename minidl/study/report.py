@@ -373,8 +373,8 @@ def write_report(path, m):
     seed = f" --seed {m['seed']}" if "seed" in m else ""
     cmd = (f"python -m minidl study --dataset {m['dataset']} --preset {m['preset']} --device {m['device']}{seed} "
            f"--data-dir DIR --out DIR")
-    lines = [f"# minidl robustness study: {m['dataset']}, preset {m['preset']}" + (f", seed {m['seed']}" if seed else ""),
-             "",
+    title = f"# minidl robustness study: {m['dataset']}, preset {m['preset']}" + (f", seed {m['seed']}" if seed else "")
+    lines = [title, "",
              f"Produced by `{cmd}` in {m['total_seconds'] / 60:.1f} minutes (this run; reused stages count "
              "their original time below). Every number below comes from this run; `metrics.json` holds them all.",
              "", "## Models", "",

@@ -165,7 +165,12 @@ def mean_range(s, digits=2, percent=False, of=None):
         return "-"
     # Counts (whole numbers in every seed) print their range as whole numbers and their mean as it is.
     whole = all(float(x).is_integer() for x in (s["min"], s["max"]))
-    f = (lambda x: _pct(x)) if percent else (lambda x: f"{x:.0f}" if whole and float(x).is_integer() else _num(x, digits))
+
+    def f(x):
+        if percent:
+            return _pct(x)
+        return f"{x:.0f}" if whole and float(x).is_integer() else _num(x, digits)
+
     text = f(s["mean"]) if s["n"] <= 1 or s["min"] == s["max"] else f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]"
     return text + (f" ({s['n']} of {of} seeds)" if of is not None and s["n"] < of else "")
 
