@@ -448,6 +448,9 @@ def test_seeds_report_and_printed_table(tmp_path, capsys):
     assert "verdicts (mnist, preset quick, seeds 0, 1)" in printed and printed.rstrip().endswith(f"report: {path}")
     assert "reproduces in" in printed and "1 of 2 seeds" in printed
     assert seeds_mod.mean_range({"mean": 2.0, "min": 1.0, "max": 3.0, "n": 3}) == "2 [1, 3]"
+    half = {"mean": 0.5, "min": 0.0, "max": 1.0, "n": 2}
+    assert seeds_mod.mean_range(half, 3) == "0.500 [0.000, 1.000]"                 # a rate, not a count
+    assert seeds_mod.mean_range(half, 1, count=True) == "0.5 [0, 1]"
     assert seeds_mod._g3({"mean": 0.002, "min": 0.001, "max": 0.003, "n": 3}) == "0.002 [0.001, 0.003]"
     assert seeds_mod.mean_range({"mean": 0.5, "min": 0.25, "max": 0.75, "n": 2}, percent=True) == "50.0% [25.0%, 75.0%]"
 
@@ -493,6 +496,7 @@ def test_aggregate_matches_claims_by_name_and_a_missing_claim_is_not_judged():
         assert seeds_mod.mean_range(talk["numbers"]["s1/s2 median natural"], of=2) == "1.20 (1 of 2 seeds)"
         count = next(c for name, c in by.items() if name.startswith("Definitions of the matrix"))
         assert count["kind"] == "count" and count["numbers"]["v1 beats random: natural"]["n"] == 1
+        assert count["verdict"] is None                                   # a count has no verdict to miss
         assert "(1 of 2 seeds)" in seeds_mod._claim_cells(count)[0]
         # every claim common to both seeds is judged by both
         for name in by:
@@ -574,7 +578,11 @@ def test_study_seeds_on_the_command_line(capsys):
     from minidl.cli import build_parser, main
     args = build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", "0,1,2", "--out", "runs/x"])
     assert args.seeds == [0, 1, 2] and args.seed is None
-    for bad in ("0,,1", "a", "0,0", "-1", "\u00b2", "1e3", ""):
+    build = build_parser()
+    with pytest.raises(SystemExit):                   # '\u00b2'.isdigit() is True, but int() refuses it
+        build.parse_args(["study", "--dataset", "mnist", "--seeds", "\u00b2", "--out", "runs/x"])
+    assert "expected non-negative integers separated by commas" in capsys.readouterr().err
+    for bad in ("0,,1", "a", "0,0", "-1", "1e3", ""):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["study", "--dataset", "mnist", "--seeds", bad, "--out", "runs/x"])
     assert "expected distinct seeds" in capsys.readouterr().err

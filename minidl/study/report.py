@@ -307,7 +307,7 @@ def spectrum_section(sp, dataset):
             d0["radius"] == st["preset_radius"] else ""
         lines.append(f"| {definition_label(d0)}{mark} | " + " | ".join(cells) + " |")
     lines += [""] + [line for c in spectrum_claims(dataset, sp) for line in [c["text"]]]
-    lines += ["", f"![s1/s2 by definition]({sp['figure']})"]
+    lines += ["", f"![s1/s2 (and on MNIST s1/s5) by definition]({sp['figure']})"]
     return lines
 
 

@@ -94,7 +94,9 @@ def aggregate(per_seed):
     for name in names:
         same = [cs.get(name) for cs in per_claims]
         c = next(x for x in same if x is not None)
-        outcomes = [NOT_JUDGED if x is None else x["outcome"] for x in same]
+        # Only a verdict can go unjudged; a count or a visual claim has no verdict of its own.
+        absent = NOT_JUDGED if c["kind"] == "verdict" else c["outcome"]
+        outcomes = [absent if x is None else x["outcome"] for x in same]
         keys = list(dict.fromkeys(k for x in same if x is not None for k in x["numbers"]))
         if c["kind"] == "count":
             # A count a seed does not list is a count of 0 (no row of that kind), not a missing number.
@@ -158,18 +160,18 @@ def _spectrum(metrics):
     return out
 
 
-def mean_range(s, digits=2, percent=False, of=None):
+def mean_range(s, digits=2, percent=False, of=None, count=False):
     """"mean [min, max]" of a :func:`spread` (the mean alone for one seed, "-" for none); with
-    ``of`` (the number of seeds) it says when fewer seeds than that had the number."""
+    ``of`` (the number of seeds) it says when fewer seeds than that had the number. Numbers that are
+    whole in every seed print without decimals; so does a ``count``'s range when its mean is not."""
     if s is None or s["mean"] is None:
         return "-"
-    # Counts (whole numbers in every seed) print their range as whole numbers and their mean as it is.
-    whole = all(float(x).is_integer() for x in (s["min"], s["max"]))
+    whole = all(float(x).is_integer() for x in (s["mean"], s["min"], s["max"]))
 
     def f(x):
         if percent:
             return _pct(x)
-        return f"{x:.0f}" if whole and float(x).is_integer() else _num(x, digits)
+        return f"{x:.0f}" if whole or (count and float(x).is_integer()) else _num(x, digits)
 
     text = f(s["mean"]) if s["n"] <= 1 or s["min"] == s["max"] else f"{f(s['mean'])} [{f(s['min'])}, {f(s['max'])}]"
     return text + (f" ({s['n']} of {of} seeds)" if of is not None and s["n"] < of else "")
@@ -199,7 +201,7 @@ def _claim_cells(c):
     if c["kind"] == "visual":
         return "visual claim, not judged", "-"
     if c["kind"] == "count":
-        return "; ".join(f"{k} {mean_range(v, 1, of=c['n'])}" for k, v in c["numbers"].items()), "-"
+        return "; ".join(f"{k} {mean_range(v, 1, of=c['n'], count=True)}" for k, v in c["numbers"].items()), "-"
     return c["verdict"], k_of_n(c)
 
 
@@ -257,7 +259,8 @@ def write_seeds_report(path, agg, command, seconds, reports):
                 e = agg["spectrum"][m].get(key)
                 cells += ["-"] * 5 if e is None else [
                     k_of_n(e["spectrum"]), mean_range(e["s1_s2"], of=n), mean_range(e["s1_s5"], of=n),
-                    f"{mean_range(e['v1_fooling'], percent=True)} / {mean_range(e['random_fooling'], percent=True)}",
+                    f"{mean_range(e['v1_fooling'], percent=True, of=n)} / "
+                    f"{mean_range(e['random_fooling'], percent=True, of=n)}",
                     k_of_n(e["uap"])]
             lines.append(f"| {agg['spectrum'][models[0]][key]['label']} | " + " | ".join(cells) + " |")
     if agg["landscape"]:

@@ -138,7 +138,7 @@ def perturbation_arrays(stages, name, model, mtime, images, labels, eps, steps, 
 
 def spectrum_analysis(p, dataset, models, uap_train, uap_test, out_dir, stages=None, progress=False, seed=0):
     """Every definition's numbers for the natural and the adversarial model, and the figure of
-    s1/s2 by definition. The PGD matrix at the preset's radius is the UAP stage's (shared
+    s1/s2 (on MNIST also s1/s5) by definition. The PGD matrix at the preset's radius is the UAP stage's (shared
     through ``stages``); the other radii use the first ``rows`` images of ``spectrum_settings``."""
     st = spectrum_settings(p)
     shape = uap_train[0].shape[1:]
